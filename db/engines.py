@@ -1,0 +1,153 @@
+"""What differs between database engines, behind one small interface.
+
+The runner needs four things from an engine, and only these:
+
+- ``migrator(database)``: the ``playhouse.migrate`` SchemaMigrator that migrations receive;
+- ``migration_lock(database)``: a lock held while planning and applying, which dies with
+  the process that holds it, so concurrent ``db.migrate`` runs apply each migration once;
+- ``transaction(database)``: one migration and its history row, all or nothing;
+- ``split_statements(sql)``: a ``.sql`` migration's text as single statements.
+
+``engine_for(database)`` picks the engine. SQLite is here; PostgreSQL and MySQL join
+by adding a class each.
+"""
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+import filelock
+import peewee
+from playhouse.migrate import SqliteMigrator, operation
+
+from db.errors import ConfigError, LockTimeout, MigrationFailed
+
+LOCK_TIMEOUT_SECONDS = 600
+
+
+class Engine:
+    """The primitives the migration runner needs from one database engine."""
+
+    name = "generic"
+
+    def migrator(self, database):
+        raise NotImplementedError
+
+    def migration_lock(self, database, timeout=LOCK_TIMEOUT_SECONDS):
+        raise NotImplementedError
+
+    def transaction(self, database):
+        raise NotImplementedError
+
+    def split_statements(self, sql):
+        raise NotImplementedError
+
+
+class TriggerKeepingSqliteMigrator(SqliteMigrator):
+    """SqliteMigrator whose table rebuilds re-create the table's triggers.
+
+    SQLite cannot alter most column properties, so peewee rebuilds the table
+    (create a copy, move the rows, drop, rename). Dropping the table drops its
+    triggers, and peewee does not put them back; this class does. The rename
+    runs in legacy mode: otherwise SQLite re-checks every trigger of *other*
+    tables that mentions the table and fails ("no such table") while the
+    table is briefly gone.
+    """
+
+    @operation
+    def _update_column(self, table, column_to_update, fn):
+        triggers = self.database.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
+        ).fetchall()
+        rebuild = SqliteMigrator._update_column.__wrapped__(self, table, column_to_update, fn)
+        return [
+            peewee.SQL("PRAGMA legacy_alter_table = ON"),
+            *rebuild,
+            peewee.SQL("PRAGMA legacy_alter_table = OFF"),
+            *(peewee.SQL(sql) for (sql,) in triggers),
+        ]
+
+
+class SqliteEngine(Engine):
+    """SQLite: a file lock beside the database, IMMEDIATE transactions."""
+
+    name = "sqlite"
+
+    def migrator(self, database):
+        return TriggerKeepingSqliteMigrator(database)
+
+    @contextmanager
+    def migration_lock(self, database, timeout=LOCK_TIMEOUT_SECONDS):
+        # An OS file lock (flock) is released by the kernel when its process dies,
+        # so a crash can never leave a stale lock behind.
+        if database.database == ":memory:":
+            yield
+            return
+        lock_path = (
+            Path(database.database)
+            .resolve()
+            .with_name(Path(database.database).name + ".migrate.lock")
+        )
+        lock = filelock.FileLock(lock_path, timeout=timeout)
+        try:
+            with lock:
+                yield
+        except filelock.Timeout as exc:
+            raise LockTimeout(
+                f"another process has held the migration lock {lock_path} "
+                f"for more than {timeout} s; is a migration still running?"
+            ) from exc
+
+    @contextmanager
+    def transaction(self, database):
+        # Foreign-key enforcement must be switched off before BEGIN (the pragma
+        # is ignored inside a transaction), or a table rebuild's DROP TABLE would
+        # cascade-delete the rows that reference it. The check before COMMIT
+        # keeps the guarantee the pragma gave. IMMEDIATE takes the write lock up
+        # front, so a busy database is waited for instead of failing midway.
+        database.pragma("foreign_keys", 0)
+        try:
+            with database.atomic("IMMEDIATE"):
+                yield
+                _raise_on_foreign_key_violations(database)
+        finally:
+            database.pragma("legacy_alter_table", 0)
+            database.pragma("foreign_keys", 1)
+
+    def split_statements(self, sql):
+        statements, pending = [], ""
+        for line in sql.splitlines(keepends=True):
+            pending += line
+            if sqlite3.complete_statement(pending):
+                statements.append(pending.strip())
+                pending = ""
+        if pending.strip() and not _only_comments(pending):
+            statements.append(pending.strip())
+        return statements
+
+
+def _only_comments(sql):
+    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+
+
+def _raise_on_foreign_key_violations(database):
+    violations = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+    if violations:
+        table, rowid, parent, _ = violations[0]
+        raise MigrationFailed(
+            f"{len(violations)} row(s) break a foreign key, e.g. {table} rowid {rowid} "
+            f"points to a missing {parent} row"
+        )
+
+
+ENGINES = {peewee.SqliteDatabase: SqliteEngine}
+
+
+def engine_for(database):
+    """Return the Engine for a peewee Database."""
+    for database_class, engine_class in ENGINES.items():
+        if isinstance(database, database_class):
+            return engine_class()
+    raise ConfigError(
+        f"{type(database).__name__} is not supported yet: this version runs on SQLite only"
+    )

@@ -1,0 +1,70 @@
+"""The error family of the CloneGallery database toolkit.
+
+Every failure a user can cause is raised as one of these, with a message worded
+for the operator: it names the file, table, option or URL at fault and, where
+there is one, the fix. `tasks.py` turns them into one line on stderr and the
+class's `exit_code`; nothing else in the package prints them.
+
+Exit codes: 1 = an operation failed, 2 = bad input or configuration,
+3 = `db.status --check` found the database not up to date.
+"""
+
+
+class DbError(Exception):
+    """Base class of every error the toolkit reports to the user."""
+
+    exit_code = 1
+
+
+class ConfigError(DbError):
+    """The database URL or a setting is unusable."""
+
+    exit_code = 2
+
+
+class ConnectionFailed(DbError):
+    """The database could not be opened or reached."""
+
+
+class ValidationError(DbError):
+    """A model row breaks a rule of the schema (checked before saving)."""
+
+    exit_code = 2
+
+
+class MigrationFileError(DbError):
+    """A migration file is misnamed, duplicated or malformed."""
+
+    exit_code = 2
+
+
+class UnknownVersion(DbError):
+    """A version given on the command line matches no migration."""
+
+    exit_code = 2
+
+
+class DriftError(DbError):
+    """Applied history no longer matches the migration files."""
+
+
+class OutOfOrderError(DbError):
+    """A pending migration is numbered below one already applied."""
+
+
+class IrreversibleMigration(DbError):
+    """A rollback reached a migration that has no down step."""
+
+
+class MigrationFailed(DbError):
+    """A migration raised while running; its transaction was rolled back."""
+
+
+class LockTimeout(DbError):
+    """Another process held the migration lock for too long."""
+
+
+class NotUpToDate(DbError):
+    """`status --check` found pending, changed or missing migrations."""
+
+    exit_code = 3

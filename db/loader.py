@@ -1,0 +1,167 @@
+"""Finding and reading migration files.
+
+A migration is a file in ``migrations/`` named ``NNN_description.py`` or
+``NNN_description.sql`` (NNN: three or more digits; description: lower-case
+letters, digits and underscores).
+
+A Python migration defines ``up(migrator, db)`` and, to be reversible,
+``down(migrator, db)``; ``migrator`` is the engine's ``playhouse.migrate``
+SchemaMigrator. An SQL migration holds ``-- migrate:up`` and ``-- migrate:down``
+sections; a file without markers is all "up" and cannot be rolled back::
+
+    -- migrate:up
+    ALTER TABLE users ADD COLUMN karma INTEGER NOT NULL DEFAULT 0;
+    -- migrate:down
+    ALTER TABLE users DROP COLUMN karma;
+
+``discover(folder)`` returns the files in version order and refuses misnamed
+files and duplicate versions before anything runs. A file's checksum ignores
+line endings, so a CRLF checkout is not mistaken for an edited migration.
+"""
+
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from db.errors import MigrationFileError
+
+NAME_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<description>[a-z0-9_]+)\.(?P<kind>py|sql)$")
+UP_MARKER = re.compile(r"^--\s*migrate:up\s*$", re.MULTILINE)
+DOWN_MARKER = re.compile(r"^--\s*migrate:down\s*$", re.MULTILINE)
+IGNORED_NAMES = {"__init__.py", "README.md", "README"}
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What a migration does: callables ``up(migrator, db)`` and ``down`` (None if absent)."""
+
+    up: object
+    down: object
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    """One migration file on disk."""
+
+    path: Path
+    version: str
+    description: str
+    kind: str
+
+    @property
+    def name(self):
+        return self.path.stem
+
+    @property
+    def number(self):
+        return int(self.version)
+
+    @cached_property
+    def checksum(self):
+        """SHA-256 of the file's text with line endings normalised to LF."""
+        text = self.path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return hashlib.sha256(text).hexdigest()
+
+    def load(self, engine):
+        """Return the migration's Steps, or raise MigrationFileError naming the file."""
+        if self.kind == "py":
+            return _load_python(self)
+        return _load_sql(self, engine)
+
+
+def discover(folder):
+    """Return the migration files in ``folder`` in version order, refusing bad ones."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MigrationFileError(f"migrations folder {folder} does not exist")
+    files = []
+    for path in sorted(folder.iterdir()):
+        if path.name in IGNORED_NAMES or path.name.startswith((".", "_")) or path.is_dir():
+            continue
+        files.append(_parse_name(path))
+    _refuse_duplicate_versions(files)
+    return sorted(files, key=lambda f: f.number)
+
+
+def next_version(files):
+    """Return the version string for a new migration after ``files``."""
+    number = max((f.number for f in files), default=0) + 1
+    return f"{number:03d}"
+
+
+def slugify(text):
+    """Return ``text`` as a migration description: lower case, words joined by ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _parse_name(path):
+    match = NAME_PATTERN.match(path.name)
+    if match is None:
+        raise MigrationFileError(
+            f"{path}: migration file names must look like NNN_description.py or "
+            "NNN_description.sql (digits, underscore, lower-case words)"
+        )
+    return MigrationFile(path=path, **match.groupdict())
+
+
+def _refuse_duplicate_versions(files):
+    seen = {}
+    for migration in files:
+        other = seen.setdefault(migration.number, migration)
+        if other is not migration:
+            raise MigrationFileError(
+                f"{migration.path}: version {migration.version} is also used by "
+                f"{other.path.name}; renumber one of them"
+            )
+
+
+def _load_python(migration):
+    spec = importlib.util.spec_from_file_location(f"migration_{migration.name}", migration.path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise MigrationFileError(f"{migration.path}: cannot be loaded: {exc}") from exc
+    up, down = getattr(module, "up", None), getattr(module, "down", None)
+    if not callable(up):
+        raise MigrationFileError(f"{migration.path}: defines no up(migrator, db) function")
+    return Steps(up=up, down=down if callable(down) else None)
+
+
+def _load_sql(migration, engine):
+    text = migration.path.read_text(encoding="utf-8")
+    up_text, down_text = _sql_sections(migration, text)
+    up = _sql_step(engine.split_statements(up_text))
+    down = None if down_text is None else _sql_step(engine.split_statements(down_text))
+    return Steps(up=up, down=down)
+
+
+def _sql_sections(migration, text):
+    ups, downs = list(UP_MARKER.finditer(text)), list(DOWN_MARKER.finditer(text))
+    if not ups and not downs:
+        return text, None
+    if len(ups) != 1 or len(downs) > 1:
+        raise MigrationFileError(
+            f"{migration.path}: needs exactly one '-- migrate:up' and at most one "
+            "'-- migrate:down' marker"
+        )
+    up_start = ups[0].end()
+    if not downs:
+        return text[up_start:], None
+    down_start, down_end = downs[0].start(), downs[0].end()
+    if down_start < up_start:
+        raise MigrationFileError(
+            f"{migration.path}: '-- migrate:down' must come after '-- migrate:up'"
+        )
+    return text[up_start:down_start], text[down_end:]
+
+
+def _sql_step(statements):
+    def run(migrator, db):
+        for statement in statements:
+            db.execute_sql(statement)
+
+    return run

@@ -1,0 +1,235 @@
+"""Plan and run migrations against one database.
+
+    runner = Runner(database, "migrations", on_event=print_progress)
+    runner.status()                 # [MigrationStatus(...), ...] in version order
+    runner.migrate(to="002")        # names applied, oldest first
+    runner.migrate(dry_run=True)    # names that would be applied; nothing runs
+    runner.rollback(steps=2)        # names reverted, newest first
+
+Everything is validated before the first statement runs: misnamed or duplicate
+files, drift (an applied file that changed or is gone), a pending migration
+numbered below an applied one, unknown ``--to`` versions, a missing ``up`` or
+``down``. Each migration then runs in one transaction together with its history
+row, under a lock that makes concurrent runs apply it exactly once.
+
+``on_event(event, migration, duration_ms)`` reports progress: ``applying``,
+``applied``, ``reverting``, ``reverted``. The runner never prints.
+"""
+
+import time
+import traceback
+from dataclasses import dataclass
+
+import peewee
+
+from db.engines import engine_for
+from db.errors import (
+    ConfigError,
+    DbError,
+    DriftError,
+    IrreversibleMigration,
+    MigrationFailed,
+    OutOfOrderError,
+    UnknownVersion,
+)
+from db.history import History
+from db.loader import discover
+
+APPLIED, PENDING, CHANGED, MISSING = "applied", "pending", "changed", "missing"
+DRIFT_STATES = (CHANGED, MISSING)
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """One migration as the files and the history see it together."""
+
+    version: str
+    name: str
+    state: str
+    applied_at: object = None
+    duration_ms: int | None = None
+
+
+class Runner:
+    """Apply and roll back the migrations of one folder on one database."""
+
+    def __init__(self, database, migrations_dir, on_event=None):
+        self.database = database
+        self.migrations_dir = migrations_dir
+        self.engine = engine_for(database)
+        self.history = History(database)
+        self.migrator = self.engine.migrator(database)
+        self.on_event = on_event or _ignore_event
+
+    def status(self):
+        """Return every migration, from files and history, in version order."""
+        return merge_status(discover(self.migrations_dir), self.history.applied())
+
+    def current_version(self):
+        """Return the highest applied version, or None on an unmigrated database."""
+        applied = self.history.applied()
+        return max(applied, key=int) if applied else None
+
+    def migrate(self, to=None, dry_run=False, allow_out_of_order=False):
+        """Apply pending migrations (up to ``to``); return the names applied."""
+        with self.engine.migration_lock(self.database):
+            plan = self._plan_migrate(to, allow_out_of_order)
+            if dry_run:
+                return [migration.name for migration, _ in plan]
+            self.history.ensure_table()
+            for migration, steps in plan:
+                self._run(migration, steps.up, "applying", "applied")
+            return [migration.name for migration, _ in plan]
+
+    def rollback(self, to=None, steps=None, dry_run=False):
+        """Revert applied migrations (the last one by default); return the names reverted."""
+        with self.engine.migration_lock(self.database):
+            plan = self._plan_rollback(to, steps)
+            if dry_run:
+                return [migration.name for migration, _ in plan]
+            for migration, loaded in plan:
+                self._run(migration, loaded.down, "reverting", "reverted")
+            return [migration.name for migration, _ in plan]
+
+    def _plan_migrate(self, to, allow_out_of_order):
+        files = discover(self.migrations_dir)
+        applied = self.history.applied()
+        self._refuse_drift(files, applied)
+        limit = _version_number(to, files) if to is not None else None
+        pending = [
+            f for f in files if f.version not in applied and (limit is None or f.number <= limit)
+        ]
+        if applied and not allow_out_of_order:
+            _refuse_out_of_order(pending, max(int(v) for v in applied))
+        return [(migration, migration.load(self.engine)) for migration in pending]
+
+    def _plan_rollback(self, to, steps):
+        if to is not None and steps is not None:
+            raise ConfigError("give either --to or --steps, not both")
+        if steps is not None and steps < 1:
+            raise ConfigError(f"--steps must be 1 or more, not {steps}")
+        files = discover(self.migrations_dir)
+        applied = self.history.applied()
+        self._refuse_drift(files, applied)
+        newest_first = sorted((f for f in files if f.version in applied), key=lambda f: -f.number)
+        if to is not None:
+            limit = _rollback_target(to, newest_first)
+            chosen = [f for f in newest_first if f.number > limit]
+        else:
+            chosen = newest_first[: steps or 1]
+        plan = []
+        for migration in chosen:
+            loaded = migration.load(self.engine)
+            if loaded.down is None:
+                raise IrreversibleMigration(
+                    f"{migration.path}: has no down step, so it cannot be rolled back "
+                    "(add a down() function or a '-- migrate:down' section)"
+                )
+            plan.append((migration, loaded))
+        return plan
+
+    def _refuse_drift(self, files, applied):
+        for row in merge_status(files, applied):
+            if row.state == MISSING:
+                raise DriftError(
+                    f"migration {row.name} is applied but its file is gone from "
+                    f"{self.migrations_dir}; restore the file before migrating or rolling back"
+                )
+            if row.state == CHANGED:
+                raise DriftError(
+                    f"migration {row.name} was changed after it was applied (checksum "
+                    "differs); restore the applied version and put the change in a new migration"
+                )
+
+    def _run(self, migration, step, before, after):
+        self.on_event(before, migration, None)
+        started = time.perf_counter()
+        try:
+            with self.engine.transaction(self.database):
+                step(self.migrator, self.database)
+                duration_ms = round((time.perf_counter() - started) * 1000)
+                if after == "applied":
+                    self.history.record_applied(migration, duration_ms)
+                else:
+                    self.history.record_unapplied(migration.version)
+        except Exception as exc:
+            raise MigrationFailed(
+                f"{migration.path.name} failed: {_describe_failure(exc, migration)} "
+                "(its changes were rolled back)"
+            ) from exc
+        self.on_event(after, migration, duration_ms)
+
+
+def merge_status(files, applied):
+    """Return MigrationStatus rows for migration files and history rows, in version order."""
+    by_version = {f.version: f for f in files}
+    statuses = []
+    for version in sorted(by_version.keys() | applied.keys(), key=int):
+        migration, row = by_version.get(version), applied.get(version)
+        if row is None:
+            statuses.append(MigrationStatus(version, migration.name, PENDING))
+            continue
+        if migration is None:
+            state = MISSING
+        elif migration.checksum != row.checksum:
+            state = CHANGED
+        else:
+            state = APPLIED
+        statuses.append(MigrationStatus(version, row.name, state, row.applied_at, row.duration_ms))
+    return statuses
+
+
+def _ignore_event(event, migration, duration_ms):
+    pass
+
+
+def _version_number(text, files):
+    known = {f.number for f in files}
+    number = _parse_version(text)
+    if number not in known:
+        raise UnknownVersion(
+            f"--to {text}: no migration has that version "
+            f"(known: {', '.join(f.version for f in files) or 'none'})"
+        )
+    return number
+
+
+def _rollback_target(text, applied_newest_first):
+    number = _parse_version(text)
+    if number != 0 and number not in {f.number for f in applied_newest_first}:
+        applied = ", ".join(f.version for f in reversed(applied_newest_first)) or "none"
+        raise UnknownVersion(
+            f"--to {text}: not an applied migration (applied: {applied}; 0 rolls back all)"
+        )
+    return number
+
+
+def _parse_version(text):
+    head = str(text).split("_", 1)[0]
+    if not head.isdigit():
+        raise UnknownVersion(f"--to {text}: a version is a number such as 002")
+    return int(head)
+
+
+def _refuse_out_of_order(pending, newest_applied):
+    late = [f for f in pending if f.number < newest_applied]
+    if late:
+        raise OutOfOrderError(
+            f"{late[0].path}: pending, but numbered below {newest_applied:03d} which is "
+            "already applied (a merged branch?); renumber it, or run with --allow-out-of-order"
+        )
+
+
+def _describe_failure(exc, migration):
+    if isinstance(exc, DbError | peewee.DatabaseError):
+        return str(exc)
+    line = _line_in(exc, migration)
+    where = f" at line {line}" if line else ""
+    return f"{type(exc).__name__}{where}: {exc}"
+
+
+def _line_in(exc, migration):
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(migration.path)
+    ]
+    return frames[-1].lineno if frames else None

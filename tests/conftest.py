@@ -1,0 +1,88 @@
+"""Shared fixtures: real SQLite files in a temporary folder, real subprocesses."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from db.config import open_database
+from db.runner import Runner
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+def sqlite_url(path):
+    """Return the URL of an SQLite file."""
+    return f"sqlite:///{path}"
+
+
+def run_invoke(*args, url=None, migrations_dir=None, env=None, timeout=120):
+    """Run ``invoke ARGS`` from the project as a real subprocess; return the CompletedProcess."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    environment.pop("DATABASE_URL", None)
+    if url is not None:
+        environment["DATABASE_URL"] = url
+    if migrations_dir is not None:
+        environment["INVOKE_DB_MIGRATIONS"] = str(migrations_dir)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    """A path for an SQLite file that does not exist yet."""
+    return tmp_path / "clonegallery.db"
+
+
+@pytest.fixture
+def db_url(db_path):
+    """The URL of ``db_path``."""
+    return sqlite_url(db_path)
+
+
+@pytest.fixture
+def fresh_db(db_url):
+    """A connected, empty SQLite database (foreign keys on, WAL)."""
+    database = open_database(db_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def migrated_db(fresh_db):
+    """An SQLite database with every project migration applied and the models bound to it."""
+    from db.models import bind_models
+
+    Runner(fresh_db, MIGRATIONS_DIR).migrate()
+    bind_models(fresh_db)
+    return fresh_db
+
+
+@pytest.fixture
+def migrations_dir(tmp_path):
+    """An empty migrations folder for tests that write their own migrations."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def write_migration(migrations_dir):
+    """Write a migration file into ``migrations_dir``: ``write_migration(name, text)``."""
+
+    def write(name, text):
+        path = migrations_dir / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write

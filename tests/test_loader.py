@@ -1,0 +1,121 @@
+"""Finding migration files: names, versions, checksums and SQL sections."""
+
+import pytest
+
+from db.engines import SqliteEngine
+from db.errors import MigrationFileError
+from db.loader import discover, next_version, slugify
+
+
+def test_migrations_are_found_in_version_order(write_migration, migrations_dir):
+    write_migration("010_later.sql", "SELECT 1;")
+    write_migration("002_second.py", "def up(migrator, db): pass\n")
+    write_migration("001_first.sql", "SELECT 1;")
+
+    assert [f.name for f in discover(migrations_dir)] == ["001_first", "002_second", "010_later"]
+
+
+def test_helper_files_beside_migrations_are_ignored(write_migration, migrations_dir):
+    write_migration("001_first.sql", "SELECT 1;")
+    write_migration("__init__.py", "")
+    write_migration("README.md", "notes")
+    (migrations_dir / "__pycache__").mkdir()
+
+    assert [f.name for f in discover(migrations_dir)] == ["001_first"]
+
+
+@pytest.mark.parametrize("name", ["4_short.py", "004-dash.sql", "004_Upper.py", "004_x.txt"])
+def test_a_misnamed_file_is_refused_by_name(write_migration, migrations_dir, name):
+    write_migration(name, "")
+
+    with pytest.raises(MigrationFileError, match=name.replace(".", r"\.")):
+        discover(migrations_dir)
+
+
+def test_two_files_with_one_version_are_refused(write_migration, migrations_dir):
+    write_migration("003_one.sql", "SELECT 1;")
+    write_migration("003_other.py", "def up(migrator, db): pass\n")
+
+    with pytest.raises(MigrationFileError, match=r"version 003 is also used by 003_one\.sql"):
+        discover(migrations_dir)
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(MigrationFileError, match="nowhere"):
+        discover(tmp_path / "nowhere")
+
+
+def test_the_checksum_ignores_line_endings_but_not_content(write_migration, migrations_dir):
+    path = write_migration("001_a.sql", "CREATE TABLE a (id INTEGER);\nSELECT 1;\n")
+    lf = discover(migrations_dir)[0].checksum
+    path.write_bytes(b"CREATE TABLE a (id INTEGER);\r\nSELECT 1;\r\n")
+    crlf = discover(migrations_dir)[0].checksum
+    path.write_bytes(b"CREATE TABLE a (id INTEGER);\nSELECT 2;\n")
+    edited = discover(migrations_dir)[0].checksum
+
+    assert lf == crlf
+    assert edited != lf
+
+
+def test_an_sql_file_without_markers_is_up_only(write_migration, migrations_dir):
+    write_migration("001_a.sql", "CREATE TABLE a (id INTEGER);")
+
+    steps = discover(migrations_dir)[0].load(SqliteEngine())
+
+    assert steps.up is not None
+    assert steps.down is None
+
+
+def test_an_sql_file_with_markers_has_both_directions(write_migration, migrations_dir):
+    write_migration("001_a.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;\n")
+
+    steps = discover(migrations_dir)[0].load(SqliteEngine())
+
+    assert steps.up is not None
+    assert steps.down is not None
+
+
+def test_down_before_up_is_refused(write_migration, migrations_dir):
+    write_migration("001_a.sql", "-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n")
+
+    with pytest.raises(MigrationFileError, match=r"001_a\.sql"):
+        discover(migrations_dir)[0].load(SqliteEngine())
+
+
+def test_a_python_migration_without_up_is_refused(write_migration, migrations_dir):
+    write_migration("001_a.py", "def down(migrator, db): pass\n")
+
+    with pytest.raises(MigrationFileError, match=r"001_a\.py: defines no up"):
+        discover(migrations_dir)[0].load(SqliteEngine())
+
+
+def test_a_python_migration_that_does_not_import_is_refused(write_migration, migrations_dir):
+    write_migration("001_a.py", "import no_such_module\n")
+
+    with pytest.raises(MigrationFileError, match=r"001_a\.py: cannot be loaded"):
+        discover(migrations_dir)[0].load(SqliteEngine())
+
+
+def test_sql_statements_are_split_without_breaking_trigger_bodies():
+    sql = """
+    -- a comment
+    CREATE TABLE a (id INTEGER, n TEXT DEFAULT ';');
+    CREATE TRIGGER t AFTER INSERT ON a BEGIN
+        UPDATE a SET n = 'x;y' WHERE id = NEW.id;
+        UPDATE a SET n = n || '!' WHERE id = NEW.id;
+    END;
+    INSERT INTO a (id) VALUES (1);
+    """
+
+    statements = SqliteEngine().split_statements(sql)
+
+    assert len(statements) == 3
+    assert statements[1].startswith("CREATE TRIGGER") and statements[1].endswith("END;")
+
+
+def test_new_migrations_get_the_next_number_and_a_slug(write_migration, migrations_dir):
+    write_migration("007_x.sql", "")
+
+    assert next_version(discover(migrations_dir)) == "008"
+    assert next_version([]) == "001"
+    assert slugify("  Add karma to Users! ") == "add_karma_to_users"

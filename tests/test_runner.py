@@ -1,0 +1,340 @@
+"""The migration runner: plan, apply, roll back, refuse, and never leave half a migration."""
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from db.errors import (
+    ConfigError,
+    DriftError,
+    IrreversibleMigration,
+    MigrationFailed,
+    OutOfOrderError,
+    UnknownVersion,
+)
+from db.runner import APPLIED, CHANGED, MISSING, PENDING, Runner
+
+CREATE_A = (
+    "-- migrate:up\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n-- migrate:down\nDROP TABLE a;\n"
+)
+CREATE_B = (
+    "-- migrate:up\nCREATE TABLE b (id INTEGER PRIMARY KEY);\n-- migrate:down\nDROP TABLE b;\n"
+)
+CREATE_C = (
+    "-- migrate:up\nCREATE TABLE c (id INTEGER PRIMARY KEY);\n-- migrate:down\nDROP TABLE c;\n"
+)
+
+
+def tables(database):
+    return sorted(database.get_tables())
+
+
+def schema(database):
+    """Every schema object of the database, for before/after comparisons."""
+    return database.execute_sql(
+        "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
+    ).fetchall()
+
+
+@pytest.fixture
+def runner(fresh_db, migrations_dir):
+    return Runner(fresh_db, migrations_dir)
+
+
+@pytest.fixture
+def abc(write_migration):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("002_create_b.sql", CREATE_B)
+    write_migration("003_create_c.sql", CREATE_C)
+
+
+def test_migrate_applies_pending_migrations_in_order_and_records_them(runner, fresh_db, abc):
+    assert runner.migrate() == ["001_create_a", "002_create_b", "003_create_c"]
+
+    assert tables(fresh_db) == ["a", "b", "c", "migrations"]
+    history = runner.history.applied()
+    assert list(history) == ["001", "002", "003"]
+    assert all(len(row.checksum) == 64 and row.duration_ms >= 0 for row in history.values())
+    assert runner.current_version() == "003"
+
+
+def test_a_second_migrate_has_nothing_to_do(runner, abc):
+    runner.migrate()
+
+    assert runner.migrate() == []
+
+
+def test_migrate_to_stops_after_that_version(runner, fresh_db, abc):
+    assert runner.migrate(to="002") == ["001_create_a", "002_create_b"]
+    assert [m.state for m in runner.status()] == [APPLIED, APPLIED, PENDING]
+
+
+def test_migrate_to_an_unknown_version_is_refused_before_anything_runs(runner, fresh_db, abc):
+    with pytest.raises(UnknownVersion, match="--to 9: no migration has that version"):
+        runner.migrate(to="9")
+
+    assert tables(fresh_db) == []
+
+
+def test_dry_run_returns_the_plan_and_changes_nothing(runner, fresh_db, abc):
+    assert runner.migrate(dry_run=True) == ["001_create_a", "002_create_b", "003_create_c"]
+
+    assert tables(fresh_db) == []
+
+
+def test_rollback_reverts_the_last_migration_by_default(runner, fresh_db, abc):
+    runner.migrate()
+
+    assert runner.rollback() == ["003_create_c"]
+    assert tables(fresh_db) == ["a", "b", "migrations"]
+
+
+def test_rollback_to_a_version_keeps_it_and_reverts_the_later_ones(runner, fresh_db, abc):
+    runner.migrate()
+
+    assert runner.rollback(to="001") == ["003_create_c", "002_create_b"]
+    assert runner.current_version() == "001"
+
+
+def test_rollback_to_zero_reverts_everything(runner, fresh_db, abc):
+    runner.migrate()
+
+    assert runner.rollback(to="0") == ["003_create_c", "002_create_b", "001_create_a"]
+    assert tables(fresh_db) == ["migrations"]
+
+
+def test_rollback_steps_reverts_that_many(runner, abc):
+    runner.migrate()
+
+    assert runner.rollback(steps=2) == ["003_create_c", "002_create_b"]
+
+
+def test_rollback_options_are_checked(runner, abc):
+    runner.migrate()
+
+    with pytest.raises(ConfigError, match="either --to or --steps"):
+        runner.rollback(to="1", steps=1)
+    with pytest.raises(ConfigError, match="--steps must be 1 or more"):
+        runner.rollback(steps=0)
+    with pytest.raises(UnknownVersion, match="--to 7: not an applied migration"):
+        runner.rollback(to="7")
+
+
+def test_up_then_down_then_up_round_trips_to_the_same_schema(runner, fresh_db, abc):
+    runner.migrate()
+    migrated = schema(fresh_db)
+    runner.rollback(to="0")
+    runner.migrate()
+
+    assert schema(fresh_db) == migrated
+
+
+def test_a_failing_sql_migration_leaves_nothing_behind(runner, fresh_db, write_migration):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration(
+        "002_broken.sql",
+        "CREATE TABLE half (id INTEGER);\n"
+        "INSERT INTO a (id) VALUES (1);\n"
+        "INSERT INTO nowhere VALUES (1);\n",
+    )
+
+    with pytest.raises(MigrationFailed, match=r"002_broken\.sql failed: no such table: nowhere"):
+        runner.migrate()
+
+    assert tables(fresh_db) == ["a", "migrations"]
+    assert fresh_db.execute_sql("SELECT COUNT(*) FROM a").fetchone() == (0,)
+    assert list(runner.history.applied()) == ["001"]
+
+
+def test_a_failing_python_migration_is_rolled_back_and_its_line_named(
+    runner, fresh_db, write_migration
+):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration(
+        "002_half.py",
+        "import peewee as pw\n"
+        "\n"
+        "def up(migrator, db):\n"
+        "    db.execute_sql('CREATE TABLE half (id INTEGER)')\n"
+        "    migrator.migrate(migrator.add_column('a', 'n', pw.IntegerField(default=0)))\n"
+        "    raise RuntimeError('boom')\n",
+    )
+
+    with pytest.raises(MigrationFailed, match=r"002_half\.py failed: RuntimeError at line 6: boom"):
+        runner.migrate()
+
+    assert tables(fresh_db) == ["a", "migrations"]
+    assert [c.name for c in fresh_db.get_columns("a")] == ["id"]
+    assert list(runner.history.applied()) == ["001"]
+
+
+def test_an_edited_applied_migration_stops_migrate_and_rollback(
+    runner, migrations_dir, abc, write_migration
+):
+    runner.migrate(to="002")
+    write_migration("002_create_b.sql", CREATE_B.replace("id INTEGER", "id BIGINT"))
+
+    assert [m.state for m in runner.status()] == [APPLIED, CHANGED, PENDING]
+    with pytest.raises(DriftError, match="002_create_b was changed after it was applied"):
+        runner.migrate()
+    with pytest.raises(DriftError, match="002_create_b was changed"):
+        runner.rollback()
+
+
+def test_a_deleted_applied_migration_stops_migrate_and_rollback(runner, migrations_dir, abc):
+    runner.migrate(to="002")
+    (migrations_dir / "001_create_a.sql").unlink()
+
+    assert [m.state for m in runner.status()] == [MISSING, APPLIED, PENDING]
+    with pytest.raises(DriftError, match="001_create_a is applied but its file is gone"):
+        runner.migrate()
+    with pytest.raises(DriftError, match="001_create_a is applied but its file is gone"):
+        runner.rollback()
+
+
+def test_line_ending_changes_are_not_drift(runner, migrations_dir, abc):
+    runner.migrate()
+    path = migrations_dir / "002_create_b.sql"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+
+    assert {m.state for m in runner.status()} == {APPLIED}
+    assert runner.rollback() == ["003_create_c"]
+
+
+def test_a_pending_migration_below_an_applied_one_needs_a_flag(runner, fresh_db, write_migration):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("003_create_c.sql", CREATE_C)
+    runner.migrate()
+    write_migration("002_create_b.sql", CREATE_B)
+
+    with pytest.raises(
+        OutOfOrderError, match=r"002_create_b\.sql: pending, but numbered below 003"
+    ):
+        runner.migrate()
+    assert "b" not in tables(fresh_db)
+
+    assert runner.migrate(allow_out_of_order=True) == ["002_create_b"]
+
+
+def test_rollback_of_a_migration_without_down_is_refused_before_anything_runs(
+    runner, fresh_db, write_migration
+):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("002_up_only.sql", "CREATE TABLE up_only (id INTEGER);")
+    runner.migrate()
+
+    with pytest.raises(IrreversibleMigration, match=r"002_up_only\.sql: has no down step"):
+        runner.rollback(steps=2)
+    assert tables(fresh_db) == ["a", "migrations", "up_only"]
+
+
+def test_a_migration_that_breaks_a_foreign_key_is_refused(runner, fresh_db, write_migration):
+    write_migration(
+        "001_parent_child.sql",
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);\n"
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id));\n",
+    )
+    write_migration("002_orphan.sql", "INSERT INTO child (id, parent_id) VALUES (1, 42);")
+
+    with pytest.raises(
+        MigrationFailed, match=r"002_orphan\.sql failed: 1 row\(s\) break a foreign key"
+    ):
+        runner.migrate()
+    assert fresh_db.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (0,)
+
+
+TABLE_WITH_CHILD_AND_TRIGGER = """
+CREATE TABLE photo (id INTEGER PRIMARY KEY, width INTEGER, likes INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE vote (id INTEGER PRIMARY KEY,
+                   photo_id INTEGER NOT NULL REFERENCES photo (id) ON DELETE CASCADE);
+CREATE TABLE log (what TEXT);
+CREATE TRIGGER photo_logged AFTER INSERT ON photo BEGIN INSERT INTO log VALUES ('photo'); END;
+CREATE TRIGGER vote_counted AFTER INSERT ON vote BEGIN
+    UPDATE photo SET likes = likes + 1 WHERE id = NEW.photo_id;
+END;
+INSERT INTO photo (id, width) VALUES (1, 640);
+INSERT INTO vote (photo_id) VALUES (1);
+"""
+
+REBUILD_PHOTO = """import peewee as pw
+
+def up(migrator, db):
+    migrator.migrate(migrator.alter_column_type('photo', 'width', pw.BigIntegerField(null=True)))
+
+def down(migrator, db):
+    migrator.migrate(migrator.alter_column_type('photo', 'width', pw.IntegerField(null=True)))
+"""
+
+
+def test_a_table_rebuild_keeps_the_rows_that_reference_it(runner, fresh_db, write_migration):
+    # SQLite's DROP TABLE inside a rebuild would cascade-delete `vote` rows if
+    # foreign keys were enforced during the migration.
+    write_migration("001_photos.sql", TABLE_WITH_CHILD_AND_TRIGGER)
+    write_migration("002_widen.py", REBUILD_PHOTO)
+
+    runner.migrate()
+
+    assert fresh_db.execute_sql("SELECT COUNT(*) FROM vote").fetchone() == (1,)
+    assert fresh_db.pragma("foreign_keys") == 1
+
+
+def test_a_table_rebuild_keeps_the_tables_triggers(runner, fresh_db, write_migration):
+    write_migration("001_photos.sql", TABLE_WITH_CHILD_AND_TRIGGER)
+    write_migration("002_widen.py", REBUILD_PHOTO)
+    runner.migrate()
+
+    fresh_db.execute_sql("INSERT INTO photo (id, width) VALUES (2, 800)")
+    fresh_db.execute_sql("INSERT INTO vote (photo_id) VALUES (2)")
+
+    triggers = [
+        r[0]
+        for r in fresh_db.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+        )
+    ]
+    assert triggers == ["photo_logged", "vote_counted"]
+    assert fresh_db.execute_sql("SELECT COUNT(*) FROM log").fetchone() == (2,)
+    assert fresh_db.execute_sql("SELECT likes FROM photo WHERE id = 2").fetchone() == (1,)
+
+
+def test_a_table_rebuild_that_fails_later_is_rolled_back_whole(runner, fresh_db, write_migration):
+    write_migration("001_photos.sql", TABLE_WITH_CHILD_AND_TRIGGER)
+    write_migration(
+        "002_widen_then_fail.py",
+        REBUILD_PHOTO.replace(
+            "BigIntegerField(null=True)))\n",
+            "BigIntegerField(null=True)))\n    db.execute_sql('SELECT * FROM nowhere')\n",
+            1,
+        ),
+    )
+    before = schema(fresh_db)
+    runner.migrate(to="001")
+    before = schema(fresh_db)
+
+    with pytest.raises(MigrationFailed, match="no such table: nowhere"):
+        runner.migrate()
+
+    assert schema(fresh_db) == before
+    assert fresh_db.execute_sql("SELECT COUNT(*) FROM vote").fetchone() == (1,)
+
+
+def test_migrate_waits_for_a_busy_database_instead_of_failing(runner, fresh_db, db_path, abc):
+    # Another connection holds the write lock for a moment; a deferred BEGIN
+    # would fail at once with "database is locked", an IMMEDIATE one waits.
+    fresh_db.execute_sql("CREATE TABLE busy (id INTEGER)")
+    holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO busy VALUES (1)")
+    releaser = threading.Timer(1.0, holder.execute, ("COMMIT",))
+    releaser.start()
+    started = time.monotonic()
+    try:
+        applied = runner.migrate()
+    finally:
+        releaser.join()
+        holder.close()
+
+    assert applied == ["001_create_a", "002_create_b", "003_create_c"]
+    assert time.monotonic() - started >= 0.5
