@@ -11,7 +11,7 @@ goes to the ``on_event`` callback, results are returned.
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from db.config import database_exists, mask_url, open_database
+from db.config import check_url, database_exists, mask_url, open_database
 from db.errors import ConfigError
 from db.loader import discover, next_version, slugify
 from db.runner import DRIFT_STATES, PENDING, Runner
@@ -60,14 +60,15 @@ class StatusReport:
 
 
 @contextmanager
-def runner_for(settings, on_event=None, read_only=False):
+def runner_for(settings, on_event=None, create=True):
     """Yield a Runner on a freshly opened database, closing it afterwards.
 
-    With ``read_only``, a database that does not exist yet is not created: the
-    runner plans against an empty in-memory stand-in instead.
+    With ``create=False`` a database that does not exist yet is not created: the
+    runner works on an empty in-memory stand-in instead (to plan or to report).
     """
     url = settings.url
-    if read_only and not database_exists(url):
+    if not create and not database_exists(url):
+        check_url(url)
         url = IN_MEMORY_URL
     database = open_database(url)
     try:
@@ -77,14 +78,24 @@ def runner_for(settings, on_event=None, read_only=False):
 
 
 def migrate(settings, to=None, dry_run=False, allow_out_of_order=False, on_event=None):
-    """Apply pending migrations; return the names applied (or planned, with dry_run)."""
-    with runner_for(settings, on_event, read_only=dry_run) as runner:
-        return runner.migrate(to=to, dry_run=dry_run, allow_out_of_order=allow_out_of_order)
+    """Apply pending migrations; return the names applied (or planned, with dry_run).
+
+    A new database is created only once the plan has passed validation, so a
+    refused run leaves nothing behind.
+    """
+    options = {"to": to, "allow_out_of_order": allow_out_of_order}
+    if dry_run or not database_exists(settings.url):
+        with runner_for(settings, create=False) as planner:
+            plan = planner.migrate(dry_run=True, **options)
+        if dry_run or not plan:
+            return plan
+    with runner_for(settings, on_event) as runner:
+        return runner.migrate(**options)
 
 
 def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
     """Revert applied migrations; return the names reverted (or planned, with dry_run)."""
-    with runner_for(settings, on_event, read_only=dry_run) as runner:
+    with runner_for(settings, on_event, create=False) as runner:
         return runner.rollback(to=to, steps=steps, dry_run=dry_run)
 
 
@@ -96,7 +107,7 @@ def setup(settings, on_event=None):
 def status(settings):
     """Return a StatusReport; a database that does not exist yet is left uncreated."""
     exists = database_exists(settings.url)
-    with runner_for(settings, read_only=True) as runner:
+    with runner_for(settings, create=False) as runner:
         return StatusReport(
             mask_url(settings.url), exists, runner.current_version(), runner.status()
         )
@@ -106,7 +117,10 @@ def new_migration(settings, description, sql=False):
     """Write the next-numbered migration skeleton; return its path."""
     slug = slugify(description)
     if not slug:
-        raise ConfigError("give the migration a description, e.g. 'add karma to users'")
+        raise ConfigError(
+            f"new-migration {description!r}: give the migration a description in words, "
+            "e.g. 'add karma to users'"
+        )
     files = discover(settings.migrations_dir)
     kind, template = ("sql", SQL_TEMPLATE) if sql else ("py", PYTHON_TEMPLATE)
     path = settings.migrations_dir / f"{next_version(files)}_{slug}.{kind}"

@@ -16,7 +16,7 @@ instead of failing with "database is locked".
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import peewee
 from playhouse import db_url
@@ -27,6 +27,7 @@ DEFAULT_SQLITE_FILE = "clonegallery.db"
 BUSY_TIMEOUT_SECONDS = 60
 SQLITE_PRAGMAS = {"foreign_keys": 1, "journal_mode": "wal"}
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+PASSWORD_PARAMETERS = {"password", "passwd"}
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,20 @@ def resolve_url(configured=None, project_dir=Path(".")):
 
 
 def mask_url(url):
-    """Return the URL with its password replaced by ``***``."""
+    """Return the URL with its password (in the user part or a query parameter) as ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() in PASSWORD_PARAMETERS for key, _ in pairs):
+        masked = [(k, "***" if k.lower() in PASSWORD_PARAMETERS else v) for k, v in pairs]
+        parts = parts._replace(query="&".join(f"{k}={v}" for k, v in masked))
+    if parts == urlsplit(url):
         return url
-    userinfo = f"{parts.username or ''}:***@"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=userinfo + host))
+    # Not urlunsplit: it drops the "//" of a URL without a host (sqlite:///x.db).
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
 
 
 def scheme_of(url):
@@ -73,18 +79,17 @@ def sqlite_path(url):
     return db_url.parse(url)["database"]
 
 
-def open_database(url):
-    """Return a connected peewee Database for the URL, or raise a one-line error."""
+def check_url(url):
+    """Raise ConfigError unless the URL names a database we could open or create."""
     scheme = scheme_of(url)
-    database = _sqlite_database(url) if scheme.startswith("sqlite") else db_url.connect(url)
-    try:
-        database.connect()
-    except peewee.DatabaseError as exc:
-        raise ConnectionFailed(f"cannot open {mask_url(url)}: {exc}") from exc
-    return database
-
-
-def _sqlite_database(url):
+    if not scheme.startswith("sqlite"):
+        return
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.port:
+        raise ConfigError(
+            f"{mask_url(url)}: an SQLite URL takes no user, password or port; "
+            "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
     path = sqlite_path(url)
     if path != ":memory:":
         folder = Path(path).expanduser().resolve().parent
@@ -92,7 +97,22 @@ def _sqlite_database(url):
             raise ConfigError(
                 f"cannot create the SQLite file {path}: folder {folder} does not exist"
             )
-    return db_url.connect(url, pragmas=SQLITE_PRAGMAS, timeout=BUSY_TIMEOUT_SECONDS)
+
+
+def open_database(url):
+    """Return a connected peewee Database for the URL, or raise a one-line error."""
+    check_url(url)
+    extra = {}
+    if scheme_of(url).startswith("sqlite"):
+        extra = {"pragmas": SQLITE_PRAGMAS, "timeout": BUSY_TIMEOUT_SECONDS}
+    try:
+        database = db_url.connect(url, **extra)
+        database.connect()
+    except peewee.ImproperlyConfigured as exc:
+        raise ConfigError(f"cannot open {mask_url(url)}: {exc}") from exc
+    except peewee.DatabaseError as exc:
+        raise ConnectionFailed(f"cannot open {mask_url(url)}: {exc}") from exc
+    return database
 
 
 def database_exists(url):
