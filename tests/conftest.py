@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from db.config import open_database
+from db.models import bind_models
 from db.runner import Runner
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +62,6 @@ def fresh_db(db_url):
 @pytest.fixture
 def migrated_db(fresh_db):
     """An SQLite database with every project migration applied and the models bound to it."""
-    from db.models import bind_models
-
     Runner(fresh_db, MIGRATIONS_DIR).migrate()
     bind_models(fresh_db)
     return fresh_db
