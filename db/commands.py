@@ -11,8 +11,10 @@ goes to the ``on_event`` callback, results are returned.
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import peewee
+
 from db.config import check_url, database_exists, mask_url, open_database
-from db.errors import ConfigError
+from db.errors import ConfigError, DatabaseFailed
 from db.loader import discover, next_version, slugify
 from db.runner import DRIFT_STATES, PENDING, Runner
 
@@ -73,6 +75,8 @@ def runner_for(settings, on_event=None, create=True):
     database = open_database(url)
     try:
         yield Runner(database, settings.migrations_dir, on_event)
+    except peewee.DatabaseError as exc:
+        raise DatabaseFailed(f"{mask_url(settings.url)}: {exc}") from exc
     finally:
         database.close()
 

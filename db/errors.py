@@ -26,6 +26,14 @@ class ConnectionFailed(DbError):
     """The database could not be opened or reached."""
 
 
+class DatabaseFailed(DbError):
+    """The database refused an operation outside any migration (disk full, locked...)."""
+
+
+class HistoryTableError(DbError):
+    """A ``migrations`` table exists but is not this toolkit's history."""
+
+
 class ValidationError(DbError):
     """A model row breaks a rule of the schema (checked before saving)."""
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import peewee
 
+from db.errors import HistoryTableError
+
 TABLE_NAME = "migrations"
 
 
@@ -59,6 +61,7 @@ class History:
         """Return the applied migrations by version, oldest first."""
         if not self.exists():
             return {}
+        self._refuse_foreign_table()
         rows = self.Record.select().order_by(self.Record.version)
         return {
             row.version: AppliedMigration(
@@ -70,6 +73,16 @@ class History:
             )
             for row in rows
         }
+
+    def _refuse_foreign_table(self):
+        expected = {field.column_name for field in self.Record._meta.sorted_fields}
+        found = {column.name for column in self.database.get_columns(TABLE_NAME)}
+        if not expected <= found:
+            raise HistoryTableError(
+                f"the database already has a table named {TABLE_NAME!r} that is not this "
+                f"toolkit's history (it lacks {', '.join(sorted(expected - found))}); "
+                "rename or drop it, then run db.setup"
+            )
 
     def record_applied(self, migration, duration_ms):
         """Record ``migration`` (a MigrationFile) as applied."""

@@ -65,10 +65,7 @@ def fingerprint(path):
         ).fetchall()
         history = []
         if ("table", "migrations") in {(kind, name) for kind, name, _, _ in schema}:
-            history = connection.execute(
-                "SELECT version, name, checksum, applied_at, duration_ms "
-                "FROM migrations ORDER BY version"
-            ).fetchall()
+            history = connection.execute("SELECT * FROM migrations ORDER BY version").fetchall()
     return schema, history
 
 
@@ -689,3 +686,24 @@ def test_a_password_given_as_a_url_parameter_is_never_printed(migrations_dir):
 
     error_line(result, 2, "foo://bob@127.0.0.1:1/x")
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_a_file_that_is_not_a_database_is_named_and_left_alone(cli, db_path):
+    db_path.write_text("holiday notes, not a database\n")
+
+    for task in ("db.status", "db.migrate", "db.rollback"):
+        error_line(cli(task), 1, str(db_path), "file is not a database")
+    assert db_path.read_text() == "holiday notes, not a database\n"
+
+
+def test_a_foreign_migrations_table_is_refused_not_overwritten(project_cli, db_path):
+    # The seed's old scripts kept a `migrations (version, description)` table.
+    with closing(sqlite3.connect(db_path)) as connection:
+        connection.execute("CREATE TABLE migrations (version TEXT PRIMARY KEY, description TEXT)")
+        connection.execute("INSERT INTO migrations VALUES ('001', 'Initial schema')")
+        connection.commit()
+    before = fingerprint(db_path)
+
+    for task in ("db.status", "db.migrate", "db.rollback"):
+        error_line(project_cli(task), 1, "'migrations'", "not this toolkit's history")
+    assert fingerprint(db_path) == before
