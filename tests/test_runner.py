@@ -14,7 +14,10 @@ from db.errors import (
     OutOfOrderError,
     UnknownVersion,
 )
+from db.models import ImageTag, Tag, User, UserLike, bind_models
 from db.runner import APPLIED, CHANGED, MISSING, PENDING, Runner
+from tests.conftest import MIGRATIONS_DIR
+from tests.factories import make_image, make_user
 
 CREATE_A = (
     "-- migrate:up\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n-- migrate:down\nDROP TABLE a;\n"
@@ -338,3 +341,47 @@ def test_migrate_waits_for_a_busy_database_instead_of_failing(runner, fresh_db, 
 
     assert applied == ["001_create_a", "002_create_b", "003_create_c"]
     assert time.monotonic() - started >= 0.5
+
+
+ALTER_IMAGE_TITLE = """import peewee as pw
+
+def up(migrator, db):
+    migrator.migrate(migrator.alter_column_type("images", "title", pw.TextField()))
+
+def down(migrator, db):
+    migrator.migrate(migrator.alter_column_type("images", "title", pw.CharField(max_length=200)))
+"""
+
+
+def test_rebuilding_the_images_table_keeps_its_links_likes_and_count_triggers(
+    fresh_db, migrations_dir, write_migration
+):
+    # The real schema: images is referenced with ON DELETE CASCADE by four
+    # tables and carries the triggers that keep users.uploads.
+    for path in MIGRATIONS_DIR.glob("[0-9]*.py"):
+        write_migration(path.name, path.read_text())
+    runner = Runner(fresh_db, migrations_dir)
+    runner.migrate()
+    bind_models(fresh_db)
+    ada = make_user()
+    image = make_image(ada)
+    ImageTag.create(image=image, tag=Tag.create(name="sunrise"))
+    UserLike.create(user=ada, image=image)
+    triggers_before = schema_objects(fresh_db, "trigger")
+
+    write_migration("004_longer_titles.py", ALTER_IMAGE_TITLE)
+    runner.migrate()
+    make_image(ada, title="Dusk")
+
+    assert ImageTag.select().count() == 1
+    assert UserLike.select().count() == 1
+    assert schema_objects(fresh_db, "trigger") == triggers_before
+    assert User.get_by_id(ada.id).uploads == 2
+    assert runner.rollback() == ["004_longer_titles"]
+    assert ImageTag.select().count() == 1
+
+
+def schema_objects(database, kind):
+    return database.execute_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = ? ORDER BY name", (kind,)
+    ).fetchall()
