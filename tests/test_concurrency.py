@@ -85,14 +85,23 @@ def invoke_env(url, migrations_dir):
 
 @pytest.fixture
 def slow_migrations(migrations_dir, write_migration):
+    """Migrations that take long enough to be killed in the middle of."""
     for name, text in SLOW_MIGRATIONS.items():
         write_migration(name, text)
     return migrations_dir
 
 
-def test_concurrent_migrates_apply_each_migration_exactly_once(tmp_path):
+@pytest.fixture(params=["project", "slow"])
+def any_migrations(request):
+    """The project's migrations, and slow ones that keep the lock busy longer."""
+    if request.param == "project":
+        return MIGRATIONS_DIR
+    return request.getfixturevalue("slow_migrations")
+
+
+def test_concurrent_migrates_apply_each_migration_exactly_once(tmp_path, any_migrations):
     url = sqlite_url(tmp_path / "gallery.db")
-    env = invoke_env(url, MIGRATIONS_DIR)
+    env = invoke_env(url, any_migrations)
     processes = [
         subprocess.Popen(
             invoke_command("db.migrate"),
@@ -108,11 +117,12 @@ def test_concurrent_migrates_apply_each_migration_exactly_once(tmp_path):
     assert [code for code, _, _ in results] == [0] * PROCESSES, results
     assert not any("locked" in err for _, _, err in results)
     outputs = "".join(out for _, out, _ in results)
-    for migration in sorted(p.stem for p in MIGRATIONS_DIR.glob("[0-9]*.py")):
+    migrations = sorted(p.stem for p in any_migrations.glob("[0-9]*_*.*"))
+    for migration in migrations:
         assert outputs.count(f"applied {migration} (") == 1
     assert outputs.count("already up to date") == PROCESSES - 1
     versions, _ = fingerprint(tmp_path / "gallery.db")
-    assert len(versions) == len(set(versions)) == len(list(MIGRATIONS_DIR.glob("[0-9]*.py")))
+    assert len(versions) == len(set(versions)) == len(migrations)
 
 
 def test_a_migrate_killed_at_any_moment_leaves_history_matching_the_schema(
