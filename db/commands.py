@@ -16,7 +16,9 @@ import peewee
 from db.config import check_url, database_exists, mask_url, open_database
 from db.errors import ConfigError, DatabaseFailed
 from db.loader import discover, next_version, slugify
-from db.runner import DRIFT_STATES, PENDING, Runner
+from db.runner import APPLIED, Runner
+
+IN_MEMORY_URL = "sqlite:///:memory:"
 
 PYTHON_TEMPLATE = '''"""{title}"""
 
@@ -34,8 +36,6 @@ def down(migrator, db):
         # migrator.drop_column("users", "karma"),
     )
 '''
-
-IN_MEMORY_URL = "sqlite:///:memory:"
 
 SQL_TEMPLATE = """-- {title}
 
@@ -58,7 +58,7 @@ class StatusReport:
 
     @property
     def up_to_date(self):
-        return all(m.state not in (PENDING, *DRIFT_STATES) for m in self.migrations)
+        return all(m.state == APPLIED for m in self.migrations)
 
 
 @contextmanager

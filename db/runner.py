@@ -36,7 +36,6 @@ from db.history import History
 from db.loader import discover
 
 APPLIED, PENDING, CHANGED, MISSING = "applied", "pending", "changed", "missing"
-DRIFT_STATES = (CHANGED, MISSING)
 
 
 @dataclass(frozen=True)
