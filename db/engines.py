@@ -6,7 +6,7 @@ The runner needs four things from an engine, and only these:
 - ``migration_lock(database)``: a lock held while planning and applying, which dies with
   the process that holds it, so concurrent ``db.migrate`` runs apply each migration once;
 - ``transaction(database)``: one migration and its history row, all or nothing;
-- ``split_statements(sql)``: a ``.sql`` migration's text as single statements.
+- ``split_statements(sql, first_line)``: an SQL file's text as Statements (line, sql).
 
 ``engine_for(database)`` picks the engine. SQLite is here; PostgreSQL and MySQL join
 by adding a class each.
@@ -15,6 +15,7 @@ by adding a class each.
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import filelock
 import peewee
@@ -23,6 +24,13 @@ from playhouse.migrate import SqliteMigrator, operation
 from db.errors import ConfigError, LockTimeout, MigrationFailed
 
 LOCK_TIMEOUT_SECONDS = 600
+
+
+class Statement(NamedTuple):
+    """One SQL statement and the line of its file it starts on."""
+
+    line: int
+    sql: str
 
 
 class Engine:
@@ -39,7 +47,7 @@ class Engine:
     def transaction(self, database):
         raise NotImplementedError
 
-    def split_statements(self, sql):
+    def split_statements(self, sql, first_line=1):
         raise NotImplementedError
 
 
@@ -114,15 +122,17 @@ class SqliteEngine(Engine):
             database.pragma("legacy_alter_table", 0)
             database.pragma("foreign_keys", 1)
 
-    def split_statements(self, sql):
-        statements, pending = [], ""
-        for line in sql.splitlines(keepends=True):
+    def split_statements(self, sql, first_line=1):
+        statements, pending, start = [], "", first_line
+        for number, line in enumerate(sql.splitlines(keepends=True), start=first_line):
+            if _only_comments(pending):
+                start = number
             pending += line
             if sqlite3.complete_statement(pending):
-                statements.append(pending.strip())
+                statements.append(Statement(start, pending.strip()))
                 pending = ""
         if pending.strip() and not _only_comments(pending):
-            statements.append(pending.strip())
+            statements.append(Statement(start, pending.strip()))
         return statements
 
 

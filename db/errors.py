@@ -46,6 +46,10 @@ class MigrationFileError(DbError):
     exit_code = 2
 
 
+class StatementFailed(DbError):
+    """One statement of an SQL file failed; the message names its line."""
+
+
 class UnknownVersion(DbError):
     """A version given on the command line matches no migration."""
 

@@ -85,7 +85,7 @@ class History:
             )
 
     def record_applied(self, migration, duration_ms):
-        """Record ``migration`` (a MigrationFile) as applied."""
+        """Record ``migration`` (a NumberedFile) as applied."""
         self.Record.create(
             version=migration.version,
             name=migration.name,

@@ -15,8 +15,10 @@ sections; a file without markers is all "up" and cannot be rolled back::
     ALTER TABLE users DROP COLUMN karma;
 
 ``discover(folder)`` returns the files in version order and refuses misnamed
-files and duplicate versions before anything runs. A file's checksum ignores
-line endings, so a CRLF checkout is not mistaken for an edited migration.
+files and duplicate versions before anything runs; ``load_migration(file, engine)``
+returns its up/down steps. A file's checksum ignores line endings, so a CRLF
+checkout is not mistaken for an edited migration. Seeders (``db/seeders.py``)
+follow the same naming and use the same discovery.
 """
 
 import hashlib
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from db.errors import MigrationFileError
+import peewee
+
+from db.errors import MigrationFileError, StatementFailed
 
 NAME_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<description>[a-z0-9_]+)\.(?P<kind>py|sql)$")
 UP_MARKER = re.compile(r"^--\s*migrate:up\s*$", re.MULTILINE)
@@ -43,8 +47,8 @@ class Steps:
 
 
 @dataclass(frozen=True)
-class MigrationFile:
-    """One migration file on disk."""
+class NumberedFile:
+    """One ``NNN_description.(py|sql)`` file on disk: a migration or a seeder."""
 
     path: Path
     version: str
@@ -65,25 +69,56 @@ class MigrationFile:
         text = self.path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return hashlib.sha256(text).hexdigest()
 
-    def load(self, engine):
-        """Return the migration's Steps, or raise MigrationFileError naming the file."""
-        if self.kind == "py":
-            return _load_python(self)
-        return _load_sql(self, engine)
 
-
-def discover(folder):
-    """Return the migration files in ``folder`` in version order, refusing bad ones."""
+def discover(folder, noun="migration"):
+    """Return the numbered files in ``folder`` in version order, refusing bad ones."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise MigrationFileError(f"migrations folder {folder} does not exist")
+        raise MigrationFileError(f"{noun}s folder {folder} does not exist")
     files = []
     for path in sorted(folder.iterdir()):
         if path.name in IGNORED_NAMES or path.name.startswith((".", "_")) or path.is_dir():
             continue
-        files.append(_parse_name(path))
+        files.append(_parse_name(path, noun))
     _refuse_duplicate_versions(files)
     return sorted(files, key=lambda f: f.number)
+
+
+def load_migration(migration, engine):
+    """Return the migration's Steps, or raise MigrationFileError naming the file."""
+    if migration.kind == "py":
+        module = load_module(migration)
+        up, down = getattr(module, "up", None), getattr(module, "down", None)
+        if not callable(up):
+            raise MigrationFileError(f"{migration.path}: defines no up(migrator, db) function")
+        return Steps(up=up, down=down if callable(down) else None)
+    up_text, up_line, down_text, down_line = _sql_sections(migration)
+    up = _sql_step(migration, engine.split_statements(up_text, up_line))
+    down = None
+    if down_text is not None:
+        down = _sql_step(migration, engine.split_statements(down_text, down_line))
+    return Steps(up=up, down=down)
+
+
+def load_module(numbered_file):
+    """Execute a Python file and return it as a module, or raise naming the file."""
+    path = numbered_file.path
+    spec = importlib.util.spec_from_file_location(f"cg_{numbered_file.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise MigrationFileError(f"{path}: cannot be loaded: {exc}") from exc
+    return module
+
+
+def run_statements(numbered_file, statements, database):
+    """Execute SQL statements in order; a failure names the file's line."""
+    for statement in statements:
+        try:
+            database.execute_sql(statement.sql)
+        except peewee.DatabaseError as exc:
+            raise StatementFailed(f"line {statement.line}: {exc}") from exc
 
 
 def next_version(files):
@@ -97,14 +132,14 @@ def slugify(text):
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def _parse_name(path):
+def _parse_name(path, noun):
     match = NAME_PATTERN.match(path.name)
     if match is None:
         raise MigrationFileError(
-            f"{path}: migration file names must look like NNN_description.py or "
+            f"{path}: {noun} file names must look like NNN_description.py or "
             "NNN_description.sql (digits, underscore, lower-case words)"
         )
-    return MigrationFile(path=path, **match.groupdict())
+    return NumberedFile(path=path, **match.groupdict())
 
 
 def _refuse_duplicate_versions(files):
@@ -118,50 +153,35 @@ def _refuse_duplicate_versions(files):
             )
 
 
-def _load_python(migration):
-    spec = importlib.util.spec_from_file_location(f"migration_{migration.name}", migration.path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise MigrationFileError(f"{migration.path}: cannot be loaded: {exc}") from exc
-    up, down = getattr(module, "up", None), getattr(module, "down", None)
-    if not callable(up):
-        raise MigrationFileError(f"{migration.path}: defines no up(migrator, db) function")
-    return Steps(up=up, down=down if callable(down) else None)
-
-
-def _load_sql(migration, engine):
+def _sql_sections(migration):
+    """Return (up text, its first line, down text or None, its first line)."""
     text = migration.path.read_text(encoding="utf-8")
-    up_text, down_text = _sql_sections(migration, text)
-    up = _sql_step(engine.split_statements(up_text))
-    down = None if down_text is None else _sql_step(engine.split_statements(down_text))
-    return Steps(up=up, down=down)
-
-
-def _sql_sections(migration, text):
     ups, downs = list(UP_MARKER.finditer(text)), list(DOWN_MARKER.finditer(text))
     if not ups and not downs:
-        return text, None
+        return text, 1, None, None
     if len(ups) != 1 or len(downs) > 1:
         raise MigrationFileError(
             f"{migration.path}: needs exactly one '-- migrate:up' and at most one "
             "'-- migrate:down' marker"
         )
     up_start = ups[0].end()
+    up_line = _line_at(text, up_start)
     if not downs:
-        return text[up_start:], None
+        return text[up_start:], up_line, None, None
     down_start, down_end = downs[0].start(), downs[0].end()
     if down_start < up_start:
         raise MigrationFileError(
             f"{migration.path}: '-- migrate:down' must come after '-- migrate:up'"
         )
-    return text[up_start:down_start], text[down_end:]
+    return text[up_start:down_start], up_line, text[down_end:], _line_at(text, down_end)
 
 
-def _sql_step(statements):
+def _line_at(text, offset):
+    return text.count("\n", 0, offset) + 1
+
+
+def _sql_step(migration, statements):
     def run(migrator, db):
-        for statement in statements:
-            db.execute_sql(statement)
+        run_statements(migration, statements, db)
 
     return run

@@ -33,7 +33,7 @@ from db.errors import (
     UnknownVersion,
 )
 from db.history import History
-from db.loader import discover
+from db.loader import discover, load_migration
 
 APPLIED, PENDING, CHANGED, MISSING = "applied", "pending", "changed", "missing"
 
@@ -100,7 +100,7 @@ class Runner:
         ]
         if applied and not allow_out_of_order:
             _refuse_out_of_order(pending, max(int(v) for v in applied))
-        return [(migration, migration.load(self.engine)) for migration in pending]
+        return [(migration, load_migration(migration, self.engine)) for migration in pending]
 
     def _plan_rollback(self, to, steps):
         if to is not None and steps is not None:
@@ -118,7 +118,7 @@ class Runner:
             chosen = newest_first[: steps or 1]
         plan = []
         for migration in chosen:
-            loaded = migration.load(self.engine)
+            loaded = load_migration(migration, self.engine)
             if loaded.down is None:
                 raise IrreversibleMigration(
                     f"{migration.path}: has no down step, so it cannot be rolled back "

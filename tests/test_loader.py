@@ -4,7 +4,7 @@ import pytest
 
 from db.engines import SqliteEngine
 from db.errors import MigrationFileError
-from db.loader import discover, next_version, slugify
+from db.loader import discover, load_migration, next_version, slugify
 
 
 def test_migrations_are_found_in_version_order(write_migration, migrations_dir):
@@ -60,7 +60,7 @@ def test_the_checksum_ignores_line_endings_but_not_content(write_migration, migr
 def test_an_sql_file_without_markers_is_up_only(write_migration, migrations_dir):
     write_migration("001_a.sql", "CREATE TABLE a (id INTEGER);")
 
-    steps = discover(migrations_dir)[0].load(SqliteEngine())
+    steps = load_migration(discover(migrations_dir)[0], SqliteEngine())
 
     assert steps.up is not None
     assert steps.down is None
@@ -69,7 +69,7 @@ def test_an_sql_file_without_markers_is_up_only(write_migration, migrations_dir)
 def test_an_sql_file_with_markers_has_both_directions(write_migration, migrations_dir):
     write_migration("001_a.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;\n")
 
-    steps = discover(migrations_dir)[0].load(SqliteEngine())
+    steps = load_migration(discover(migrations_dir)[0], SqliteEngine())
 
     assert steps.up is not None
     assert steps.down is not None
@@ -79,21 +79,21 @@ def test_down_before_up_is_refused(write_migration, migrations_dir):
     write_migration("001_a.sql", "-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n")
 
     with pytest.raises(MigrationFileError, match=r"001_a\.sql"):
-        discover(migrations_dir)[0].load(SqliteEngine())
+        load_migration(discover(migrations_dir)[0], SqliteEngine())
 
 
 def test_a_python_migration_without_up_is_refused(write_migration, migrations_dir):
     write_migration("001_a.py", "def down(migrator, db): pass\n")
 
     with pytest.raises(MigrationFileError, match=r"001_a\.py: defines no up"):
-        discover(migrations_dir)[0].load(SqliteEngine())
+        load_migration(discover(migrations_dir)[0], SqliteEngine())
 
 
 def test_a_python_migration_that_does_not_import_is_refused(write_migration, migrations_dir):
     write_migration("001_a.py", "import no_such_module\n")
 
     with pytest.raises(MigrationFileError, match=r"001_a\.py: cannot be loaded"):
-        discover(migrations_dir)[0].load(SqliteEngine())
+        load_migration(discover(migrations_dir)[0], SqliteEngine())
 
 
 def test_sql_statements_are_split_without_breaking_trigger_bodies():
@@ -109,8 +109,8 @@ def test_sql_statements_are_split_without_breaking_trigger_bodies():
 
     statements = SqliteEngine().split_statements(sql)
 
-    assert len(statements) == 3
-    assert statements[1].startswith("CREATE TRIGGER") and statements[1].endswith("END;")
+    assert [s.line for s in statements] == [3, 4, 8]
+    assert statements[1].sql.startswith("CREATE TRIGGER") and statements[1].sql.endswith("END;")
 
 
 def test_new_migrations_get_the_next_number_and_a_slug(write_migration, migrations_dir):
