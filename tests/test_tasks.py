@@ -443,7 +443,7 @@ def test_an_sql_error_names_the_file_keeps_earlier_migrations_and_leaves_nothing
 
     result = cli("db.migrate")
 
-    error_line(result, 1, "002_broken.sql", "TABLEX", "rolled back")
+    error_line(result, 1, "002_broken.sql", "line 3", "TABLEX", "rolled back")
     assert "applied 001_create_a" in result.stdout
     assert applied_versions(db_path) == ["001"]
     assert tables(db_path) == ["a", "migrations"]
