@@ -1,12 +1,14 @@
 """What differs between database engines, behind one small interface.
 
-The runner needs four things from an engine, and only these:
+The toolkit needs these things from an engine, and only these:
 
 - ``migrator(database)``: the ``playhouse.migrate`` SchemaMigrator that migrations receive;
-- ``migration_lock(database)``: a lock held while planning and applying, which dies with
-  the process that holds it, so concurrent ``db.migrate`` runs apply each migration once;
-- ``transaction(database)``: one migration and its history row, all or nothing;
-- ``split_statements(sql, first_line)``: an SQL file's text as Statements (line, sql).
+- ``migration_lock(database)``: a lock held while planning and applying (migrations or
+  seeders), which dies with the process that holds it, so concurrent runs do the work once;
+- ``transaction(database)``: a unit of writes that waits for other writers;
+- ``migration_transaction(database)``: one migration and its history row, all or nothing;
+- ``split_statements(sql, first_line)``: an SQL file's text as Statements (line, sql);
+- ``drop_all_tables(database)`` / ``empty_all_tables(database, keep)``: for ``db.reset``.
 
 ``engine_for(database)`` picks the engine. SQLite is here; PostgreSQL and MySQL join
 by adding a class each.
@@ -47,7 +49,16 @@ class Engine:
     def transaction(self, database):
         raise NotImplementedError
 
+    def migration_transaction(self, database):
+        raise NotImplementedError
+
     def split_statements(self, sql, first_line=1):
+        raise NotImplementedError
+
+    def drop_all_tables(self, database):
+        raise NotImplementedError
+
+    def empty_all_tables(self, database, keep=()):
         raise NotImplementedError
 
 
@@ -108,18 +119,46 @@ class SqliteEngine(Engine):
 
     @contextmanager
     def transaction(self, database):
+        # IMMEDIATE takes the write lock up front: a busy database is waited for
+        # (busy timeout) instead of failing midway with "database is locked".
+        with database.atomic("IMMEDIATE"):
+            yield
+
+    @contextmanager
+    def migration_transaction(self, database):
         # Foreign-key enforcement must be switched off before BEGIN (the pragma
         # is ignored inside a transaction), or a table rebuild's DROP TABLE would
         # cascade-delete the rows that reference it. The check before COMMIT
-        # keeps the guarantee the pragma gave. IMMEDIATE takes the write lock up
-        # front, so a busy database is waited for instead of failing midway.
-        database.pragma("foreign_keys", 0)
+        # keeps the guarantee the pragma gave.
         try:
-            with database.atomic("IMMEDIATE"):
+            with self._foreign_keys_off(database), self.transaction(database):
                 yield
                 _raise_on_foreign_key_violations(database)
         finally:
-            database.pragma("legacy_alter_table", 0)
+            database.pragma("legacy_alter_table", 0)  # in case a table rebuild failed midway
+
+    def drop_all_tables(self, database):
+        with self._foreign_keys_off(database), self.transaction(database):
+            for view in database.get_views():
+                database.execute_sql(f'DROP VIEW "{view.name}"')
+            tables = database.get_tables()
+            for table in tables:
+                database.execute_sql(f'DROP TABLE "{table}"')
+        return tables
+
+    def empty_all_tables(self, database, keep=()):
+        with self._foreign_keys_off(database), self.transaction(database):
+            tables = [t for t in database.get_tables() if t not in keep]
+            for table in tables:
+                database.execute_sql(f'DELETE FROM "{table}"')
+        return tables
+
+    @contextmanager
+    def _foreign_keys_off(self, database):
+        database.pragma("foreign_keys", 0)
+        try:
+            yield
+        finally:
             database.pragma("foreign_keys", 1)
 
     def split_statements(self, sql, first_line=1):

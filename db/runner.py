@@ -144,7 +144,7 @@ class Runner:
         self.on_event(before, migration, None)
         started = time.perf_counter()
         try:
-            with self.engine.transaction(self.database):
+            with self.engine.migration_transaction(self.database):
                 step(self.migrator, self.database)
                 duration_ms = round((time.perf_counter() - started) * 1000)
                 if after == "applied":
