@@ -72,6 +72,14 @@ class MigrationFailed(DbError):
     """A migration raised while running; its transaction was rolled back."""
 
 
+class SeedFailed(DbError):
+    """A seeder raised while running; its transaction was rolled back."""
+
+
+class NotMigrated(DbError):
+    """Seeding or populating needs a fully migrated database."""
+
+
 class LockTimeout(DbError):
     """Another process held the migration lock for too long."""
 

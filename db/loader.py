@@ -24,13 +24,14 @@ follow the same naming and use the same discovery.
 import hashlib
 import importlib.util
 import re
+import traceback
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import peewee
 
-from db.errors import MigrationFileError, StatementFailed
+from db.errors import DbError, MigrationFileError, StatementFailed
 
 NAME_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<description>[a-z0-9_]+)\.(?P<kind>py|sql)$")
 UP_MARKER = re.compile(r"^--\s*migrate:up\s*$", re.MULTILINE)
@@ -185,3 +186,16 @@ def _sql_step(migration, statements):
         run_statements(migration, statements, db)
 
     return run
+
+
+def describe_failure(exc, numbered_file):
+    """Return a one-line account of why running a file failed, with its line when known."""
+    if isinstance(exc, DbError | peewee.DatabaseError):
+        return str(exc)
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if frame.filename == str(numbered_file.path)
+    ]
+    where = f" at line {frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}: {exc}"

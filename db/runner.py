@@ -17,15 +17,11 @@ row, under a lock that makes concurrent runs apply it exactly once.
 """
 
 import time
-import traceback
 from dataclasses import dataclass
-
-import peewee
 
 from db.engines import engine_for
 from db.errors import (
     ConfigError,
-    DbError,
     DriftError,
     IrreversibleMigration,
     MigrationFailed,
@@ -33,7 +29,7 @@ from db.errors import (
     UnknownVersion,
 )
 from db.history import History
-from db.loader import discover, load_migration
+from db.loader import describe_failure, discover, load_migration
 
 APPLIED, PENDING, CHANGED, MISSING = "applied", "pending", "changed", "missing"
 
@@ -153,7 +149,7 @@ class Runner:
                     self.history.record_unapplied(migration.version)
         except Exception as exc:
             raise MigrationFailed(
-                f"{migration.path.name} failed: {_describe_failure(exc, migration)} "
+                f"{migration.path.name} failed: {describe_failure(exc, migration)} "
                 "(its changes were rolled back)"
             ) from exc
         self.on_event(after, migration, duration_ms)
@@ -217,18 +213,3 @@ def _refuse_out_of_order(pending, newest_applied):
             f"{late[0].path}: pending, but numbered below {newest_applied:03d} which is "
             "already applied (a merged branch?); renumber it, or run with --allow-out-of-order"
         )
-
-
-def _describe_failure(exc, migration):
-    if isinstance(exc, DbError | peewee.DatabaseError):
-        return str(exc)
-    line = _line_in(exc, migration)
-    where = f" at line {line}" if line else ""
-    return f"{type(exc).__name__}{where}: {exc}"
-
-
-def _line_in(exc, migration):
-    frames = [
-        f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(migration.path)
-    ]
-    return frames[-1].lineno if frames else None
