@@ -15,7 +15,6 @@ PYTHON_VERSIONS = nox.project.python_versions(PYPROJECT)
 # nox fails on a missing interpreter.
 NOT_YET_EVERYWHERE = {"3.14"}
 
-nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_venv = "yes"
 
 
@@ -37,3 +36,10 @@ def lint(session):
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(default=False)
+def bench(session):
+    """Benchmark db.populate against plain sqlite3 executemany (slow: minutes)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/populate.py", *session.posargs)

@@ -6,6 +6,7 @@ Configuration (first found wins): ``DATABASE_URL``; ``db.url`` in ``invoke.yaml`
 shows the traceback behind an error.
 """
 
+import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,18 +14,25 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from db import commands, report
-from db.config import Settings, resolve_url
-from db.errors import ConfigError, DbError
+from db.config import Settings, database_name, mask_url, resolve_url
+from db.errors import ConfigError, DbError, ResetCancelled
+from db.populate import DEFAULT_IMAGES, GalleryPlan
 
 PROJECT_DIR = Path(__file__).resolve().parent
 DEBUG_HELP = "show the full traceback when something fails"
 
 
 def _settings(c):
-    migrations_dir = Path(c.config.db.migrations)
-    if not migrations_dir.is_absolute():
-        migrations_dir = PROJECT_DIR / migrations_dir
-    return Settings(url=resolve_url(c.config.db.url, PROJECT_DIR), migrations_dir=migrations_dir)
+    return Settings(
+        url=resolve_url(c.config.db.url, PROJECT_DIR),
+        migrations_dir=_project_path(c.config.db.migrations),
+        seeders_dir=_project_path(c.config.db.seeders),
+    )
+
+
+def _project_path(configured):
+    path = Path(configured)
+    return path if path.is_absolute() else PROJECT_DIR / path
 
 
 @contextmanager
@@ -42,21 +50,60 @@ def _print_progress(event, migration, duration_ms):
     print(report.progress_line(event, migration, duration_ms), flush=True)
 
 
-def _steps(text):
+def _whole_number(option, text):
     if text is None:
         return None
     try:
         return int(text)
     except ValueError:
-        raise ConfigError(f"--steps must be a whole number, not {text!r}") from None
+        raise ConfigError(f"{option} must be a whole number, not {text!r}") from None
 
 
 @task(help={"debug": DEBUG_HELP})
 def setup(c, debug=False):
-    """Create the database and bring it fully up to date."""
+    """Create the database, apply every migration and seed the sample gallery."""
     with _errors_as_exit(c, debug):
-        applied = commands.setup(_settings(c), on_event=_print_progress)
-    print(report.migrated(applied) if applied else "already set up: nothing to do")
+        result = commands.setup(_settings(c), on_event=_print_progress)
+    print(report.set_up(result))
+
+
+@task(help={"force": "re-run every seeder (no row is duplicated)", "debug": DEBUG_HELP})
+def seed(c, force=False, debug=False):
+    """Run the pending seeders (sample data); --force re-runs them all."""
+    with _errors_as_exit(c, debug):
+        result = commands.seed(_settings(c), force=force, on_event=_print_progress)
+    print(report.seeded(result))
+
+
+@task(
+    help={
+        "yes": "do not ask for confirmation (for scripts and CI)",
+        "data-only": "empty every table but keep the schema and migration history",
+        "debug": DEBUG_HELP,
+    }
+)
+def reset(c, yes=False, data_only=False, debug=False):
+    """Drop every table (or --data-only: delete every row), after confirmation."""
+    with _errors_as_exit(c, debug):
+        settings = _settings(c)
+        if not yes:
+            _confirm_reset(settings, data_only)
+        tables = commands.reset(settings, data_only=data_only)
+    print(report.reset_done(tables, data_only))
+
+
+def _confirm_reset(settings, data_only):
+    name = database_name(settings.url)
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"db.reset would {'empty' if data_only else 'drop'} every table of {name} and "
+            "there is no terminal to confirm on; pass --yes to do it anyway"
+        )
+    what = "delete every row of" if data_only else "drop every table of"
+    print(f"This will {what} {mask_url(settings.url)}.")
+    answer = input(f"Type the database name ({name}) to confirm: ")
+    if answer.strip() != name:
+        raise ResetCancelled("db.reset cancelled: the name did not match; nothing changed")
 
 
 @task(
@@ -92,9 +139,34 @@ def rollback(c, to=None, steps=None, dry_run=False, debug=False):
     """Roll back the last applied migration, or back to --to, or --steps of them."""
     with _errors_as_exit(c, debug):
         names = commands.rollback(
-            _settings(c), to=to, steps=_steps(steps), dry_run=dry_run, on_event=_print_progress
+            _settings(c),
+            to=to,
+            steps=_whole_number("--steps", steps),
+            dry_run=dry_run,
+            on_event=_print_progress,
         )
     print(report.rolled_back(names, dry_run=dry_run))
+
+
+@task(
+    help={
+        "images": f"how many images to generate (default {DEFAULT_IMAGES:,})",
+        "users": "how many users (default: images / 20, at least 1)",
+        "seed": "random seed (default 1); the same seed on the same database, the same gallery",
+        "debug": DEBUG_HELP,
+    }
+)
+def populate(c, images=None, users=None, seed=None, debug=False):
+    """Fill the database with a realistic generated gallery, at any scale."""
+    with _errors_as_exit(c, debug):
+        plan = GalleryPlan.sized(
+            images=_whole_number("--images", images),
+            users=_whole_number("--users", users),
+            seed=_whole_number("--seed", seed),
+        )
+        progress = report.ProgressPrinter("images", on_terminal=sys.stdout.isatty())
+        result = commands.populate(_settings(c), plan, on_progress=progress)
+    print(report.populated(result))
 
 
 @task(
@@ -127,6 +199,8 @@ def new_migration(c, name, sql=False, debug=False):
     print(f"created {path}")
 
 
-db = Collection("db", setup, migrate, rollback, status, new_migration)
+db = Collection("db", setup, migrate, rollback, seed, reset, populate, status, new_migration)
 ns = Collection(db)
-ns.configure({"db": {"url": None, "migrations": "migrations", "debug": False}})
+ns.configure(
+    {"db": {"url": None, "migrations": "migrations", "seeders": "seeders", "debug": False}}
+)

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 import peewee
 
 from db.config import check_url, database_exists, mask_url, open_database
-from db.errors import ConfigError, DatabaseFailed
+from db.engines import engine_for
+from db.errors import ConfigError, DatabaseFailed, NotMigrated
+from db.history import History, SeederHistory
 from db.loader import discover, next_version, slugify
+from db.populate import populate as populate_gallery
 from db.runner import APPLIED, Runner
+from db.seeders import Seeder
 
 IN_MEMORY_URL = "sqlite:///:memory:"
 
@@ -49,24 +53,34 @@ SQL_TEMPLATE = """-- {title}
 
 @dataclass(frozen=True)
 class StatusReport:
-    """What ``db.status`` shows: where, which version, and every migration's state."""
+    """What ``db.status`` shows: where, which version, every migration's and seeder's state."""
 
     url: str
     exists: bool
     current_version: str | None
     migrations: list
+    seeders: list
 
     @property
     def up_to_date(self):
+        """Whether every migration is applied and unchanged (seeders do not count)."""
         return all(m.state == APPLIED for m in self.migrations)
 
 
-@contextmanager
-def runner_for(settings, on_event=None, create=True):
-    """Yield a Runner on a freshly opened database, closing it afterwards.
+@dataclass(frozen=True)
+class SetupResult:
+    """What ``db.setup`` did: the migrations applied and the seeders run."""
 
-    With ``create=False`` a database that does not exist yet is not created: the
-    runner works on an empty in-memory stand-in instead (to plan or to report).
+    migrations: list
+    seeders: list
+
+
+@contextmanager
+def opened(settings, create=True):
+    """Yield the configured database, opened, and close it afterwards.
+
+    With ``create=False`` a database that does not exist yet is not created: an
+    empty in-memory stand-in is opened instead (to plan or to report).
     """
     url = settings.url
     if not create and not database_exists(url):
@@ -74,11 +88,18 @@ def runner_for(settings, on_event=None, create=True):
         url = IN_MEMORY_URL
     database = open_database(url)
     try:
-        yield Runner(database, settings.migrations_dir, on_event)
+        yield database
     except peewee.DatabaseError as exc:
         raise DatabaseFailed(f"{mask_url(settings.url)}: {exc}") from exc
     finally:
         database.close()
+
+
+@contextmanager
+def runner_for(settings, on_event=None, create=True):
+    """Yield a migration Runner on the configured database (see ``opened``)."""
+    with opened(settings, create) as database:
+        yield Runner(database, settings.migrations_dir, on_event)
 
 
 def migrate(settings, to=None, dry_run=False, allow_out_of_order=False, on_event=None):
@@ -100,20 +121,64 @@ def migrate(settings, to=None, dry_run=False, allow_out_of_order=False, on_event
 def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
     """Revert applied migrations; return the names reverted (or planned, with dry_run)."""
     with runner_for(settings, on_event, create=False) as runner:
-        return runner.rollback(to=to, steps=steps, dry_run=dry_run)
+        reverted = runner.rollback(to=to, steps=steps, dry_run=dry_run)
+        if reverted and not dry_run and runner.current_version() is None:
+            # Back to no schema at all: the seeded rows are gone, so is the record of them.
+            SeederHistory(runner.database).drop_table()
+        return reverted
+
+
+def seed(settings, force=False, on_event=None):
+    """Run the pending seeders (all of them with ``force``); return a SeedResult."""
+    with runner_for(settings, create=False) as runner:
+        _require_migrated(runner)
+        return Seeder(runner.database, settings.seeders_dir, on_event).seed(force=force)
 
 
 def setup(settings, on_event=None):
-    """Bring a database from nothing to ready; return the names applied."""
-    return migrate(settings, on_event=on_event)
+    """Bring a database from nothing to a seeded gallery; return a SetupResult."""
+    migrations = migrate(settings, on_event=on_event)
+    seeded = seed(settings, on_event=on_event)
+    return SetupResult(migrations, seeded.applied)
+
+
+def reset(settings, data_only=False):
+    """Drop every table (or, with ``data_only``, empty them but keep the schema and its
+    migration history); return the tables dropped or emptied."""
+    if not database_exists(settings.url):
+        return []
+    with opened(settings) as database:
+        engine = engine_for(database)
+        with engine.migration_lock(database):
+            if data_only:
+                return engine.empty_all_tables(database, keep=(History.table_name,))
+            return engine.drop_all_tables(database)
+
+
+def populate(settings, plan, on_progress=None):
+    """Generate a realistic gallery at scale (see db.populate); return a PopulateResult."""
+    plan.check()
+    with runner_for(settings, create=False) as runner:
+        _require_migrated(runner)
+        return populate_gallery(runner.database, plan, on_progress)
 
 
 def status(settings):
     """Return a StatusReport; a database that does not exist yet is left uncreated."""
     exists = database_exists(settings.url)
     with runner_for(settings, create=False) as runner:
+        seeders = Seeder(runner.database, settings.seeders_dir).status()
         return StatusReport(
-            mask_url(settings.url), exists, runner.current_version(), runner.status()
+            mask_url(settings.url), exists, runner.current_version(), runner.status(), seeders
+        )
+
+
+def _require_migrated(runner):
+    behind = [m for m in runner.status() if m.state != APPLIED]
+    if behind:
+        listed = ", ".join(f"{m.name} ({m.state})" for m in behind)
+        raise NotMigrated(
+            f"the database is not fully migrated ({listed}); run invoke db.migrate first"
         )
 
 

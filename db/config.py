@@ -32,10 +32,11 @@ PASSWORD_PARAMETERS = {"password", "passwd"}
 
 @dataclass(frozen=True)
 class Settings:
-    """What every command needs: the database URL and the migrations folder."""
+    """What every command needs: the database URL and the migrations and seeders folders."""
 
     url: str
     migrations_dir: Path
+    seeders_dir: Path = Path("seeders")
 
 
 def resolve_url(configured=None, project_dir=Path(".")):
@@ -113,6 +114,13 @@ def open_database(url):
     except peewee.DatabaseError as exc:
         raise ConnectionFailed(f"cannot open {mask_url(url)}: {exc}") from exc
     return database
+
+
+def database_name(url):
+    """Return the name a person knows the database by: the SQLite file name, or the
+    database name on a server."""
+    name = db_url.parse(url)["database"]
+    return Path(name).name if scheme_of(url).startswith("sqlite") else name
 
 
 def database_exists(url):

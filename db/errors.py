@@ -40,8 +40,8 @@ class ValidationError(DbError):
     exit_code = 2
 
 
-class MigrationFileError(DbError):
-    """A migration file is misnamed, duplicated or malformed."""
+class SourceFileError(DbError):
+    """A migration or seeder file is misnamed, duplicated or malformed."""
 
     exit_code = 2
 
@@ -78,6 +78,10 @@ class SeedFailed(DbError):
 
 class NotMigrated(DbError):
     """Seeding or populating needs a fully migrated database."""
+
+
+class ResetCancelled(DbError):
+    """The person at the terminal did not confirm db.reset."""
 
 
 class LockTimeout(DbError):

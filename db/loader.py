@@ -31,7 +31,7 @@ from pathlib import Path
 
 import peewee
 
-from db.errors import DbError, MigrationFileError, StatementFailed
+from db.errors import DbError, SourceFileError, StatementFailed
 
 NAME_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<description>[a-z0-9_]+)\.(?P<kind>py|sql)$")
 UP_MARKER = re.compile(r"^--\s*migrate:up\s*$", re.MULTILINE)
@@ -75,7 +75,7 @@ def discover(folder, noun="migration"):
     """Return the numbered files in ``folder`` in version order, refusing bad ones."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise MigrationFileError(f"{noun}s folder {folder} does not exist")
+        raise SourceFileError(f"{noun}s folder {folder} does not exist")
     files = []
     for path in sorted(folder.iterdir()):
         if path.name in IGNORED_NAMES or path.name.startswith((".", "_")) or path.is_dir():
@@ -86,12 +86,12 @@ def discover(folder, noun="migration"):
 
 
 def load_migration(migration, engine):
-    """Return the migration's Steps, or raise MigrationFileError naming the file."""
+    """Return the migration's Steps, or raise SourceFileError naming the file."""
     if migration.kind == "py":
         module = load_module(migration)
         up, down = getattr(module, "up", None), getattr(module, "down", None)
         if not callable(up):
-            raise MigrationFileError(f"{migration.path}: defines no up(migrator, db) function")
+            raise SourceFileError(f"{migration.path}: defines no up(migrator, db) function")
         return Steps(up=up, down=down if callable(down) else None)
     up_text, up_line, down_text, down_line = _sql_sections(migration)
     up = _sql_step(migration, engine.split_statements(up_text, up_line))
@@ -109,7 +109,7 @@ def load_module(numbered_file):
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise MigrationFileError(f"{path}: cannot be loaded: {exc}") from exc
+        raise SourceFileError(f"{path}: cannot be loaded: {exc}") from exc
     return module
 
 
@@ -136,7 +136,7 @@ def slugify(text):
 def _parse_name(path, noun):
     match = NAME_PATTERN.match(path.name)
     if match is None:
-        raise MigrationFileError(
+        raise SourceFileError(
             f"{path}: {noun} file names must look like NNN_description.py or "
             "NNN_description.sql (digits, underscore, lower-case words)"
         )
@@ -148,7 +148,7 @@ def _refuse_duplicate_versions(files):
     for migration in files:
         other = seen.setdefault(migration.number, migration)
         if other is not migration:
-            raise MigrationFileError(
+            raise SourceFileError(
                 f"{migration.path}: version {migration.version} is also used by "
                 f"{other.path.name}; renumber one of them"
             )
@@ -161,7 +161,7 @@ def _sql_sections(migration):
     if not ups and not downs:
         return text, 1, None, None
     if len(ups) != 1 or len(downs) > 1:
-        raise MigrationFileError(
+        raise SourceFileError(
             f"{migration.path}: needs exactly one '-- migrate:up' and at most one "
             "'-- migrate:down' marker"
         )
@@ -171,7 +171,7 @@ def _sql_sections(migration):
         return text[up_start:], up_line, None, None
     down_start, down_end = downs[0].start(), downs[0].end()
     if down_start < up_start:
-        raise MigrationFileError(
+        raise SourceFileError(
             f"{migration.path}: '-- migrate:down' must come after '-- migrate:up'"
         )
     return text[up_start:down_start], up_line, text[down_end:], _line_at(text, down_end)
@@ -190,12 +190,14 @@ def _sql_step(migration, statements):
 
 def describe_failure(exc, numbered_file):
     """Return a one-line account of why running a file failed, with its line when known."""
-    if isinstance(exc, DbError | peewee.DatabaseError):
-        return str(exc)
+    if isinstance(exc, StatementFailed):
+        return str(exc)  # names its line already
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
         if frame.filename == str(numbered_file.path)
     ]
-    where = f" at line {frames[-1].lineno}" if frames else ""
-    return f"{type(exc).__name__}{where}: {exc}"
+    where = f"line {frames[-1].lineno}: " if frames else ""
+    if isinstance(exc, DbError | peewee.DatabaseError):
+        return f"{where}{exc}"
+    return f"{where}{type(exc).__name__}: {exc}"

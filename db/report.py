@@ -2,6 +2,10 @@
 
 import json
 
+from tqdm import tqdm
+
+PROGRESS_LINES = 10  # without a terminal, a line per tenth of the work
+
 
 def progress_line(event, migration, duration_ms):
     """Return one progress line for a runner event."""
@@ -28,6 +32,35 @@ def rolled_back(names, dry_run=False):
     return f"rolled back {len(names)} migration(s)"
 
 
+def seeded(result):
+    """Return the closing lines of db.seed."""
+    lines = [f"seeded {len(result.applied)} seeder(s)" if result.applied else "nothing to seed"]
+    lines += [
+        f"skipped {name}: changed since it was seeded (db.seed --force re-runs it)"
+        for name in result.skipped_changed
+    ]
+    return "\n".join(lines)
+
+
+def set_up(result):
+    """Return the closing line of db.setup."""
+    if not result.migrations and not result.seeders:
+        return "already set up: nothing to do"
+    return (
+        f"set up: applied {len(result.migrations)} migration(s), "
+        f"ran {len(result.seeders)} seeder(s)"
+    )
+
+
+def reset_done(tables, data_only):
+    """Return the closing line of db.reset."""
+    if not tables:
+        return "nothing to reset: the database has no tables"
+    if data_only:
+        return f"emptied {len(tables)} table(s); schema and migration history kept"
+    return f"dropped {len(tables)} table(s); db.setup rebuilds the database"
+
+
 def status_table(report):
     """Return db.status as text: the database, its version, one line per migration."""
     lines = [f"database: {report.url}"]
@@ -37,14 +70,24 @@ def status_table(report):
     lines.append("")
     lines.append(f"{'version':<8} {'state':<8} {'applied at (UTC)':<20} {'ms':>6}  name")
     for m in report.migrations:
-        applied_at = m.applied_at.strftime("%Y-%m-%d %H:%M:%S") if m.applied_at else "-"
+        applied_at = _when(m.applied_at)
         duration = "-" if m.duration_ms is None else str(m.duration_ms)
         lines.append(f"{m.version:<8} {m.state:<8} {applied_at:<20} {duration:>6}  {m.name}")
     if not report.migrations:
         lines.append("(no migrations)")
     lines.append("")
+    lines.append(f"{'seeder':<28} {'state':<8} {'seeded at (UTC)':<20}")
+    for seeder in report.seeders:
+        lines.append(f"{seeder.name:<28} {seeder.state:<8} {_when(seeder.applied_at):<20}")
+    if not report.seeders:
+        lines.append("(no seeders)")
+    lines.append("")
     lines.append("up to date" if report.up_to_date else "NOT up to date")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _when(moment):
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def status_json(report):
@@ -65,6 +108,45 @@ def status_json(report):
                 }
                 for m in report.migrations
             ],
+            "seeders": [
+                {
+                    "name": seeder.name,
+                    "state": seeder.state,
+                    "applied_at": seeder.applied_at.isoformat() if seeder.applied_at else None,
+                }
+                for seeder in report.seeders
+            ],
         },
         indent=2,
     )
+
+
+def populated(result):
+    """Return the closing lines of db.populate: rows per table and the rate."""
+    lines = [f"  {table:<20} {count:>12,}" for table, count in result.rows.items()]
+    rate = result.total_rows / result.seconds if result.seconds else 0
+    lines.append(
+        f"populated {result.total_rows:,} rows in {result.seconds:.1f} s ({rate:,.0f} rows/s)"
+    )
+    return "\n".join(lines)
+
+
+class ProgressPrinter:
+    """Show progress: a bar on a terminal, otherwise a plain line every tenth of the work."""
+
+    def __init__(self, what, on_terminal):
+        self.what = what
+        self.on_terminal = on_terminal
+        self.bar = None
+        self.lines_printed = 0
+
+    def __call__(self, done, total):
+        if self.on_terminal:
+            if self.bar is None:
+                self.bar = tqdm(total=total, unit=f" {self.what}", unit_scale=True)
+            self.bar.update(done - self.bar.n)
+            if done >= total:
+                self.bar.close()
+        elif total and done * PROGRESS_LINES // total >= self.lines_printed:
+            print(f"{self.what}: {done:,}/{total:,} ({done / total:.0%})", flush=True)
+            self.lines_printed = done * PROGRESS_LINES // total + 1

@@ -13,16 +13,21 @@ runs in its own transaction, together with its row in the ``seeders`` table
 (and line, for SQL), while the ones before it stay applied.
 
 Seeders must be idempotent, so that ``--force`` re-runs them without a single
-duplicate row: insert with ``on_conflict_ignore()`` (or look rows up first).
-A seeder whose file changed after it ran shows as ``changed`` and is re-run only
-with ``force``.
+duplicate row: insert with ``on_conflict_ignore()`` (or look rows up first). So
+``--force`` adds what is missing but does not overwrite rows that exist; to
+restore the sample data exactly, run ``db.reset --data-only`` then ``db.seed``.
+Beware that ``on_conflict_ignore()`` and ``insert_many`` skip the models'
+validation, and that SQLite's ``INSERT OR IGNORE`` silently drops rows breaking a
+CHECK or NOT NULL rule (MySQL's ``INSERT IGNORE`` even foreign keys): seeders
+count what they wrote in tests. A seeder whose file changed after it ran shows
+as ``changed`` and is re-run only with ``force``.
 """
 
 import time
 from dataclasses import dataclass, field
 
 from db.engines import engine_for
-from db.errors import MigrationFileError, SeedFailed
+from db.errors import SeedFailed, SourceFileError
 from db.history import SeederHistory
 from db.loader import describe_failure, discover, load_module, run_statements
 from db.models import ALL_MODELS
@@ -100,7 +105,7 @@ class Seeder:
             return lambda db: run_statements(seeder, statements, db)
         run = getattr(load_module(seeder), "run", None)
         if not callable(run):
-            raise MigrationFileError(f"{seeder.path}: defines no run(db) function")
+            raise SourceFileError(f"{seeder.path}: defines no run(db) function")
         return run
 
     def _run(self, seeder, run):

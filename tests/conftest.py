@@ -75,13 +75,18 @@ def migrations_dir(tmp_path):
     return folder
 
 
-@pytest.fixture
-def write_migration(migrations_dir):
-    """Write a migration file into ``migrations_dir``: ``write_migration(name, text)``."""
+def file_writer(folder):
+    """Return ``write(name, text)``, which writes a file into ``folder`` and returns its path."""
 
     def write(name, text):
-        path = migrations_dir / name
+        path = folder / name
         path.write_text(text, encoding="utf-8")
         return path
 
     return write
+
+
+@pytest.fixture
+def write_migration(migrations_dir):
+    """Write a migration file into ``migrations_dir``: ``write_migration(name, text)``."""
+    return file_writer(migrations_dir)

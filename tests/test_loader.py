@@ -3,7 +3,7 @@
 import pytest
 
 from db.engines import SqliteEngine
-from db.errors import MigrationFileError
+from db.errors import SourceFileError
 from db.loader import discover, load_migration, next_version, slugify
 
 
@@ -28,7 +28,7 @@ def test_helper_files_beside_migrations_are_ignored(write_migration, migrations_
 def test_a_misnamed_file_is_refused_by_name(write_migration, migrations_dir, name):
     write_migration(name, "")
 
-    with pytest.raises(MigrationFileError, match=name.replace(".", r"\.")):
+    with pytest.raises(SourceFileError, match=name.replace(".", r"\.")):
         discover(migrations_dir)
 
 
@@ -36,12 +36,12 @@ def test_two_files_with_one_version_are_refused(write_migration, migrations_dir)
     write_migration("003_one.sql", "SELECT 1;")
     write_migration("003_other.py", "def up(migrator, db): pass\n")
 
-    with pytest.raises(MigrationFileError, match=r"version 003 is also used by 003_one\.sql"):
+    with pytest.raises(SourceFileError, match=r"version 003 is also used by 003_one\.sql"):
         discover(migrations_dir)
 
 
 def test_a_missing_folder_is_named(tmp_path):
-    with pytest.raises(MigrationFileError, match="nowhere"):
+    with pytest.raises(SourceFileError, match="nowhere"):
         discover(tmp_path / "nowhere")
 
 
@@ -78,21 +78,21 @@ def test_an_sql_file_with_markers_has_both_directions(write_migration, migration
 def test_down_before_up_is_refused(write_migration, migrations_dir):
     write_migration("001_a.sql", "-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n")
 
-    with pytest.raises(MigrationFileError, match=r"001_a\.sql"):
+    with pytest.raises(SourceFileError, match=r"001_a\.sql"):
         load_migration(discover(migrations_dir)[0], SqliteEngine())
 
 
 def test_a_python_migration_without_up_is_refused(write_migration, migrations_dir):
     write_migration("001_a.py", "def down(migrator, db): pass\n")
 
-    with pytest.raises(MigrationFileError, match=r"001_a\.py: defines no up"):
+    with pytest.raises(SourceFileError, match=r"001_a\.py: defines no up"):
         load_migration(discover(migrations_dir)[0], SqliteEngine())
 
 
 def test_a_python_migration_that_does_not_import_is_refused(write_migration, migrations_dir):
     write_migration("001_a.py", "import no_such_module\n")
 
-    with pytest.raises(MigrationFileError, match=r"001_a\.py: cannot be loaded"):
+    with pytest.raises(SourceFileError, match=r"001_a\.py: cannot be loaded"):
         load_migration(discover(migrations_dir)[0], SqliteEngine())
 
 

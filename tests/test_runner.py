@@ -165,7 +165,7 @@ def test_a_failing_python_migration_is_rolled_back_and_its_line_named(
         "    raise RuntimeError('boom')\n",
     )
 
-    with pytest.raises(MigrationFailed, match=r"002_half\.py failed: RuntimeError at line 6: boom"):
+    with pytest.raises(MigrationFailed, match=r"002_half\.py failed: line 6: RuntimeError: boom"):
         runner.migrate()
 
     assert tables(fresh_db) == ["a", "migrations"]

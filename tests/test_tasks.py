@@ -198,7 +198,9 @@ def test_setup_creates_a_new_sqlite_file_and_applies_every_migration(
 
     for name in project_migrations:
         assert re.search(rf"^applied {name} \(\d+ ms\)$", output, re.MULTILINE), name
-    assert output.rstrip().endswith(f"applied {len(project_migrations)} migrations")
+    assert output.rstrip().endswith(
+        f"set up: applied {len(project_migrations)} migration(s), ran 6 seeder(s)"
+    )
     assert applied_versions(db_path) == [name[:3] for name in project_migrations]
 
 
@@ -232,7 +234,9 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
 
     report = status_json(project_cli("db.status", "--json"))
 
-    assert report.keys() == {"database", "exists", "current_version", "up_to_date", "migrations"}
+    assert report.keys() == {
+        "database", "exists", "current_version", "up_to_date", "migrations", "seeders",
+    }  # fmt: skip
     assert report["database"] == f"sqlite:///{db_path}"
     assert report["exists"] is True
     assert report["up_to_date"] is True
@@ -244,6 +248,9 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
         assert migration["state"] == "applied"
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", migration["applied_at"])
         assert isinstance(migration["duration_ms"], int)
+    for seeder in report["seeders"]:
+        assert seeder.keys() == {"name", "state", "applied_at"}
+        assert seeder["state"] == "applied"
 
 
 def test_status_check_exits_0_when_up_to_date_and_3_when_a_migration_is_pending(

@@ -1,0 +1,352 @@
+"""Seeders: the project's sample data, and the engine that runs seeder files once each.
+
+The first half describes what ``seeders/`` puts in a migrated database and proves it
+idempotent; the second half drives the engine with small seeders written per test.
+"""
+
+import shutil
+from collections import Counter
+
+import pytest
+
+from db.config import open_database
+from db.errors import SeedFailed, SourceFileError
+from db.models import (
+    AIGenerationMeta,
+    Album,
+    AlbumImage,
+    Analytics,
+    Image,
+    ImageTag,
+    Tag,
+    User,
+)
+from db.runner import Runner
+from db.seeders import APPLIED, CHANGED, MISSING, PENDING, Seeder, SeederStatus, SeedResult
+from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, file_writer, sqlite_url
+from tests.snapshots import content
+
+SEEDERS_DIR = PROJECT_ROOT / "seeders"
+SEEDER_NAMES = [
+    "001_users",
+    "002_tags",
+    "003_images",
+    "004_image_tags",
+    "005_albums",
+    "006_analytics",
+]
+
+
+def content_fingerprint(database):
+    """Every row of every table, without the bookkeeping tables' run times."""
+    return content(database.database)
+
+
+def row_counts():
+    return {
+        "users": User.select().count(),
+        "tags": Tag.select().count(),
+        "images": Image.select().count(),
+        "albums": Album.select().count(),
+        "analytics": Analytics.select().count(),
+    }
+
+
+def states(seeder):
+    return {status.name: status.state for status in seeder.status()}
+
+
+def tag_names():
+    return sorted(tag.name for tag in Tag.select())
+
+
+def migrated_database(path):
+    """Open a new SQLite file at ``path`` with every project migration applied."""
+    database = open_database(sqlite_url(path))
+    Runner(database, MIGRATIONS_DIR).migrate()
+    return database
+
+
+@pytest.fixture
+def seeded_db(migrated_db):
+    """The migrated database with the project's seeders run once."""
+    Seeder(migrated_db, SEEDERS_DIR).seed()
+    return migrated_db
+
+
+@pytest.fixture
+def copied_seeders(tmp_path):
+    """A copy of the project's seeders, free to edit or delete."""
+    return shutil.copytree(SEEDERS_DIR, tmp_path / "seeders")
+
+
+@pytest.fixture
+def seeders_dir(tmp_path):
+    """An empty seeders folder for tests that write their own seeders."""
+    folder = tmp_path / "own_seeders"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def write_seeder(seeders_dir):
+    """Write a seeder file into ``seeders_dir``: ``write_seeder(name, text)``."""
+    return file_writer(seeders_dir)
+
+
+# --- The sample data ----------------------------------------------------------------------
+
+
+def test_seeding_runs_every_project_seeder_in_order(migrated_db):
+    result = Seeder(migrated_db, SEEDERS_DIR).seed()
+
+    assert result.applied == SEEDER_NAMES
+    assert result.skipped_changed == []
+
+
+def test_seeding_gives_the_sample_data_of_the_product_doc(seeded_db):
+    assert row_counts() == {"users": 5, "tags": 20, "images": 8, "albums": 6, "analytics": 15}
+
+
+def test_the_users_include_every_role_and_only_admins_and_editors_upload(seeded_db):
+    assert Counter(user.role for user in User.select()) == {"admin": 1, "editor": 2, "visitor": 2}
+    assert {image.uploader.role for image in Image.select()} <= {"admin", "editor"}
+
+
+def test_some_tags_are_trending(seeded_db):
+    assert 0 < Tag.select().where(Tag.trending).count() < 20
+
+
+def test_the_images_mix_formats_and_privacy(seeded_db):
+    assert len({image.format for image in Image.select()}) >= 4
+    assert Counter(image.privacy for image in Image.select()) == {"public": 6, "private": 2}
+    assert all(image.alt_text and image.url.startswith("https://") for image in Image.select())
+
+
+def test_exactly_the_ai_generated_images_have_generation_meta(seeded_db):
+    ai_images = {image.id for image in Image.select().where(Image.is_ai_generated)}
+    with_meta = {meta.image_id for meta in AIGenerationMeta.select()}
+
+    assert len(ai_images) == 3
+    assert with_meta == ai_images
+
+
+def test_every_image_is_filed_under_tags(seeded_db):
+    tags_per_image = Counter(link.image_id for link in ImageTag.select())
+
+    assert set(tags_per_image) == {image.id for image in Image.select()}
+    assert all(2 <= count <= 4 for count in tags_per_image.values())
+
+
+def test_every_album_has_one_of_its_own_images_as_cover(seeded_db):
+    for album in Album.select():
+        own_images = {link.image_id for link in album.image_links}
+        assert album.cover_image_id in own_images, album.title
+
+
+def test_album_positions_run_from_zero_without_gaps(seeded_db):
+    for album in Album.select():
+        positions = sorted(link.position for link in album.image_links)
+        assert positions == list(range(len(positions))), album.title
+
+
+def test_the_trigger_kept_counters_match_the_rows_they_count(seeded_db):
+    links_per_tag = Counter(link.tag_id for link in ImageTag.select())
+    images_per_album = Counter(link.album_id for link in AlbumImage.select())
+    uploads_per_user = Counter(image.uploader_id for image in Image.select())
+
+    assert {tag.id: tag.count for tag in Tag.select()} == {
+        tag.id: links_per_tag[tag.id] for tag in Tag.select()
+    }
+    assert {album.id: album.image_count for album in Album.select()} == {
+        album.id: images_per_album[album.id] for album in Album.select()
+    }
+    assert {user.id: user.uploads for user in User.select()} == {
+        user.id: uploads_per_user[user.id] for user in User.select()
+    }
+
+
+def test_seeded_rows_break_no_foreign_key(seeded_db):
+    assert seeded_db.execute_sql("PRAGMA foreign_key_check").fetchall() == []
+
+
+# --- Idempotence --------------------------------------------------------------------------
+
+
+def test_a_second_seed_runs_nothing(seeded_db):
+    result = Seeder(seeded_db, SEEDERS_DIR).seed()
+
+    assert result.applied == []
+    assert row_counts() == {"users": 5, "tags": 20, "images": 8, "albums": 6, "analytics": 15}
+
+
+def test_forcing_twice_leaves_every_table_exactly_as_seeded(seeded_db):
+    seeder = Seeder(seeded_db, SEEDERS_DIR)
+    seeded = content_fingerprint(seeded_db)
+
+    assert seeder.seed(force=True).applied == SEEDER_NAMES
+    assert content_fingerprint(seeded_db) == seeded
+    assert seeder.seed(force=True).applied == SEEDER_NAMES
+    assert content_fingerprint(seeded_db) == seeded
+
+
+def test_two_databases_seeded_apart_hold_the_same_rows(seeded_db, tmp_path):
+    # Fixed values only: a now() anywhere in a seeder would make the two differ.
+    other = migrated_database(tmp_path / "other.db")
+    Seeder(other, SEEDERS_DIR).seed()
+
+    assert content_fingerprint(other) == content_fingerprint(seeded_db)
+    other.close()
+
+
+# --- Status: pending, applied, changed, missing -------------------------------------------
+
+
+def test_status_shows_every_seeder_pending_before_and_applied_after_seeding(migrated_db):
+    seeder = Seeder(migrated_db, SEEDERS_DIR)
+
+    assert seeder.status() == [SeederStatus(name, PENDING) for name in SEEDER_NAMES]
+    seeder.seed()
+    statuses = seeder.status()
+    assert [(s.name, s.state) for s in statuses] == [(name, APPLIED) for name in SEEDER_NAMES]
+    assert all(status.applied_at is not None for status in statuses)
+
+
+def test_an_edited_seeder_is_changed_skipped_by_seed_and_rerun_by_force(
+    migrated_db, copied_seeders
+):
+    seeder = Seeder(migrated_db, copied_seeders)
+    seeder.seed()
+    with (copied_seeders / "002_tags.py").open("a", encoding="utf-8") as tags_seeder:
+        tags_seeder.write("\n# reviewed by the photo desk\n")
+
+    assert states(seeder)["002_tags"] == CHANGED
+    assert seeder.seed() == SeedResult(applied=[], skipped_changed=["002_tags"])
+    assert seeder.seed(force=True).applied == SEEDER_NAMES
+    assert set(states(seeder).values()) == {APPLIED}
+    assert row_counts()["tags"] == 20
+
+
+def test_a_deleted_seeder_is_missing_and_keeps_its_history(migrated_db, copied_seeders):
+    seeder = Seeder(migrated_db, copied_seeders)
+    seeder.seed()
+    (copied_seeders / "006_analytics.py").unlink()
+
+    last = seeder.status()[-1]
+    assert (last.name, last.state) == ("006_analytics", MISSING)
+    assert last.applied_at is not None
+    assert seeder.seed().applied == []
+
+
+# --- The engine, with small seeders of the test's own ---------------------------------------
+
+
+def test_an_sql_error_names_file_and_line_and_rolls_back_only_that_seeder(
+    migrated_db, seeders_dir, write_seeder
+):
+    write_seeder("001_sunrise.sql", "INSERT INTO tags (name) VALUES ('sunrise');\n")
+    write_seeder(
+        "002_broken.sql",
+        "INSERT INTO tags (name) VALUES ('dusk');\n"
+        "INSERT INTO tags (name) VALUES ('dawn');\n"
+        "INSERT INTO no_such_table (name) VALUES ('nowhere');\n",
+    )
+    write_seeder("003_later.sql", "INSERT INTO tags (name) VALUES ('never');\n")
+    seeder = Seeder(migrated_db, seeders_dir)
+
+    with pytest.raises(SeedFailed, match=r"002_broken\.sql failed: line 3: no such table"):
+        seeder.seed()
+
+    assert tag_names() == ["sunrise"]
+    assert states(seeder) == {
+        "001_sunrise": APPLIED,
+        "002_broken": PENDING,
+        "003_later": PENDING,
+    }
+
+
+def test_a_python_seeder_that_raises_names_file_and_line_and_leaves_nothing(
+    migrated_db, seeders_dir, write_seeder
+):
+    write_seeder(
+        "001_flaky.py",
+        "from db.models import Tag\n"
+        "\n"
+        "def run(db):\n"
+        "    Tag.create(name='half-done')\n"
+        "    raise RuntimeError('the CDN is unreachable')\n",
+    )
+    seeder = Seeder(migrated_db, seeders_dir)
+
+    with pytest.raises(
+        SeedFailed, match=r"001_flaky\.py failed: line 5: RuntimeError: the CDN is unreachable"
+    ):
+        seeder.seed()
+
+    assert tag_names() == []
+    assert states(seeder) == {"001_flaky": PENDING}
+
+
+def test_a_python_seeder_without_run_is_refused_before_any_seeder_runs(
+    migrated_db, seeders_dir, write_seeder
+):
+    write_seeder("001_fine.sql", "INSERT INTO tags (name) VALUES ('fine');\n")
+    write_seeder("002_no_run.py", "TAGS = ('forgotten',)\n")
+
+    with pytest.raises(SourceFileError, match=r"002_no_run\.py: defines no run\(db\)"):
+        Seeder(migrated_db, seeders_dir).seed()
+
+    assert tag_names() == []
+
+
+def test_an_sql_seeder_is_split_into_statements_around_comments_and_quoted_semicolons(
+    migrated_db, seeders_dir, write_seeder
+):
+    write_seeder(
+        "001_mixed.sql",
+        "-- Seeder: tags and metrics written by hand\n"
+        "INSERT INTO tags (name, trending)\n"
+        "VALUES ('semi;colon', TRUE);\n"
+        "\n"
+        "INSERT INTO tags (name) VALUES ('double--dash');  -- not a comment inside quotes\n"
+        "INSERT INTO analytics (metric, value, unit) VALUES\n"
+        "    ('page_views', 10, 'views'),\n"
+        "    ('avg_load_time', 812.5, 'ms');\n",
+    )
+
+    assert Seeder(migrated_db, seeders_dir).seed().applied == ["001_mixed"]
+    assert tag_names() == ["double--dash", "semi;colon"]
+    assert Tag.get(Tag.name == "semi;colon").trending
+    assert Analytics.select().count() == 2
+
+
+def test_a_python_seeder_writes_to_the_database_it_is_run_on(
+    migrated_db, seeders_dir, write_seeder, tmp_path
+):
+    # The models are bound to migrated_db; while seeding `other` they must point there.
+    write_seeder(
+        "001_elsewhere.py",
+        "from db.models import Tag\n\ndef run(db):\n    Tag.create(name='elsewhere')\n",
+    )
+    other = migrated_database(tmp_path / "other.db")
+
+    Seeder(other, seeders_dir).seed()
+
+    assert other.execute_sql("SELECT name FROM tags").fetchall() == [("elsewhere",)]
+    assert tag_names() == []
+    other.close()
+
+
+def test_a_python_seeder_breaking_a_constraint_names_its_line(migrated_db, tmp_path):
+    folder = tmp_path / "seeders"
+    folder.mkdir()
+    (folder / "001_twice.py").write_text(
+        "from db.models import Tag\n"
+        "\n"
+        "def run(db):\n"
+        "    Tag.create(name='night')\n"
+        "    Tag.create(name='night')\n"
+    )
+
+    with pytest.raises(SeedFailed, match=r"001_twice\.py failed: line 5: UNIQUE constraint"):
+        Seeder(migrated_db, folder).seed()
