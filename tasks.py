@@ -2,8 +2,8 @@
 
 Configuration (first found wins): ``DATABASE_URL``; ``db.url`` in ``invoke.yaml`` or
 ``INVOKE_DB_URL``; the SQLite file ``clonegallery.db`` beside this file. ``db.migrations``
-(``INVOKE_DB_MIGRATIONS``) names the migrations folder. ``--debug`` (or ``INVOKE_DB_DEBUG=1``)
-shows the traceback behind an error.
+and ``db.seeders`` (``INVOKE_DB_MIGRATIONS``, ``INVOKE_DB_SEEDERS``) name the folders.
+``--debug`` (or ``INVOKE_DB_DEBUG=1``) shows the traceback behind an error.
 """
 
 import sys
@@ -44,6 +44,8 @@ def _errors_as_exit(c, debug):
         if debug or c.config.db.debug:
             traceback.print_exc()
         raise Exit(f"error: {exc}", code=exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise Exit("error: interrupted; the step in progress was rolled back", code=130) from None
 
 
 def _print_progress(event, migration, duration_ms):
@@ -101,7 +103,10 @@ def _confirm_reset(settings, data_only):
         )
     what = "delete every row of" if data_only else "drop every table of"
     print(f"This will {what} {mask_url(settings.url)}.")
-    answer = input(f"Type the database name ({name}) to confirm: ")
+    try:
+        answer = input(f"Type the database name ({name}) to confirm: ")
+    except EOFError:
+        answer = ""
     if answer.strip() != name:
         raise ResetCancelled("db.reset cancelled: the name did not match; nothing changed")
 

@@ -3,6 +3,7 @@
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 
@@ -187,3 +188,23 @@ def test_rolling_back_every_migration_forgets_the_seeds_so_setup_seeds_again(cli
     ok(cli("db.setup"))
 
     assert content(set_up) == before
+
+
+def test_an_interrupted_populate_leaves_the_database_as_it_was(set_up, db_url):
+    before = checksum(set_up)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    env["DATABASE_URL"] = db_url
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT),
+         "db.populate", "--images", "1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    for line in process.stdout:  # wait until rows are being written
+        if line.startswith("images: 10,000/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=60)
+
+    assert process.returncode == 130, errors
+    assert errors.strip() == "error: interrupted; the step in progress was rolled back"
+    assert checksum(set_up) == before
