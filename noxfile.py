@@ -26,7 +26,7 @@ def available(versions):
 @nox.session(python=available(PYTHON_VERSIONS))
 def tests(session):
     """Run the test suite."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
+    session.install("-e", ".[postgres,mysql]", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("pytest", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})
 
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from db.config import open_database
+from db.engines import open_database
 from db.models import Tag
 from db.populate import COLUMNS, GalleryGenerator, GalleryPlan, populate, tag_vocabulary
 from db.runner import Runner

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import peewee
 
-from db.config import check_url, database_exists, mask_url, open_database
-from db.engines import engine_for
+from db.config import mask_url
+from db.engines import database_exists, engine_for, open_database
 from db.errors import ConfigError, DatabaseFailed, NotMigrated
 from db.history import History, SeederHistory
 from db.loader import discover, next_version, slugify
@@ -84,7 +84,6 @@ def opened(settings, create=True):
     """
     url = settings.url
     if not create and not database_exists(url):
-        check_url(url)
         url = IN_MEMORY_URL
     database = open_database(url)
     try:

@@ -4,7 +4,7 @@ Bind the models to an open database once, then use them as any Peewee model::
 
     from db.models import ALL_MODELS, Image, User, bind_models
 
-    bind_models(database)                      # e.g. db.config.open_database(url)
+    bind_models(database)                      # e.g. db.engines.open_database(url)
     ada = User.create(email="ada@example.com", name="Ada", role="editor")
     Image.create(uploader=ada, title="Dawn", url="https://cdn.example.com/dawn.jpg",
                  width=1920, height=1080, size=482_113, format="JPEG")

@@ -1,4 +1,10 @@
-"""Shared fixtures: real SQLite files in a temporary folder, real subprocesses."""
+"""Shared fixtures: real SQLite files in a temporary folder, real database servers, real
+subprocesses.
+
+``engine`` is parametrized over the engines under test (tests/servers.py): a test that
+uses it, or ``engine_url`` / ``engine_db`` / ``engine_migrated_db``, runs once per engine
+and is marked ``engine``. The ``db_path`` family is SQLite only.
+"""
 
 import os
 import subprocess
@@ -7,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from db.config import open_database
+from db.engines import open_database
 from db.models import bind_models
 from db.runner import Runner
+from tests import servers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -90,3 +97,53 @@ def file_writer(folder):
 def write_migration(migrations_dir):
     """Write a migration file into ``migrations_dir``: ``write_migration(name, text)``."""
     return file_writer(migrations_dir)
+
+
+def pytest_generate_tests(metafunc):
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", servers.selected_engines(), indirect=True)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture
+def engine(request):
+    """The engine under test: sqlite, postgres or mysql (its server must be reachable)."""
+    name = request.param
+    if name != "sqlite" and (problem := servers.server_problem(name)):
+        message = f"{name} server unreachable: {problem}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI=true: the servers must run)")
+        pytest.skip(message)
+    return name
+
+
+@pytest.fixture
+def engine_url(engine, tmp_path):
+    """The URL of a database of the engine under test that does not exist yet."""
+    if engine == "sqlite":
+        yield sqlite_url(tmp_path / "clonegallery.db")
+        return
+    url = servers.new_database_url(engine)
+    yield url
+    servers.drop_database(url)
+
+
+@pytest.fixture
+def engine_db(engine_url):
+    """A connected, empty database of the engine under test."""
+    database = open_database(engine_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def engine_migrated_db(engine_db):
+    """A database of the engine under test with every migration applied, models bound."""
+    Runner(engine_db, MIGRATIONS_DIR).migrate()
+    bind_models(engine_db)
+    return engine_db

@@ -2,7 +2,8 @@
 
 import pytest
 
-from db.config import mask_url, open_database, resolve_url
+from db.config import mask_url, resolve_url
+from db.engines import open_database
 from tests.conftest import run_invoke
 
 

@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from db.config import open_database
+from db.engines import open_database
 from db.errors import ConfigError
 from db.models import AIGenerationMeta, Album, AlbumImage, Image, Tag, User, UserLike
 from db.populate import ALBUM_SIZES, GalleryPlan, populate

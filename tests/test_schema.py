@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from db.config import open_database
+from db.engines import open_database
 from db.models import ALL_MODELS, bind_models
 from db.runner import Runner
 from tests.conftest import MIGRATIONS_DIR

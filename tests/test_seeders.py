@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from db.config import open_database
+from db.engines import open_database
 from db.errors import SeedFailed, SourceFileError
 from db.models import (
     AIGenerationMeta,

@@ -1,69 +1,25 @@
-"""What differs between database engines, behind one small interface.
+"""SQLite: a file, a file lock beside it, IMMEDIATE transactions.
 
-The toolkit needs these things from an engine, and only these:
-
-- ``migrator(database)``: the ``playhouse.migrate`` SchemaMigrator that migrations receive;
-- ``migration_lock(database)``: a lock held while planning and applying (migrations or
-  seeders), which dies with the process that holds it, so concurrent runs do the work once;
-- ``transaction(database)``: a unit of writes that waits for other writers;
-- ``migration_transaction(database)``: one migration and its history row, all or nothing;
-- ``split_statements(sql, first_line)``: an SQL file's text as Statements (line, sql);
-- ``drop_all_tables(database)`` / ``empty_all_tables(database, keep)``: for ``db.reset``;
-- ``bulk_insert(database, table, columns, rows)``: many rows at once, for ``db.populate``.
-
-``engine_for(database)`` picks the engine. SQLite is here; PostgreSQL and MySQL join
-by adding a class each.
+Connections run with foreign keys on, the WAL journal and a busy timeout, so a
+writer waits for another instead of failing with "database is locked".
 """
 
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import filelock
 import peewee
+from playhouse import db_url
 from playhouse.migrate import SqliteMigrator, operation
 
+from db.config import mask_url
+from db.engines.base import LOCK_TIMEOUT_SECONDS, Engine, Statement, _only_comments
 from db.errors import ConfigError, LockTimeout, MigrationFailed
 
-LOCK_TIMEOUT_SECONDS = 600
-
-
-class Statement(NamedTuple):
-    """One SQL statement and the line of its file it starts on."""
-
-    line: int
-    sql: str
-
-
-class Engine:
-    """The primitives the migration runner needs from one database engine."""
-
-    name = "generic"
-
-    def migrator(self, database):
-        raise NotImplementedError
-
-    def migration_lock(self, database, timeout=LOCK_TIMEOUT_SECONDS):
-        raise NotImplementedError
-
-    def transaction(self, database):
-        raise NotImplementedError
-
-    def migration_transaction(self, database):
-        raise NotImplementedError
-
-    def split_statements(self, sql, first_line=1):
-        raise NotImplementedError
-
-    def drop_all_tables(self, database):
-        raise NotImplementedError
-
-    def empty_all_tables(self, database, keep=()):
-        raise NotImplementedError
-
-    def bulk_insert(self, database, table, columns, rows):
-        raise NotImplementedError
+BUSY_TIMEOUT_SECONDS = 60
+PRAGMAS = {"foreign_keys": 1, "journal_mode": "wal"}
 
 
 class TriggerKeepingSqliteMigrator(SqliteMigrator):
@@ -95,6 +51,33 @@ class SqliteEngine(Engine):
     """SQLite: a file lock beside the database, IMMEDIATE transactions."""
 
     name = "sqlite"
+    schemes = ("sqlite",)
+    database_class = peewee.SqliteDatabase
+
+    def check_url(self, url):
+        parts = urlsplit(url)
+        if parts.username or parts.password or parts.port:
+            raise ConfigError(
+                f"{mask_url(url)}: an SQLite URL takes no user, password or port; "
+                "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        path = sqlite_path(url)
+        if path != ":memory:":
+            folder = Path(path).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"cannot create the SQLite file {path}: folder {folder} does not exist"
+                )
+
+    def exists(self, url):
+        path = sqlite_path(url)
+        return path == ":memory:" or Path(path).expanduser().exists()
+
+    def create(self, url):
+        pass  # connecting creates the file
+
+    def connect(self, url, **options):
+        return super().connect(url, pragmas=PRAGMAS, timeout=BUSY_TIMEOUT_SECONDS, **options)
 
     def migrator(self, database):
         return TriggerKeepingSqliteMigrator(database)
@@ -157,12 +140,6 @@ class SqliteEngine(Engine):
                 database.execute_sql(f'DELETE FROM "{table}"')
         return tables
 
-    def bulk_insert(self, database, table, columns, rows):
-        # One prepared statement for every row: the driver's executemany is the
-        # fastest path SQLite offers from Python.
-        if rows:
-            database.cursor().executemany(insert_statement(database, table, columns), rows)
-
     @contextmanager
     def _foreign_keys_off(self, database):
         database.pragma("foreign_keys", 0)
@@ -185,19 +162,9 @@ class SqliteEngine(Engine):
         return statements
 
 
-def insert_statement(database, table, columns):
-    """Return ``INSERT INTO table (columns) VALUES (?, ...)`` quoted for the database."""
-    context = database.get_sql_context()
-    context.literal("INSERT INTO ")
-    context.sql(peewee.Entity(table))
-    context.literal(" (")
-    context.sql(peewee.CommaNodeList([peewee.Entity(column) for column in columns]))
-    context.literal(") VALUES (" + ", ".join([database.param] * len(columns)) + ")")
-    return context.query()[0]
-
-
-def _only_comments(sql):
-    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+def sqlite_path(url):
+    """Return the file path of an SQLite URL (``:memory:`` for an in-memory one)."""
+    return db_url.parse(url)["database"]
 
 
 def _raise_on_foreign_key_violations(database):
@@ -208,16 +175,3 @@ def _raise_on_foreign_key_violations(database):
             f"{len(violations)} row(s) break a foreign key, e.g. {table} rowid {rowid} "
             f"points to a missing {parent} row"
         )
-
-
-ENGINES = {peewee.SqliteDatabase: SqliteEngine}
-
-
-def engine_for(database):
-    """Return the Engine for a peewee Database."""
-    for database_class, engine_class in ENGINES.items():
-        if isinstance(database, database_class):
-            return engine_class()
-    raise ConfigError(
-        f"{type(database).__name__} is not supported yet: this version runs on SQLite only"
-    )

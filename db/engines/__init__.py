@@ -1,0 +1,70 @@
+"""What differs between database engines, behind one small interface.
+
+The toolkit needs these things from an engine, and only these:
+
+- ``check_url(url)``, ``exists(url)``, ``create(url)``, ``connect(url)``: reaching the
+  database (``open_database(url, create)`` below combines them);
+- ``migrator(database)``: the ``playhouse.migrate`` SchemaMigrator that migrations receive;
+- ``migration_lock(database)``: a lock held while planning and applying (migrations or
+  seeders), which dies with the process that holds it, so concurrent runs do the work once;
+- ``transaction(database)``: a unit of writes that waits for other writers;
+- ``migration_transaction(database)``: one migration and its history row, all or nothing
+  where the engine can (``transactional_ddl``);
+- ``split_statements(sql, first_line)``: an SQL file's text as Statements (line, sql);
+- ``drop_all_tables(database)`` / ``empty_all_tables(database, keep)``: for ``db.reset``;
+- ``bulk_insert(database, table, columns, rows)``: many rows at once, for ``db.populate``.
+
+``engine_for(database)`` and ``engine_for_url(url)`` pick the engine: ``sqlite.py``,
+``postgres.py``, ``mysql.py``.
+"""
+
+from db.config import scheme_of
+from db.engines.base import Engine, Statement
+from db.engines.mysql import MySQLEngine
+from db.engines.postgres import PostgresEngine
+from db.engines.sqlite import SqliteEngine
+
+ENGINES = (SqliteEngine, PostgresEngine, MySQLEngine)
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "MySQLEngine",
+    "PostgresEngine",
+    "SqliteEngine",
+    "Statement",
+    "database_exists",
+    "engine_for",
+    "engine_for_url",
+    "open_database",
+]
+
+
+def engine_for(database):
+    """Return the Engine for a peewee Database."""
+    for engine_class in ENGINES:
+        if isinstance(database, engine_class.database_class):
+            return engine_class()
+    raise TypeError(f"no engine for {type(database).__name__}")
+
+
+def engine_for_url(url):
+    """Return the Engine for a database URL (ConfigError for an unsupported scheme)."""
+    scheme = scheme_of(url).split("+")[0]
+    return next(engine_class() for engine_class in ENGINES if scheme in engine_class.schemes)
+
+
+def database_exists(url):
+    """Return whether the database of the URL exists (without creating it)."""
+    engine = engine_for_url(url)
+    engine.check_url(url)
+    return engine.exists(url)
+
+
+def open_database(url, create=True):
+    """Return a connected peewee Database for the URL, creating it first if asked."""
+    engine = engine_for_url(url)
+    engine.check_url(url)
+    if create and not engine.exists(url):
+        engine.create(url)
+    return engine.connect(url)

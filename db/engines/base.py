@@ -1,0 +1,142 @@
+"""The Engine interface, and what engines share."""
+
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import peewee
+import sqlparse
+from playhouse import db_url
+
+from db.config import mask_url
+from db.errors import ConfigError, ConnectionFailed
+
+LOCK_TIMEOUT_SECONDS = 600
+
+
+class Statement(NamedTuple):
+    """One SQL statement and the line of its file it starts on."""
+
+    line: int
+    sql: str
+
+
+class Engine:
+    """The primitives the toolkit needs from one database engine."""
+
+    name = "generic"
+    schemes = ()
+    database_class = peewee.Database
+    transactional_ddl = True
+    driver_extra = None  # the pyproject extra that installs the driver
+
+    def check_url(self, url):
+        """Raise ConfigError unless the URL can name a database of this engine."""
+
+    def exists(self, url):
+        raise NotImplementedError
+
+    def create(self, url):
+        raise NotImplementedError
+
+    def connect(self, url, **options):
+        """Return a connected peewee Database, or raise one clear line."""
+        try:
+            database = db_url.connect(url, **options)
+            database.connect()
+        except peewee.ImproperlyConfigured as exc:
+            raise ConfigError(
+                f"{self.name} needs its driver: pip install 'clonegallery-db[{self.driver_extra}]' "
+                f"({exc})"
+            ) from exc
+        except peewee.DatabaseError as exc:
+            raise ConnectionFailed(f"cannot open {mask_url(url)}: {first_line(exc)}") from exc
+        return database
+
+    def migrator(self, database):
+        raise NotImplementedError
+
+    def migration_lock(self, database, timeout=LOCK_TIMEOUT_SECONDS):
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self, database):
+        with database.atomic():
+            yield
+
+    @contextmanager
+    def migration_transaction(self, database):
+        with database.atomic():
+            yield
+
+    def split_statements(self, sql, first_line=1):
+        """Split with sqlparse (quotes, comments, dollar quoting); keep each start line."""
+        statements, offset = [], 0
+        for text in sqlparse.split(sql):
+            if not text.strip() or _only_comments(text):
+                continue
+            position = sql.find(text, offset)
+            offset = position + len(text)
+            start = position + len(text) - len(text.lstrip())
+            line = first_line + sql.count("\n", 0, start) + _leading_comment_lines(text)
+            statements.append(Statement(line, _strip_leading_comments(text).strip()))
+        return statements
+
+    def drop_all_tables(self, database):
+        raise NotImplementedError
+
+    def empty_all_tables(self, database, keep=()):
+        raise NotImplementedError
+
+    def bulk_insert(self, database, table, columns, rows):
+        if rows:
+            database.cursor().executemany(insert_statement(database, table, columns), rows)
+
+
+def insert_statement(database, table, columns):
+    """Return ``INSERT INTO table (columns) VALUES (?, ...)`` quoted for the database."""
+    context = database.get_sql_context()
+    context.literal("INSERT INTO ")
+    context.sql(peewee.Entity(table))
+    context.literal(" (")
+    context.sql(peewee.CommaNodeList([peewee.Entity(column) for column in columns]))
+    context.literal(") VALUES (" + ", ".join([database.param] * len(columns)) + ")")
+    return context.query()[0]
+
+
+def quoted(database, name):
+    """Return a table or column name quoted for the database."""
+    return database.get_sql_context().sql(peewee.Entity(name)).query()[0]
+
+
+def first_line(exc):
+    """Return the first non-empty line of an exception's message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def with_database(url, name):
+    """Return the URL with another database name (for maintenance connections)."""
+    head, _, query = url.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def database_name_of(url):
+    return db_url.parse(url)["database"]
+
+
+def _only_comments(sql):
+    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+
+
+def _leading_comment_lines(text):
+    count = 0
+    for line in text.strip().splitlines():
+        if line.strip() and not line.strip().startswith("--"):
+            break
+        count += 1
+    return count
+
+
+def _strip_leading_comments(text):
+    lines = text.strip().splitlines()
+    return "\n".join(lines[_leading_comment_lines(text) :])

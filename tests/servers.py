@@ -1,0 +1,63 @@
+"""The database servers the engine-parametrized tests run against, and their test databases.
+
+Each test gets a database of its own with a parallel-safe name, created lazily (by the
+tool under test, as a user's database would be) and dropped afterwards. Which engines
+run comes from ``CLONEGALLERY_TEST_ENGINES`` (default: all three); where a server lives
+from ``CLONEGALLERY_TEST_POSTGRES`` / ``CLONEGALLERY_TEST_MYSQL``.
+"""
+
+import functools
+import os
+import uuid
+
+from db.engines import engine_for_url, open_database
+from db.engines.base import database_name_of, quoted, with_database
+from db.errors import DbError
+
+ENGINES = ("sqlite", "postgres", "mysql")
+SERVERS = {
+    "postgres": os.environ.get(
+        "CLONEGALLERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432"
+    ),
+    "mysql": os.environ.get("CLONEGALLERY_TEST_MYSQL", "mysql://root@127.0.0.1:3306"),
+}
+MAINTENANCE = {"postgres": "postgres", "mysql": "information_schema"}
+
+
+def selected_engines():
+    """Return the engines to test, from CLONEGALLERY_TEST_ENGINES."""
+    wanted = os.environ.get("CLONEGALLERY_TEST_ENGINES", ",".join(ENGINES)).split(",")
+    return [engine for engine in ENGINES if engine in wanted]
+
+
+@functools.cache
+def server_problem(engine):
+    """Return why the engine's server cannot be used, or None when it can."""
+    try:
+        open_database(f"{SERVERS[engine]}/{MAINTENANCE[engine]}", create=False).close()
+    except DbError as exc:
+        return str(exc)
+    return None
+
+
+def new_database_url(engine):
+    """Return the URL of a test database that does not exist yet."""
+    return f"{SERVERS[engine]}/cgtest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def drop_database(url):
+    """Drop a test database if it exists."""
+    engine = engine_for_url(url)
+    if not engine.exists(url):
+        return
+    name = database_name_of(url)
+    maintenance_name = MAINTENANCE["postgres" if "postgres" in url else "mysql"]
+    maintenance = open_database(with_database(url, maintenance_name), create=False)
+    try:
+        if "postgres" in url:
+            maintenance.connection().autocommit = True
+            maintenance.execute_sql(f"DROP DATABASE {quoted(maintenance, name)} WITH (FORCE)")
+        else:
+            maintenance.execute_sql(f"DROP DATABASE {quoted(maintenance, name)}")
+    finally:
+        maintenance.close()
