@@ -25,10 +25,10 @@ RUN useradd --create-home --uid 10001 --user-group clonegallery
 WORKDIR /app
 
 # The package and its drivers first, so that editing a migration or a seeder rebuilds
-# only the layers below.
+# only the layers below. Once installed, the package's source goes: one copy of the code.
 COPY pyproject.toml README.md ./
 COPY db/ db/
-RUN pip install ".[postgres,mysql]" && rm -rf build ./*.egg-info
+RUN pip install ".[postgres,mysql]" && rm -rf build ./*.egg-info db
 
 COPY tasks.py ./
 COPY migrations/ migrations/

@@ -174,6 +174,14 @@ def populate(c, images=None, users=None, seed=None, debug=False):
     print(report.populated(result))
 
 
+@task(help={"debug": DEBUG_HELP})
+def repair(c, debug=False):
+    """Forget a migration that failed half-way (MySQL), once the database is fixed."""
+    with _errors_as_exit(c, debug):
+        names = commands.repair(_settings(c))
+    print(report.repaired(names))
+
+
 @task(
     help={
         "json": "print machine-readable JSON",
@@ -204,7 +212,9 @@ def new_migration(c, name, sql=False, debug=False):
     print(f"created {path}")
 
 
-db = Collection("db", setup, migrate, rollback, seed, reset, populate, status, new_migration)
+db = Collection(
+    "db", setup, migrate, rollback, repair, seed, reset, populate, status, new_migration
+)
 ns = Collection(db)
 ns.configure(
     {"db": {"url": None, "migrations": "migrations", "seeders": "seeders", "debug": False}}

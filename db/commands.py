@@ -127,6 +127,12 @@ def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
         return reverted
 
 
+def repair(settings):
+    """Forget failed migration runs; return their names."""
+    with runner_for(settings, create=False) as runner:
+        return runner.repair()
+
+
 def seed(settings, force=False, on_event=None):
     """Run the pending seeders (all of them with ``force``); return a SeedResult."""
     with runner_for(settings, create=False) as runner:

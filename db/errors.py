@@ -60,6 +60,10 @@ class DriftError(DbError):
     """Applied history no longer matches the migration files."""
 
 
+class FailedMigrationError(DbError):
+    """A migration failed part-way on an engine without transactional DDL."""
+
+
 class OutOfOrderError(DbError):
     """A pending migration is numbered below one already applied."""
 

@@ -18,6 +18,7 @@ import datetime
 from dataclasses import dataclass
 
 import peewee
+from playhouse.migrate import SchemaMigrator
 
 from db.errors import HistoryTableError
 
@@ -31,6 +32,11 @@ class AppliedMigration:
     checksum: str
     applied_at: datetime.datetime
     duration_ms: int
+    error: str | None = None  # set when the run failed half-way (engines without transactional DDL)
+
+    @property
+    def failed(self):
+        return self.error is not None
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class BookkeepingTable:
     """A table of the toolkit's own, as a peewee model made for one database."""
 
     table_name = None
+    optional_columns = ()  # added after the first release: old tables get them on ensure_table
 
     def __init__(self, database):
         meta = type("Meta", (), {"table_name": self.table_name, "database": database})
@@ -67,8 +74,13 @@ class BookkeepingTable:
         return self.Record.table_exists()
 
     def ensure_table(self):
-        """Create the table if it does not exist."""
-        self.Record.create_table(safe=True)
+        """Create the table if it does not exist; add columns an older version lacks."""
+        if not self.exists():
+            self.Record.create_table()
+            return
+        migrator = SchemaMigrator.from_database(self.database)
+        for column in self._missing_columns():
+            migrator.migrate(migrator.add_column(self.table_name, column, self.fields()[column]))
 
     def drop_table(self):
         """Drop the table if it exists."""
@@ -79,10 +91,20 @@ class BookkeepingTable:
         if not self.exists():
             return []
         self._refuse_foreign_table()
-        return list(self.Record.select())
+        missing = set(self._missing_columns())
+        present = [f for f in self.Record._meta.sorted_fields if f.column_name not in missing]
+        return list(self.Record.select(*present))
+
+    def _missing_columns(self):
+        found = {column.name for column in self.database.get_columns(self.table_name)}
+        return [column for column in self.optional_columns if column not in found]
 
     def _refuse_foreign_table(self):
-        expected = {field.column_name for field in self.Record._meta.sorted_fields}
+        expected = {
+            field.column_name
+            for field in self.Record._meta.sorted_fields
+            if field.column_name not in self.optional_columns
+        }
         found = {column.name for column in self.database.get_columns(self.table_name)}
         if not expected <= found:
             raise HistoryTableError(
@@ -96,6 +118,7 @@ class History(BookkeepingTable):
     """The ``migrations`` table: which migrations are applied."""
 
     table_name = "migrations"
+    optional_columns = ("error",)
 
     def fields(self):
         return {
@@ -104,6 +127,7 @@ class History(BookkeepingTable):
             "checksum": peewee.CharField(max_length=64),
             "applied_at": peewee.DateTimeField(),
             "duration_ms": peewee.IntegerField(),
+            "error": peewee.TextField(null=True),
         }
 
     def applied(self):
@@ -111,7 +135,7 @@ class History(BookkeepingTable):
         rows = sorted(self.rows(), key=lambda row: int(row.version))
         return {
             row.version: AppliedMigration(
-                row.version, row.name, row.checksum, row.applied_at, row.duration_ms
+                row.version, row.name, row.checksum, row.applied_at, row.duration_ms, row.error
             )
             for row in rows
         }
@@ -125,6 +149,22 @@ class History(BookkeepingTable):
             applied_at=utc_now(),
             duration_ms=duration_ms,
         )
+
+    def record_failed(self, migration, duration_ms, error):
+        """Record that ``migration`` failed part-way and may be half-applied."""
+        self.record_unapplied(migration.version)
+        self.Record.create(
+            version=migration.version,
+            name=migration.name,
+            checksum=migration.checksum,
+            applied_at=utc_now(),
+            duration_ms=duration_ms,
+            error=error,
+        )
+
+    def failed(self):
+        """Return the migrations recorded as failed."""
+        return [row for row in self.applied().values() if row.failed]
 
     def record_unapplied(self, version):
         """Remove the history row of ``version``."""

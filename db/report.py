@@ -61,6 +61,13 @@ def reset_done(tables, data_only):
     return f"dropped {len(tables)} table(s); db.setup rebuilds the database"
 
 
+def repaired(names):
+    """Return the closing line of db.repair."""
+    if not names:
+        return "nothing to repair: no failed migration is recorded"
+    return f"forgot the failed run of {', '.join(names)}; db.migrate will run it again"
+
+
 def status_table(report):
     """Return db.status as text: the database, its version, one line per migration."""
     lines = [f"database: {report.url}"]
@@ -73,6 +80,8 @@ def status_table(report):
         applied_at = _when(m.applied_at)
         duration = "-" if m.duration_ms is None else str(m.duration_ms)
         lines.append(f"{m.version:<8} {m.state:<8} {applied_at:<20} {duration:>6}  {m.name}")
+        if m.error:
+            lines.append(f"{'':<8} error: {m.error}")
     if not report.migrations:
         lines.append("(no migrations)")
     lines.append("")
@@ -105,6 +114,7 @@ def status_json(report):
                     "state": m.state,
                     "applied_at": m.applied_at.isoformat() if m.applied_at else None,
                     "duration_ms": m.duration_ms,
+                    "error": m.error,
                 }
                 for m in report.migrations
             ],

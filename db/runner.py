@@ -23,6 +23,7 @@ from db.engines import engine_for
 from db.errors import (
     ConfigError,
     DriftError,
+    FailedMigrationError,
     IrreversibleMigration,
     MigrationFailed,
     OutOfOrderError,
@@ -31,7 +32,7 @@ from db.errors import (
 from db.history import History
 from db.loader import describe_failure, discover, load_migration
 
-APPLIED, PENDING, CHANGED, MISSING = "applied", "pending", "changed", "missing"
+APPLIED, PENDING, CHANGED, MISSING, FAILED = "applied", "pending", "changed", "missing", "failed"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class MigrationStatus:
     state: str
     applied_at: object = None
     duration_ms: int | None = None
+    error: str | None = None
 
 
 class Runner:
@@ -90,6 +92,7 @@ class Runner:
         files = discover(self.migrations_dir)
         applied = self.history.applied()
         self._refuse_drift(files, applied)
+        _refuse_failed(applied)
         limit = _version_number(to, files) if to is not None else None
         pending = [
             f for f in files if f.version not in applied and (limit is None or f.number <= limit)
@@ -136,21 +139,36 @@ class Runner:
                     "differs); restore the applied version and put the change in a new migration"
                 )
 
+    def repair(self):
+        """Forget failed runs (after the database was fixed by hand); return their names."""
+        with self.engine.migration_lock(self.database):
+            failed = self.history.failed()
+            with self.engine.transaction(self.database):
+                for row in failed:
+                    self.history.record_unapplied(row.version)
+            return [row.name for row in failed]
+
     def _run(self, migration, step, before, after):
         self.on_event(before, migration, None)
         started = time.perf_counter()
         try:
             with self.engine.migration_transaction(self.database):
                 step(self.migrator, self.database)
-                duration_ms = round((time.perf_counter() - started) * 1000)
+                duration_ms = _elapsed_ms(started)
                 if after == "applied":
                     self.history.record_applied(migration, duration_ms)
                 else:
                     self.history.record_unapplied(migration.version)
         except Exception as exc:
+            reason = f"{migration.path.name} failed: {describe_failure(exc, migration)}"
+            if self.engine.transactional_ddl:
+                raise MigrationFailed(f"{reason} (its changes were rolled back)") from exc
+            if after == "applied":
+                self.history.record_failed(migration, _elapsed_ms(started), reason)
             raise MigrationFailed(
-                f"{migration.path.name} failed: {describe_failure(exc, migration)} "
-                "(its changes were rolled back)"
+                f"{reason}; {self.engine.name} commits schema changes as it goes, so part of "
+                "it may be applied: fix the database, then run invoke db.rollback (runs its "
+                "down) or invoke db.repair (forgets the failed run)"
             ) from exc
         self.on_event(after, migration, duration_ms)
 
@@ -166,12 +184,30 @@ def merge_status(files, applied):
             continue
         if migration is None:
             state = MISSING
+        elif row.failed:
+            state = FAILED
         elif migration.checksum != row.checksum:
             state = CHANGED
         else:
             state = APPLIED
-        statuses.append(MigrationStatus(version, row.name, state, row.applied_at, row.duration_ms))
+        statuses.append(
+            MigrationStatus(version, row.name, state, row.applied_at, row.duration_ms, row.error)
+        )
     return statuses
+
+
+def _elapsed_ms(started):
+    return round((time.perf_counter() - started) * 1000)
+
+
+def _refuse_failed(applied):
+    for row in applied.values():
+        if row.failed:
+            raise FailedMigrationError(
+                f"migration {row.name} failed on an earlier run and may be half-applied "
+                f"({row.error}); fix the database, then run invoke db.rollback (runs its "
+                "down) or invoke db.repair (forgets the failed run)"
+            )
 
 
 def _ignore_event(event, migration, duration_ms):

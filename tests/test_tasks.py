@@ -243,7 +243,15 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
     assert report["current_version"] == project_migrations[-1][:3]
     assert [m["name"] for m in report["migrations"]] == project_migrations
     for migration in report["migrations"]:
-        assert migration.keys() == {"version", "name", "state", "applied_at", "duration_ms"}
+        assert migration.keys() == {
+            "version",
+            "name",
+            "state",
+            "applied_at",
+            "duration_ms",
+            "error",
+        }
+        assert migration["error"] is None
         assert migration["version"] == migration["name"][:3]
         assert migration["state"] == "applied"
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", migration["applied_at"])
