@@ -96,3 +96,9 @@ class NotUpToDate(DbError):
     """`status --check` found pending, changed or missing migrations."""
 
     exit_code = 3
+
+
+def one_line(exc):
+    """Return the first non-empty line of an exception's message (drivers add more)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

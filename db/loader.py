@@ -31,7 +31,7 @@ from pathlib import Path
 
 import peewee
 
-from db.errors import DbError, SourceFileError, StatementFailed
+from db.errors import DbError, SourceFileError, StatementFailed, one_line
 
 NAME_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<description>[a-z0-9_]+)\.(?P<kind>py|sql)$")
 UP_MARKER = re.compile(r"^--\s*migrate:up\s*$", re.MULTILINE)
@@ -119,7 +119,7 @@ def run_statements(numbered_file, statements, database):
         try:
             database.execute_sql(statement.sql)
         except peewee.DatabaseError as exc:
-            raise StatementFailed(f"line {statement.line}: {exc}") from exc
+            raise StatementFailed(f"line {statement.line}: {one_line(exc)}") from exc
 
 
 def next_version(files):
@@ -199,5 +199,5 @@ def describe_failure(exc, numbered_file):
     ]
     where = f"line {frames[-1].lineno}: " if frames else ""
     if isinstance(exc, DbError | peewee.DatabaseError):
-        return f"{where}{exc}"
-    return f"{where}{type(exc).__name__}: {exc}"
+        return f"{where}{one_line(exc)}"
+    return f"{where}{type(exc).__name__}: {one_line(exc)}"

@@ -9,13 +9,14 @@ import pytest
 from db.errors import (
     ConfigError,
     DriftError,
+    FailedMigrationError,
     IrreversibleMigration,
     MigrationFailed,
     OutOfOrderError,
     UnknownVersion,
 )
 from db.models import ImageTag, Tag, User, UserLike, bind_models
-from db.runner import APPLIED, CHANGED, MISSING, PENDING, Runner
+from db.runner import APPLIED, CHANGED, FAILED, MISSING, PENDING, Runner
 from tests.conftest import MIGRATIONS_DIR
 from tests.factories import make_image, make_user
 
@@ -35,14 +36,36 @@ def tables(database):
 
 
 def schema(database):
-    """Every schema object of the database, for before/after comparisons."""
-    return database.execute_sql(
-        "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
-    ).fetchall()
+    """Tables, their columns and indexes, for before/after comparisons on any engine."""
+    return {
+        table: (
+            [column.name for column in database.get_columns(table)],
+            sorted(index.name for index in database.get_indexes(table)),
+        )
+        for table in database.get_tables()
+    }
 
 
 @pytest.fixture
-def runner(fresh_db, migrations_dir):
+def database(engine_db):
+    """An empty database of the engine under test."""
+    return engine_db
+
+
+@pytest.fixture
+def runner(database, migrations_dir):
+    return Runner(database, migrations_dir)
+
+
+@pytest.fixture
+def transactional(runner):
+    """Skip on engines whose DDL commits as it goes (see the failed-state tests)."""
+    if not runner.engine.transactional_ddl:
+        pytest.skip(f"{runner.engine.name} commits DDL as it goes: see test_failed_*")
+
+
+@pytest.fixture
+def sqlite_runner(fresh_db, migrations_dir):
     return Runner(fresh_db, migrations_dir)
 
 
@@ -53,10 +76,10 @@ def abc(write_migration):
     write_migration("003_create_c.sql", CREATE_C)
 
 
-def test_migrate_applies_pending_migrations_in_order_and_records_them(runner, fresh_db, abc):
+def test_migrate_applies_pending_migrations_in_order_and_records_them(runner, database, abc):
     assert runner.migrate() == ["001_create_a", "002_create_b", "003_create_c"]
 
-    assert tables(fresh_db) == ["a", "b", "c", "migrations"]
+    assert tables(database) == ["a", "b", "c", "migrations"]
     history = runner.history.applied()
     assert list(history) == ["001", "002", "003"]
     assert all(len(row.checksum) == 64 and row.duration_ms >= 0 for row in history.values())
@@ -69,43 +92,43 @@ def test_a_second_migrate_has_nothing_to_do(runner, abc):
     assert runner.migrate() == []
 
 
-def test_migrate_to_stops_after_that_version(runner, fresh_db, abc):
+def test_migrate_to_stops_after_that_version(runner, database, abc):
     assert runner.migrate(to="002") == ["001_create_a", "002_create_b"]
     assert [m.state for m in runner.status()] == [APPLIED, APPLIED, PENDING]
 
 
-def test_migrate_to_an_unknown_version_is_refused_before_anything_runs(runner, fresh_db, abc):
+def test_migrate_to_an_unknown_version_is_refused_before_anything_runs(runner, database, abc):
     with pytest.raises(UnknownVersion, match="--to 9: no migration has that version"):
         runner.migrate(to="9")
 
-    assert tables(fresh_db) == []
+    assert tables(database) == []
 
 
-def test_dry_run_returns_the_plan_and_changes_nothing(runner, fresh_db, abc):
+def test_dry_run_returns_the_plan_and_changes_nothing(runner, database, abc):
     assert runner.migrate(dry_run=True) == ["001_create_a", "002_create_b", "003_create_c"]
 
-    assert tables(fresh_db) == []
+    assert tables(database) == []
 
 
-def test_rollback_reverts_the_last_migration_by_default(runner, fresh_db, abc):
+def test_rollback_reverts_the_last_migration_by_default(runner, database, abc):
     runner.migrate()
 
     assert runner.rollback() == ["003_create_c"]
-    assert tables(fresh_db) == ["a", "b", "migrations"]
+    assert tables(database) == ["a", "b", "migrations"]
 
 
-def test_rollback_to_a_version_keeps_it_and_reverts_the_later_ones(runner, fresh_db, abc):
+def test_rollback_to_a_version_keeps_it_and_reverts_the_later_ones(runner, database, abc):
     runner.migrate()
 
     assert runner.rollback(to="001") == ["003_create_c", "002_create_b"]
     assert runner.current_version() == "001"
 
 
-def test_rollback_to_zero_reverts_everything(runner, fresh_db, abc):
+def test_rollback_to_zero_reverts_everything(runner, database, abc):
     runner.migrate()
 
     assert runner.rollback(to="0") == ["003_create_c", "002_create_b", "001_create_a"]
-    assert tables(fresh_db) == ["migrations"]
+    assert tables(database) == ["migrations"]
 
 
 def test_rollback_steps_reverts_that_many(runner, abc):
@@ -125,16 +148,18 @@ def test_rollback_options_are_checked(runner, abc):
         runner.rollback(to="7")
 
 
-def test_up_then_down_then_up_round_trips_to_the_same_schema(runner, fresh_db, abc):
+def test_up_then_down_then_up_round_trips_to_the_same_schema(runner, database, abc):
     runner.migrate()
-    migrated = schema(fresh_db)
+    migrated = schema(database)
     runner.rollback(to="0")
     runner.migrate()
 
-    assert schema(fresh_db) == migrated
+    assert schema(database) == migrated
 
 
-def test_a_failing_sql_migration_leaves_nothing_behind(runner, fresh_db, write_migration):
+def test_a_failing_sql_migration_leaves_nothing_behind(
+    runner, database, write_migration, transactional
+):
     write_migration("001_create_a.sql", CREATE_A)
     write_migration(
         "002_broken.sql",
@@ -143,16 +168,16 @@ def test_a_failing_sql_migration_leaves_nothing_behind(runner, fresh_db, write_m
         "INSERT INTO nowhere VALUES (1);\n",
     )
 
-    with pytest.raises(MigrationFailed, match=r"002_broken\.sql failed: line 3: no such table"):
+    with pytest.raises(MigrationFailed, match=r"002_broken\.sql failed: line 3: .*nowhere"):
         runner.migrate()
 
-    assert tables(fresh_db) == ["a", "migrations"]
-    assert fresh_db.execute_sql("SELECT COUNT(*) FROM a").fetchone() == (0,)
+    assert tables(database) == ["a", "migrations"]
+    assert database.execute_sql("SELECT COUNT(*) FROM a").fetchone() == (0,)
     assert list(runner.history.applied()) == ["001"]
 
 
 def test_a_failing_python_migration_is_rolled_back_and_its_line_named(
-    runner, fresh_db, write_migration
+    runner, database, write_migration, transactional
 ):
     write_migration("001_create_a.sql", CREATE_A)
     write_migration(
@@ -168,8 +193,8 @@ def test_a_failing_python_migration_is_rolled_back_and_its_line_named(
     with pytest.raises(MigrationFailed, match=r"002_half\.py failed: line 6: RuntimeError: boom"):
         runner.migrate()
 
-    assert tables(fresh_db) == ["a", "migrations"]
-    assert [c.name for c in fresh_db.get_columns("a")] == ["id"]
+    assert tables(database) == ["a", "migrations"]
+    assert [c.name for c in database.get_columns("a")] == ["id"]
     assert list(runner.history.applied()) == ["001"]
 
 
@@ -206,7 +231,7 @@ def test_line_ending_changes_are_not_drift(runner, migrations_dir, abc):
     assert runner.rollback() == ["003_create_c"]
 
 
-def test_a_pending_migration_below_an_applied_one_needs_a_flag(runner, fresh_db, write_migration):
+def test_a_pending_migration_below_an_applied_one_needs_a_flag(runner, database, write_migration):
     write_migration("001_create_a.sql", CREATE_A)
     write_migration("003_create_c.sql", CREATE_C)
     runner.migrate()
@@ -216,13 +241,13 @@ def test_a_pending_migration_below_an_applied_one_needs_a_flag(runner, fresh_db,
         OutOfOrderError, match=r"002_create_b\.sql: pending, but numbered below 003"
     ):
         runner.migrate()
-    assert "b" not in tables(fresh_db)
+    assert "b" not in tables(database)
 
     assert runner.migrate(allow_out_of_order=True) == ["002_create_b"]
 
 
 def test_rollback_of_a_migration_without_down_is_refused_before_anything_runs(
-    runner, fresh_db, write_migration
+    runner, database, write_migration
 ):
     write_migration("001_create_a.sql", CREATE_A)
     write_migration("002_up_only.sql", "CREATE TABLE up_only (id INTEGER);")
@@ -230,10 +255,10 @@ def test_rollback_of_a_migration_without_down_is_refused_before_anything_runs(
 
     with pytest.raises(IrreversibleMigration, match=r"002_up_only\.sql: has no down step"):
         runner.rollback(steps=2)
-    assert tables(fresh_db) == ["a", "migrations", "up_only"]
+    assert tables(database) == ["a", "migrations", "up_only"]
 
 
-def test_a_migration_that_breaks_a_foreign_key_is_refused(runner, fresh_db, write_migration):
+def test_a_migration_that_breaks_a_foreign_key_is_refused(sqlite_runner, fresh_db, write_migration):
     write_migration(
         "001_parent_child.sql",
         "CREATE TABLE parent (id INTEGER PRIMARY KEY);\n"
@@ -244,7 +269,7 @@ def test_a_migration_that_breaks_a_foreign_key_is_refused(runner, fresh_db, writ
     with pytest.raises(
         MigrationFailed, match=r"002_orphan\.sql failed: 1 row\(s\) break a foreign key"
     ):
-        runner.migrate()
+        sqlite_runner.migrate()
     assert fresh_db.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (0,)
 
 
@@ -271,22 +296,22 @@ def down(migrator, db):
 """
 
 
-def test_a_table_rebuild_keeps_the_rows_that_reference_it(runner, fresh_db, write_migration):
+def test_a_table_rebuild_keeps_the_rows_that_reference_it(sqlite_runner, fresh_db, write_migration):
     # SQLite's DROP TABLE inside a rebuild would cascade-delete `vote` rows if
     # foreign keys were enforced during the migration.
     write_migration("001_photos.sql", TABLE_WITH_CHILD_AND_TRIGGER)
     write_migration("002_widen.py", REBUILD_PHOTO)
 
-    runner.migrate()
+    sqlite_runner.migrate()
 
     assert fresh_db.execute_sql("SELECT COUNT(*) FROM vote").fetchone() == (1,)
     assert fresh_db.pragma("foreign_keys") == 1
 
 
-def test_a_table_rebuild_keeps_the_tables_triggers(runner, fresh_db, write_migration):
+def test_a_table_rebuild_keeps_the_tables_triggers(sqlite_runner, fresh_db, write_migration):
     write_migration("001_photos.sql", TABLE_WITH_CHILD_AND_TRIGGER)
     write_migration("002_widen.py", REBUILD_PHOTO)
-    runner.migrate()
+    sqlite_runner.migrate()
 
     fresh_db.execute_sql("INSERT INTO photo (id, width) VALUES (2, 800)")
     fresh_db.execute_sql("INSERT INTO vote (photo_id) VALUES (2)")
@@ -302,7 +327,9 @@ def test_a_table_rebuild_keeps_the_tables_triggers(runner, fresh_db, write_migra
     assert fresh_db.execute_sql("SELECT likes FROM photo WHERE id = 2").fetchone() == (1,)
 
 
-def test_a_table_rebuild_that_fails_later_is_rolled_back_whole(runner, fresh_db, write_migration):
+def test_a_table_rebuild_that_fails_later_is_rolled_back_whole(
+    sqlite_runner, fresh_db, write_migration
+):
     write_migration("001_photos.sql", TABLE_WITH_CHILD_AND_TRIGGER)
     write_migration(
         "002_widen_then_fail.py",
@@ -313,17 +340,19 @@ def test_a_table_rebuild_that_fails_later_is_rolled_back_whole(runner, fresh_db,
         ),
     )
     before = schema(fresh_db)
-    runner.migrate(to="001")
+    sqlite_runner.migrate(to="001")
     before = schema(fresh_db)
 
     with pytest.raises(MigrationFailed, match="no such table: nowhere"):
-        runner.migrate()
+        sqlite_runner.migrate()
 
     assert schema(fresh_db) == before
     assert fresh_db.execute_sql("SELECT COUNT(*) FROM vote").fetchone() == (1,)
 
 
-def test_migrate_waits_for_a_busy_database_instead_of_failing(runner, fresh_db, db_path, abc):
+def test_migrate_waits_for_a_busy_database_instead_of_failing(
+    sqlite_runner, fresh_db, db_path, abc
+):
     # Another connection holds the write lock for a moment; a deferred BEGIN
     # would fail at once with "database is locked", an IMMEDIATE one waits.
     fresh_db.execute_sql("CREATE TABLE busy (id INTEGER)")
@@ -334,7 +363,7 @@ def test_migrate_waits_for_a_busy_database_instead_of_failing(runner, fresh_db, 
     releaser.start()
     started = time.monotonic()
     try:
-        applied = runner.migrate()
+        applied = sqlite_runner.migrate()
     finally:
         releaser.join()
         holder.close()
@@ -385,3 +414,74 @@ def schema_objects(database, kind):
     return database.execute_sql(
         "SELECT name, sql FROM sqlite_master WHERE type = ? ORDER BY name", (kind,)
     ).fetchall()
+
+
+@pytest.fixture
+def non_transactional(runner):
+    """Only on engines whose DDL commits as it goes (MySQL/MariaDB)."""
+    if runner.engine.transactional_ddl:
+        pytest.skip(f"{runner.engine.name} rolls a failed migration back whole")
+
+
+HALF_APPLIED = (
+    "-- migrate:up\n"
+    "CREATE TABLE half (id INTEGER PRIMARY KEY);\n"
+    "INSERT INTO nowhere VALUES (1);\n"
+    "-- migrate:down\n"
+    "DROP TABLE IF EXISTS half;\n"
+)
+
+
+def test_failed_migration_is_recorded_and_shown_with_its_error(
+    runner, database, write_migration, non_transactional
+):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("002_half.sql", HALF_APPLIED)
+
+    with pytest.raises(MigrationFailed, match=r"002_half\.sql failed: line 3: .*part of it may be"):
+        runner.migrate()
+
+    assert "half" in tables(database)  # the DDL before the error stayed: MySQL committed it
+    assert [(m.state, m.error is not None) for m in runner.status()] == [
+        (APPLIED, False),
+        (FAILED, True),
+    ]
+
+
+def test_failed_migration_stops_migrate_until_repaired(
+    runner, database, write_migration, non_transactional
+):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("002_half.sql", HALF_APPLIED)
+    with pytest.raises(MigrationFailed):
+        runner.migrate()
+
+    with pytest.raises(FailedMigrationError, match="002_half failed on an earlier run"):
+        runner.migrate()
+
+    database.execute_sql("DROP TABLE half")  # the operator fixes the database by hand
+    write_migration("002_half.sql", HALF_APPLIED.replace("INSERT INTO nowhere VALUES (1);\n", ""))
+    assert runner.repair() == ["002_half"]
+    assert runner.migrate() == ["002_half"]
+    assert {m.state for m in runner.status()} == {APPLIED}
+
+
+def test_failed_migration_can_be_rolled_back_with_its_down(
+    runner, database, write_migration, non_transactional
+):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("002_half.sql", HALF_APPLIED)
+    with pytest.raises(MigrationFailed):
+        runner.migrate()
+
+    assert runner.rollback() == ["002_half"]
+
+    assert "half" not in tables(database)
+    assert [m.state for m in runner.status()] == [APPLIED, PENDING]
+
+
+def test_repair_with_nothing_failed_does_nothing(runner, abc):
+    runner.migrate()
+
+    assert runner.repair() == []
+    assert {m.state for m in runner.status()} == {APPLIED}

@@ -8,7 +8,7 @@ import sqlparse
 from playhouse import db_url
 
 from db.config import mask_url
-from db.errors import ConfigError, ConnectionFailed
+from db.errors import ConfigError, ConnectionFailed, one_line
 
 LOCK_TIMEOUT_SECONDS = 600
 
@@ -49,7 +49,7 @@ class Engine:
                 f"({exc})"
             ) from exc
         except peewee.DatabaseError as exc:
-            raise ConnectionFailed(f"cannot open {mask_url(url)}: {first_line(exc)}") from exc
+            raise ConnectionFailed(f"cannot open {mask_url(url)}: {one_line(exc)}") from exc
         return database
 
     def migrator(self, database):
@@ -106,12 +106,6 @@ def insert_statement(database, table, columns):
 def quoted(database, name):
     """Return a table or column name quoted for the database."""
     return database.get_sql_context().sql(peewee.Entity(name)).query()[0]
-
-
-def first_line(exc):
-    """Return the first non-empty line of an exception's message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def with_database(url, name):

@@ -10,11 +10,10 @@ from db.engines.base import (
     LOCK_TIMEOUT_SECONDS,
     Engine,
     database_name_of,
-    first_line,
     quoted,
     with_database,
 )
-from db.errors import ConfigError, ConnectionFailed, LockTimeout
+from db.errors import ConfigError, ConnectionFailed, LockTimeout, one_line
 
 MAINTENANCE_DATABASE = "information_schema"
 UNKNOWN_DATABASE = 1049
@@ -48,7 +47,7 @@ class MySQLEngine(Engine):
             )
         except peewee.DatabaseError as exc:
             raise ConfigError(
-                f"cannot create database {name!r} on {mask_url(url)}: {first_line(exc)} "
+                f"cannot create database {name!r} on {mask_url(url)}: {one_line(exc)} "
                 "(create it by hand or grant CREATE)"
             ) from exc
         finally:

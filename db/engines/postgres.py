@@ -11,11 +11,10 @@ from db.engines.base import (
     LOCK_TIMEOUT_SECONDS,
     Engine,
     database_name_of,
-    first_line,
     quoted,
     with_database,
 )
-from db.errors import ConfigError, ConnectionFailed, LockTimeout
+from db.errors import ConfigError, ConnectionFailed, LockTimeout, one_line
 
 MAINTENANCE_DATABASE = "postgres"
 LOCK_KEY = 0x636C6F6E  # "clon": one advisory lock per database for migrate/seed/reset
@@ -50,7 +49,7 @@ class PostgresEngine(Engine):
             maintenance.execute_sql(f"CREATE DATABASE {quoted(maintenance, name)}")
         except peewee.DatabaseError as exc:
             raise ConfigError(
-                f"cannot create database {name!r} on {mask_url(url)}: {first_line(exc)} "
+                f"cannot create database {name!r} on {mask_url(url)}: {one_line(exc)} "
                 "(create it by hand or grant CREATEDB)"
             ) from exc
         finally:

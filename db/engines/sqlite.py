@@ -50,7 +50,7 @@ class TriggerKeepingSqliteMigrator(SqliteMigrator):
 class SqliteEngine(Engine):
     """SQLite: a file lock beside the database, IMMEDIATE transactions."""
 
-    name = "sqlite"
+    name = "SQLite"
     schemes = ("sqlite",)
     database_class = peewee.SqliteDatabase
 
