@@ -1,0 +1,124 @@
+"""Reaching a database server: every way it can go wrong ends in one clear line."""
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from db.engines import open_database
+from tests import servers
+from tests.conftest import PROJECT_ROOT, run_invoke
+
+
+def one_error_line(result, *names):
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def postgres():
+    if "postgres" not in servers.selected_engines() or servers.server_problem("postgres"):
+        pytest.skip("PostgreSQL not selected or unreachable")
+
+
+@pytest.fixture
+def mysql():
+    if "mysql" not in servers.selected_engines() or servers.server_problem("mysql"):
+        pytest.skip("MySQL not selected or unreachable")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://app:s3cret@127.0.0.1:1/gallery", "mysql://app:s3cret@127.0.0.1:1/gallery"],
+)
+def test_an_unreachable_server_is_named_with_its_password_masked(url):
+    masked = url.replace("s3cret", "***")
+    for task in (
+        ("db.status",),
+        ("db.setup",),
+        ("db.migrate",),
+        ("db.seed",),
+        ("db.reset", "--yes"),
+    ):
+        one_error_line(run_invoke(*task, url=url), masked, "refused")
+
+    debug = run_invoke("db.status", "--debug", url=url)
+    assert "s3cret" not in debug.stdout + debug.stderr
+
+
+def test_a_wrong_mysql_password_is_one_line(mysql):
+    line = one_error_line(
+        run_invoke("db.status", url="mysql://root:wrong@127.0.0.1:3306/gallery"),
+        "mysql://root:***@127.0.0.1:3306/gallery",
+        "Access denied",
+    )
+    assert "wrong" not in line
+
+
+def test_an_unknown_postgresql_role_is_one_line(postgres):
+    one_error_line(
+        run_invoke("db.status", url="postgresql://nobody:pw@127.0.0.1:5432/postgres"),
+        "postgresql://nobody:***@127.0.0.1:5432/postgres",
+        'role "nobody" does not exist',
+    )
+
+
+@pytest.mark.parametrize("engine_name", ["postgres", "mysql"])
+def test_a_database_that_does_not_exist_yet_is_reported_not_created(engine_name, request):
+    request.getfixturevalue(engine_name)
+    url = servers.new_database_url(engine_name)
+
+    result = run_invoke("db.status", url=url)
+    assert result.returncode == 0, result.stderr
+    assert "does not exist yet" in result.stdout
+    one_error_line(run_invoke("db.seed", url=url), "run invoke db.migrate first")
+    assert not servers.engine_for_url(url).exists(url)
+
+
+@pytest.fixture
+def role_without_createdb(postgres):
+    name = f"cg_limited_{uuid.uuid4().hex[:6]}"
+    admin = open_database(f"{servers.SERVERS['postgres']}/postgres", create=False)
+    admin.execute_sql(f"CREATE ROLE {name} LOGIN NOCREATEDB")
+    yield name
+    admin.execute_sql(f"DROP ROLE {name}")
+    admin.close()
+
+
+def test_setup_without_the_right_to_create_the_database_says_so(role_without_createdb):
+    url = f"postgresql://{role_without_createdb}@127.0.0.1:5432/cg_never_{uuid.uuid4().hex[:6]}"
+
+    one_error_line(run_invoke("db.setup", url=url), "cannot create database", "CREATEDB")
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/postgres", "psycopg", "postgres"),
+        ("mysql://root@127.0.0.1:3306/information_schema", "pymysql", "mysql"),
+    ],
+)
+def test_a_missing_driver_names_the_extra_to_install(url, module, extra):
+    # Python treats a None entry in sys.modules as "not installed".
+    blocked = "psycopg", "psycopg2", "pymysql", "MySQLdb"
+    code = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({blocked!r}))\n"
+        "from invoke.main import program\n"
+        "program.run()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    env["DATABASE_URL"] = url
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--search-root", str(PROJECT_ROOT), "db.status"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+    one_error_line(result, f"pip install 'clonegallery-db[{extra}]'")
