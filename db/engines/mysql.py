@@ -43,7 +43,7 @@ class MySQLEngine(Engine):
         maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
         try:
             maintenance.execute_sql(
-                f"CREATE DATABASE {quoted(maintenance, name)} CHARACTER SET {CHARSET}"
+                f"CREATE DATABASE IF NOT EXISTS {quoted(maintenance, name)} CHARACTER SET {CHARSET}"
             )
         except peewee.DatabaseError as exc:
             raise ConfigError(

@@ -48,6 +48,8 @@ class PostgresEngine(Engine):
             maintenance.connection().autocommit = True
             maintenance.execute_sql(f"CREATE DATABASE {quoted(maintenance, name)}")
         except peewee.DatabaseError as exc:
+            if self.exists(url):  # created meanwhile by a concurrent run
+                return
             raise ConfigError(
                 f"cannot create database {name!r} on {mask_url(url)}: {one_line(exc)} "
                 "(create it by hand or grant CREATEDB)"
