@@ -14,6 +14,9 @@ PYTHON_VERSIONS = nox.project.python_versions(PYPROJECT)
 # where installed and are left out elsewhere. The others must exist: under CI=true
 # nox fails on a missing interpreter.
 NOT_YET_EVERYWHERE = {"3.14"}
+ENGINES = ["sqlite", "postgres", "mysql"]
+# The server-bound tests mostly wait on the servers' disks: run them side by side.
+PYTEST_WORKERS = "4"
 
 nox.options.reuse_venv = "yes"
 
@@ -23,11 +26,26 @@ def available(versions):
     return [v for v in versions if v not in NOT_YET_EVERYWHERE or shutil.which(f"python{v}")]
 
 
+def install_for_tests(session):
+    session.install("-e", ".[postgres,mysql]", *nox.project.dependency_groups(PYPROJECT, "test"))
+
+
 @nox.session(python=available(PYTHON_VERSIONS))
 def tests(session):
-    """Run the test suite."""
-    session.install("-e", ".[postgres,mysql]", *nox.project.dependency_groups(PYPROJECT, "test"))
-    session.run("pytest", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    """Run the whole test suite on SQLite, PostgreSQL and MariaDB/MySQL."""
+    install_for_tests(session)
+    session.run("pytest", "-n", PYTEST_WORKERS, *session.posargs)
+
+
+@nox.session(default=False)
+@nox.parametrize("engine", ENGINES)
+def engine(session, engine):
+    """Run the engine-parametrized tests on one engine (a missing server skips, or fails on CI)."""
+    install_for_tests(session)
+    session.run(
+        "pytest", "-n", PYTEST_WORKERS, "-m", "engine", *session.posargs,
+        env={"CLONEGALLERY_TEST_ENGINES": engine},
+    )  # fmt: skip
 
 
 @nox.session

@@ -10,6 +10,8 @@ import functools
 import os
 import uuid
 
+import pytest
+
 from db.engines import engine_for_url, open_database
 from db.engines.base import database_name_of, quoted, with_database
 from db.errors import DbError
@@ -61,3 +63,13 @@ def drop_database(url):
             maintenance.execute_sql(f"DROP DATABASE {quoted(maintenance, name)}")
     finally:
         maintenance.close()
+
+
+def require_server(engine):
+    """Skip unless the engine is selected; a selected but unreachable server fails on CI."""
+    if engine not in selected_engines():
+        pytest.skip(f"{engine} not selected (CLONEGALLERY_TEST_ENGINES)")
+    if problem := server_problem(engine):
+        if os.environ.get("CI"):
+            pytest.fail(f"{engine} server unreachable on CI: {problem}")
+        pytest.skip(f"{engine} server unreachable: {problem}")

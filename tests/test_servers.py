@@ -22,16 +22,17 @@ def one_error_line(result, *names):
     return lines[0]
 
 
+pytestmark = pytest.mark.engine
+
+
 @pytest.fixture
 def postgres():
-    if "postgres" not in servers.selected_engines() or servers.server_problem("postgres"):
-        pytest.skip("PostgreSQL not selected or unreachable")
+    servers.require_server("postgres")
 
 
 @pytest.fixture
 def mysql():
-    if "mysql" not in servers.selected_engines() or servers.server_problem("mysql"):
-        pytest.skip("MySQL not selected or unreachable")
+    servers.require_server("mysql")
 
 
 @pytest.mark.parametrize(
