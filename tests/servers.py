@@ -13,7 +13,6 @@ import uuid
 import pytest
 
 from db.engines import engine_for_url, open_database
-from db.engines.base import database_name_of, quoted, with_database
 from db.errors import DbError
 
 ENGINES = ("sqlite", "postgres", "mysql")
@@ -49,20 +48,7 @@ def new_database_url(engine):
 
 def drop_database(url):
     """Drop a test database if it exists."""
-    engine = engine_for_url(url)
-    if not engine.exists(url):
-        return
-    name = database_name_of(url)
-    maintenance_name = MAINTENANCE["postgres" if "postgres" in url else "mysql"]
-    maintenance = open_database(with_database(url, maintenance_name), create=False)
-    try:
-        if "postgres" in url:
-            maintenance.connection().autocommit = True
-            maintenance.execute_sql(f"DROP DATABASE {quoted(maintenance, name)} WITH (FORCE)")
-        else:
-            maintenance.execute_sql(f"DROP DATABASE {quoted(maintenance, name)}")
-    finally:
-        maintenance.close()
+    engine_for_url(url).drop(url)
 
 
 def require_server(engine):

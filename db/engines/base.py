@@ -38,6 +38,10 @@ class Engine:
     def create(self, url):
         raise NotImplementedError
 
+    def drop(self, url):
+        """Delete the whole database if it exists (tests and benchmarks; never db.reset)."""
+        raise NotImplementedError
+
     def connect(self, url, **options):
         """Return a connected peewee Database, or raise one clear line."""
         try:

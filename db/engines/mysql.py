@@ -53,6 +53,14 @@ class MySQLEngine(Engine):
         finally:
             maintenance.close()
 
+    def drop(self, url):
+        maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
+        try:
+            name = quoted(maintenance, database_name_of(url))
+            maintenance.execute_sql(f"DROP DATABASE IF EXISTS {name}")
+        finally:
+            maintenance.close()
+
     def connect(self, url, **options):
         return super().connect(url, charset=CHARSET, **options)
 

@@ -57,6 +57,17 @@ class PostgresEngine(Engine):
         finally:
             maintenance.close()
 
+    def drop(self, url):
+        if not self.exists(url):
+            return
+        maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
+        try:
+            maintenance.connection().autocommit = True
+            name = quoted(maintenance, database_name_of(url))
+            maintenance.execute_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            maintenance.close()
+
     def migrator(self, database):
         return PostgresqlMigrator(database)
 

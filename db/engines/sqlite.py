@@ -76,6 +76,12 @@ class SqliteEngine(Engine):
     def create(self, url):
         pass  # connecting creates the file
 
+    def drop(self, url):
+        path = sqlite_path(url)
+        if path != ":memory:":
+            for suffix in ("", "-wal", "-shm", ".migrate.lock"):
+                Path(path + suffix).unlink(missing_ok=True)
+
     def connect(self, url, **options):
         return super().connect(url, pragmas=PRAGMAS, timeout=BUSY_TIMEOUT_SECONDS, **options)
 
