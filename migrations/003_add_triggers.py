@@ -13,10 +13,21 @@ Counters move by increments, not recounts: that is O(1) per row and stays right
 when two transactions link the same tag at once. ``up`` first recounts every
 counter from the data, so the triggers start from the truth.
 
-The statements are kept per SQL dialect in DIALECTS. Only SQLite is written so
-far; on another engine ``up`` refuses before running anything. (MySQL does not
-fire triggers for cascaded deletes, so its version will need a BEFORE DELETE
-trigger on images as well.)
+The statements are kept per SQL dialect in DIALECTS, as (name, CREATE, DROP)
+triples: ``up`` runs the CREATEs in order, ``down`` the DROPs in reverse order.
+
+- SQLite: triggers with their statements inline.
+- PostgreSQL: a PL/pgSQL function per trigger, named as the trigger; ``down``
+  drops both.
+- MySQL/MariaDB: triggers with their statements inline; UPDATE triggers test
+  the column themselves (no ``UPDATE OF``, no ``WHEN``). MySQL fires no trigger
+  for rows removed by ON DELETE CASCADE, so ``images_before_delete`` uncounts a
+  deleted image's tag and album links before the cascade removes them. (The
+  other cascades need nothing: deleting a tag or an album takes its counter
+  row along, and user_likes has no counter.) Each CREATE or DROP TRIGGER
+  commits on its own there: a failure midway leaves the earlier ones behind.
+
+On another engine ``up`` refuses before running anything.
 """
 
 import peewee as pw
@@ -27,6 +38,9 @@ COUNTERS = (
     ("albums", "image_count", "album_images", "album_id"),
     ("users", "uploads", "images", "uploader_id"),
 )
+# The pointing tables of COUNTERS whose rows go with their image (ON DELETE CASCADE on
+# their image_id), frozen.
+IMAGE_LINKS = ("image_tags", "album_images")
 
 
 def recount_statements():
@@ -42,8 +56,8 @@ def sqlite_triggers():
     """Return [(name, CREATE TRIGGER, DROP TRIGGER)] for SQLite."""
     triggers = []
     for table, counter, source, column in COUNTERS:
-        add = _sqlite_bump(table, counter, "+", f"NEW.{column}")
-        remove = _sqlite_bump(table, counter, "-", f"OLD.{column}")
+        add = _bump(table, counter, "+", f"NEW.{column}")
+        remove = _bump(table, counter, "-", f"OLD.{column}")
         events = (
             ("insert", f"AFTER INSERT ON {source} FOR EACH ROW", add),
             ("delete", f"AFTER DELETE ON {source} FOR EACH ROW", remove),
@@ -62,13 +76,94 @@ def sqlite_triggers():
     return triggers
 
 
-def _sqlite_bump(table, counter, sign, parent_id):
+def _bump(table, counter, sign, parent_id):
     return f"UPDATE {table} SET {counter} = {counter} {sign} 1 WHERE id = {parent_id};"
+
+
+def postgres_triggers():
+    """Return [(name, CREATE, DROP)] for PostgreSQL: each trigger after its function."""
+    triggers = []
+    for table, counter, source, column in COUNTERS:
+        add = _bump(table, counter, "+", f"NEW.{column}")
+        remove = _bump(table, counter, "-", f"OLD.{column}")
+        events = (
+            ("insert", f"AFTER INSERT ON {source} FOR EACH ROW", add),
+            ("delete", f"AFTER DELETE ON {source} FOR EACH ROW", remove),
+            (
+                "update",
+                f"AFTER UPDATE OF {column} ON {source} "
+                f"FOR EACH ROW WHEN (OLD.{column} IS DISTINCT FROM NEW.{column})",
+                f"{remove} {add}",
+            ),
+        )
+        for event, when, body in events:
+            name = f"{source}_after_{event}"
+            triggers.append(
+                (
+                    f"{name}()",
+                    f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
+                    f"AS $$ BEGIN {body} RETURN NULL; END $$",
+                    f"DROP FUNCTION {name}()",
+                )
+            )
+            triggers.append(
+                (
+                    name,
+                    f"CREATE TRIGGER {name} {when} EXECUTE FUNCTION {name}()",
+                    f"DROP TRIGGER {name} ON {source}",
+                )
+            )
+    return triggers
+
+
+def mysql_triggers():
+    """Return [(name, CREATE, DROP)] for MySQL and MariaDB."""
+    triggers = []
+    for table, counter, source, column in COUNTERS:
+        add = _bump(table, counter, "+", f"NEW.{column}")
+        remove = _bump(table, counter, "-", f"OLD.{column}")
+        events = (
+            ("insert", "AFTER INSERT", f"BEGIN {add} END"),
+            ("delete", "AFTER DELETE", f"BEGIN {remove} END"),
+            (
+                "update",
+                "AFTER UPDATE",
+                f"BEGIN IF NOT (OLD.{column} <=> NEW.{column}) THEN {remove} {add} END IF; END",
+            ),
+        )
+        for event, when, body in events:
+            name = f"{source}_after_{event}"
+            triggers.append(
+                (
+                    name,
+                    f"CREATE TRIGGER {name} {when} ON {source} FOR EACH ROW {body}",
+                    f"DROP TRIGGER {name}",
+                )
+            )
+    # MySQL fires no trigger for rows removed by ON DELETE CASCADE: uncount an image's
+    # links before it goes, while they are still there (a pair is linked at most once).
+    uncount_links = " ".join(
+        f"UPDATE {table} SET {counter} = {counter} - 1 "
+        f"WHERE id IN (SELECT {column} FROM {source} WHERE image_id = OLD.id);"
+        for table, counter, source, column in COUNTERS
+        if source in IMAGE_LINKS
+    )
+    name = "images_before_delete"
+    triggers.append(
+        (
+            name,
+            f"CREATE TRIGGER {name} BEFORE DELETE ON images FOR EACH ROW BEGIN {uncount_links} END",
+            f"DROP TRIGGER {name}",
+        )
+    )
+    return triggers
 
 
 # dialect -> the function returning its triggers
 DIALECTS = {
     "sqlite": sqlite_triggers,
+    "postgres": postgres_triggers,
+    "mysql": mysql_triggers,
 }
 
 
@@ -87,6 +182,10 @@ def _dialect(db):
     """Return the DIALECTS key for db, or refuse an engine without triggers written yet."""
     if isinstance(db, pw.SqliteDatabase):
         return "sqlite"
+    if isinstance(db, pw.PostgresqlDatabase):
+        return "postgres"
+    if isinstance(db, pw.MySQLDatabase):
+        return "mysql"
     raise NotImplementedError(
         f"003_add_triggers has no counter triggers for {type(db).__name__} yet "
         f"(written so far: {', '.join(DIALECTS)}); add its statements to DIALECTS "

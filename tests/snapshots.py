@@ -1,43 +1,131 @@
-"""Whole-database snapshots, to assert that two databases (or one, twice) hold the same."""
+"""Whole-database snapshots, to assert that two databases (or one, twice) hold the same.
 
+Every function takes a database URL or an open peewee Database, on any engine, and
+reads through peewee alone (``get_tables``, ``get_columns``, ``get_indexes``, plain
+SELECTs)::
+
+    content(url)     # {table: sorted rows}, run times left out
+    checksum(db)     # a SHA-256 of content()
+    schema(url)      # {table: TableShape(columns, indexes, foreign_keys)}; {} for no tables
+    orphans(db)      # foreign keys whose row points at no parent row (none, normally)
+
+Values are normalised so that the same data compares equal whatever the driver hands
+back: datetimes as ISO text (SQLite keeps them as text), Decimals as floats, booleans
+as 0/1 (MySQL's BOOL is a TINYINT), memoryviews as bytes. Rows are sorted in Python,
+so no engine's collation or physical order matters.
+"""
+
+import datetime
+import decimal
 import hashlib
-import sqlite3
-from contextlib import closing
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import peewee
+
+from db.engines import open_database
+from db.engines.base import quoted
 
 # Columns that record *when* something ran, not what the data is.
 RUN_TIMES = {"migrations": ("applied_at", "duration_ms"), "seeders": ("applied_at",)}
 
 
-def content(path):
-    """Return {table: sorted rows} for every table of an SQLite file, run times left out."""
-    with closing(sqlite3.connect(path)) as connection:
-        tables = [
-            name
-            for (name,) in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
+class TableShape(NamedTuple):
+    """One table as peewee's introspection sees it."""
+
+    columns: tuple  # (name, data_type, null, primary_key), in table order
+    indexes: tuple  # (name, columns, unique), sorted
+    foreign_keys: tuple  # (column, dest_table, dest_column), sorted
+
+
+def content(source):
+    """Return {table: sorted rows} for every table of a database, run times left out."""
+    with connected(source) as database:
         snapshot = {}
-        for table in tables:
+        for table in sorted(database.get_tables()):
             columns = [
-                row[1]
-                for row in connection.execute(f'PRAGMA table_info("{table}")')
-                if row[1] not in RUN_TIMES.get(table, ())
+                column.name
+                for column in database.get_columns(table)
+                if column.name not in RUN_TIMES.get(table, ())
             ]
-            selected = ", ".join(f'"{c}"' for c in columns)
-            rows = connection.execute(f'SELECT {selected} FROM "{table}"').fetchall()
+            selected = ", ".join(quoted(database, column) for column in columns)
+            cursor = database.execute_sql(f"SELECT {selected} FROM {quoted(database, table)}")
+            rows = [tuple(normalised(value) for value in row) for row in cursor.fetchall()]
             snapshot[table] = sorted(rows, key=repr)
     return snapshot
 
 
-def checksum(path):
+def checksum(source):
     """Return a SHA-256 of the database's content (see ``content``)."""
-    return hashlib.sha256(repr(sorted(content(path).items())).encode()).hexdigest()
+    return hashlib.sha256(repr(sorted(content(source).items())).encode()).hexdigest()
 
 
-def schema(path):
-    """Return every schema object (type, name, sql) of an SQLite file."""
-    with closing(sqlite3.connect(path)) as connection:
-        return connection.execute(
-            "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
-        ).fetchall()
+def schema(source):
+    """Return {table: TableShape} for every table of a database ({} when it has none)."""
+    with connected(source) as database:
+        return {
+            table: TableShape(
+                columns=tuple(
+                    (c.name, c.data_type.lower(), c.null, c.primary_key)
+                    for c in database.get_columns(table)
+                ),
+                indexes=tuple(
+                    sorted(
+                        (i.name, tuple(i.columns), i.unique) for i in database.get_indexes(table)
+                    )
+                ),
+                foreign_keys=tuple(
+                    sorted(
+                        (f.column, f.dest_table, f.dest_column)
+                        for f in database.get_foreign_keys(table)
+                    )
+                ),
+            )
+            for table in sorted(database.get_tables())
+        }
+
+
+def orphans(source):
+    """Return [(table, column, rows)] for every foreign key with rows pointing at no parent."""
+    found = []
+    with connected(source) as database:
+        for table in sorted(database.get_tables()):
+            for key in database.get_foreign_keys(table):
+                child, parent = quoted(database, table), quoted(database, key.dest_table)
+                column = f"c.{quoted(database, key.column)}"
+                target = f"p.{quoted(database, key.dest_column)}"
+                (count,) = database.execute_sql(
+                    f"SELECT COUNT(*) FROM {child} c LEFT JOIN {parent} p ON {column} = {target} "
+                    f"WHERE {column} IS NOT NULL AND {target} IS NULL"
+                ).fetchone()
+                if count:
+                    found.append((table, key.column, count))
+    return found
+
+
+def normalised(value):
+    """Return a value in one form whatever the driver returned it as."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return value
+
+
+@contextmanager
+def connected(source):
+    """Yield an open peewee Database: ``source`` itself, or a connection to its URL."""
+    if isinstance(source, peewee.Database):
+        yield source
+        return
+    database = open_database(str(source), create=False)
+    try:
+        yield database
+    finally:
+        database.close()

@@ -1,4 +1,9 @@
-"""The whole lifecycle from the command line: setup, seed, status, reset, populate."""
+"""The whole lifecycle from the command line: setup, seed, status, reset, populate.
+
+Every test runs ``invoke`` as a subprocess on each engine (``engine_url``), except the
+confirmation typed on a terminal, which is the same code on every engine and runs on
+SQLite only.
+"""
 
 import json
 import os
@@ -9,6 +14,8 @@ import sys
 
 import pytest
 
+from db.config import database_name
+from db.engines import database_exists
 from tests.conftest import PROJECT_ROOT, run_invoke
 from tests.snapshots import checksum, content, schema
 
@@ -29,30 +36,32 @@ def one_error_line(result, exit_code, *names):
         assert name in lines[0]
 
 
-def row_counts(path):
-    return {table: len(rows) for table, rows in content(path).items()}
+def row_counts(url):
+    return {table: len(rows) for table, rows in content(url).items()}
 
 
 @pytest.fixture
-def cli(db_url):
+def cli(engine_url):
+    """Run ``invoke ARGS`` on the database of the engine under test."""
+
     def run(*args, **kwargs):
-        return run_invoke(*args, url=db_url, **kwargs)
+        return run_invoke(*args, url=engine_url, **kwargs)
 
     return run
 
 
 @pytest.fixture
-def set_up(cli, db_path):
-    """A database after `invoke db.setup`."""
+def set_up(cli, engine_url):
+    """The URL of a database after `invoke db.setup`."""
     ok(cli("db.setup"))
-    return db_path
+    return engine_url
 
 
-def test_setup_on_a_fresh_checkout_gives_the_full_sample_gallery(cli, db_path):
+def test_setup_on_a_fresh_checkout_gives_the_full_sample_gallery(cli, engine_url):
     result = ok(cli("db.setup"))
 
     assert "set up: applied 3 migration(s), ran 6 seeder(s)" in result.stdout
-    counts = row_counts(db_path)
+    counts = row_counts(engine_url)
     assert {table: counts[table] for table in SAMPLE_COUNTS} == SAMPLE_COUNTS
     assert counts["image_tags"] > 0 and counts["album_images"] > 0
 
@@ -84,16 +93,16 @@ def test_seed_force_twice_leaves_identical_contents(cli, set_up):
     assert content(set_up) == once
 
 
-def test_seeding_an_unmigrated_database_says_to_migrate_first(cli, db_path):
+def test_seeding_an_unmigrated_database_says_to_migrate_first(cli, engine_url):
     one_error_line(cli("db.seed"), 1, "run invoke db.migrate first")
-    assert not db_path.exists()
+    assert not database_exists(engine_url)
 
 
 def test_reset_without_a_terminal_or_yes_refuses_and_changes_nothing(cli, set_up):
     before = checksum(set_up)
 
     for args in ((), ("--data-only",)):
-        one_error_line(cli("db.reset", *args), 2, "--yes", "clonegallery.db")
+        one_error_line(cli("db.reset", *args), 2, "--yes", database_name(set_up))
 
     assert checksum(set_up) == before
 
@@ -102,7 +111,7 @@ def test_reset_yes_then_setup_gives_the_same_data_again(cli, set_up):
     before = content(set_up)
 
     assert "dropped" in ok(cli("db.reset", "--yes")).stdout
-    assert schema(set_up) == []
+    assert schema(set_up) == {}
     ok(cli("db.setup"))
 
     assert content(set_up) == before
@@ -137,18 +146,19 @@ def run_on_a_terminal(args, answer, db_url):
     return process.returncode, output.decode()
 
 
-def test_reset_on_a_terminal_asks_for_the_database_name(set_up, db_url):
-    before = checksum(set_up)
+def test_reset_on_a_terminal_asks_for_the_database_name(db_url):
+    ok(run_invoke("db.setup", url=db_url))
+    before = checksum(db_url)
 
     code, output = run_on_a_terminal(["db.reset"], "yes", db_url)
     assert code == 1
     assert "Type the database name (clonegallery.db)" in output
     assert "cancelled" in output
-    assert checksum(set_up) == before
+    assert checksum(db_url) == before
 
     code, output = run_on_a_terminal(["db.reset"], "clonegallery.db", db_url)
     assert code == 0, output
-    assert schema(set_up) == []
+    assert schema(db_url) == {}
 
 
 def test_populate_fills_a_migrated_database_and_prints_plain_progress(cli, set_up):
@@ -176,7 +186,7 @@ def test_populate_refuses_bad_option_values(cli, set_up, args, names):
     assert checksum(set_up) == before
 
 
-def test_populate_on_an_unmigrated_database_says_to_migrate_first(cli, db_path):
+def test_populate_on_an_unmigrated_database_says_to_migrate_first(cli):
     one_error_line(cli("db.populate", "--images", "10"), 1, "run invoke db.migrate first")
 
 
@@ -190,10 +200,10 @@ def test_rolling_back_every_migration_forgets_the_seeds_so_setup_seeds_again(cli
     assert content(set_up) == before
 
 
-def test_an_interrupted_populate_leaves_the_database_as_it_was(set_up, db_url):
+def test_an_interrupted_populate_leaves_the_database_as_it_was(set_up):
     before = checksum(set_up)
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
-    env["DATABASE_URL"] = db_url
+    env["DATABASE_URL"] = set_up
     process = subprocess.Popen(
         [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT),
          "db.populate", "--images", "1000000"],

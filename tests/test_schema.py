@@ -1,19 +1,27 @@
 """The migrations build exactly the schema the models declare, and take it all back down.
 
-Two databases are compared: one made by ``create_tables(ALL_MODELS)``, one by running
-every migration. They must agree on tables, columns (type, nullability, default),
-primary keys, indexes, foreign keys with their ON DELETE rules and CHECK constraints;
-the migrations add only the counter triggers on top.
+Two databases of the engine under test are compared: one made by
+``create_tables(ALL_MODELS)``, one by running every migration. They must agree on tables,
+columns (type, length, nullability, default), primary keys, indexes, foreign keys with
+their ON DELETE rules and CHECK constraints; the migrations add only the counter triggers
+on top (and, on PostgreSQL, the functions they run). Both are read once per engine into
+snapshots, as those tests only look; the rollback tests migrate a database of their own.
+Every test runs on each engine (the ``engine`` fixtures of conftest.py).
 """
 
 import re
+import uuid
+from contextlib import contextmanager
+from typing import NamedTuple
 
+import peewee
 import pytest
 
 from db.engines import open_database
 from db.models import ALL_MODELS, bind_models
 from db.runner import Runner
-from tests.conftest import MIGRATIONS_DIR
+from tests import servers
+from tests.conftest import MIGRATIONS_DIR, sqlite_url
 
 HISTORY_TABLE = "migrations"
 TABLES = [model._meta.table_name for model in ALL_MODELS]
@@ -42,9 +50,34 @@ TRIGGERS = {
     "images_after_delete": "images",
     "images_after_update": "images",
 }
+# MySQL fires no trigger for rows removed by ON DELETE CASCADE: one more uncounts the
+# links of an image before it goes.
+ENGINE_TRIGGERS = {"mysql": {"images_before_delete": "images"}}
+
+
+def expected_triggers(engine):
+    return {**TRIGGERS, **ENGINE_TRIGGERS.get(engine, {})}
+
+
+def expected_trigger_functions(engine):
+    """PostgreSQL runs a function per trigger, named as the trigger; the others none."""
+    return sorted(TRIGGERS) if engine == "postgres" else []
 
 
 # --- Reading a schema ---------------------------------------------------------------------
+
+
+def engine_of(database):
+    """Return the name conftest gives the database's engine: sqlite, postgres or mysql."""
+    if isinstance(database, peewee.PostgresqlDatabase):
+        return "postgres"
+    if isinstance(database, peewee.MySQLDatabase):
+        return "mysql"
+    return "sqlite"
+
+
+# The SQL naming the schema a server connection works in.
+CURRENT_SCHEMA = {"postgres": "current_schema()", "mysql": "DATABASE()"}
 
 
 def app_tables(database):
@@ -52,16 +85,33 @@ def app_tables(database):
 
 
 def columns(database, table):
+    lengths = max_lengths(database, table)
     return [
-        (c.name, c.data_type, c.null, c.primary_key, c.default) for c in database.get_columns(table)
+        (c.name, c.data_type, lengths.get(c.name), c.null, c.primary_key, c.default)
+        for c in database.get_columns(table)
     ]
 
 
+def max_lengths(database, table):
+    """Return {column: max length} where peewee's data_type leaves the length out."""
+    engine = engine_of(database)
+    if engine == "sqlite":
+        return {}  # SQLite keeps the declared type whole, e.g. VARCHAR(64)
+    rows = database.execute_sql(
+        "SELECT column_name, character_maximum_length FROM information_schema.columns "
+        f"WHERE table_schema = {CURRENT_SCHEMA[engine]} AND table_name = %s",
+        (table,),
+    )
+    return dict(rows)
+
+
 def indexes(database, table):
+    """Return the table's indexes but its primary key's own (see get_primary_keys)."""
+    primary_key = database.get_primary_keys(table)
     return sorted(
         (i.name, tuple(i.columns), i.unique)
         for i in database.get_indexes(table)
-        if not i.name.startswith("sqlite_autoindex_")
+        if not (i.unique and list(i.columns) == primary_key)
     )
 
 
@@ -73,10 +123,8 @@ def foreign_keys(database, table):
 
 
 def checks(database, table):
-    """Return the table's CHECK expressions, as written in its CREATE TABLE."""
-    (sql,) = database.execute_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-    ).fetchone()
+    """Return the table's CHECK expressions, as the database shows them."""
+    sql = " ".join(check_clauses(database, table))
     found = []
     for match in re.finditer(r"CHECK \(", sql):
         depth, end = 1, match.end()
@@ -85,6 +133,24 @@ def checks(database, table):
             end += 1
         found.append(sql[match.end() : end - 1])
     return sorted(found)
+
+
+def check_clauses(database, table):
+    """Return texts holding each CHECK (...) of the table."""
+    engine = engine_of(database)
+    if engine == "postgres":
+        rows = database.execute_sql(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'c'",
+            (table,),
+        )
+        return [definition for (definition,) in rows]
+    if engine == "mysql":
+        return [database.execute_sql(f"SHOW CREATE TABLE {table}").fetchone()[1]]
+    (sql,) = database.execute_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return [sql]
 
 
 def schema(database):
@@ -102,94 +168,159 @@ def schema(database):
 
 
 def triggers(database):
-    return dict(
-        database.execute_sql("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")
+    """Return {trigger name: its table}."""
+    engine = engine_of(database)
+    if engine == "sqlite":
+        sql = "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        sql = (
+            "SELECT DISTINCT trigger_name, event_object_table FROM information_schema.triggers "
+            f"WHERE trigger_schema = {CURRENT_SCHEMA[engine]}"
+        )
+    return dict(database.execute_sql(sql))
+
+
+def trigger_functions(database):
+    """Return the names of the functions triggers can run (PostgreSQL has such functions)."""
+    if engine_of(database) != "postgres":
+        return []
+    rows = database.execute_sql(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = current_schema() AND p.prorettype = 'trigger'::regtype"
     )
+    return sorted(name for (name,) in rows)
+
+
+class Snapshot(NamedTuple):
+    """What a database holds, as comparable data."""
+
+    tables: dict  # table -> its columns, primary key, indexes, foreign keys, checks
+    triggers: dict  # trigger -> its table
+    trigger_functions: list  # the functions PostgreSQL's triggers run
+
+
+def snapshot(database):
+    return Snapshot(schema(database), triggers(database), trigger_functions(database))
 
 
 # --- Two databases ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def model_db(tmp_path):
-    """A database built from the models with create_tables()."""
-    database = open_database(f"sqlite:///{tmp_path / 'from_models.db'}")
-    bind_models(database)
-    database.create_tables(ALL_MODELS)
-    yield database
-    database.close()
+class Built(NamedTuple):
+    migrated: Snapshot  # a database built by running every migration
+    models: Snapshot  # a database built from the models with create_tables()
+
+
+@contextmanager
+def new_database(engine, folder):
+    """Open a new, empty database of the engine; drop it afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:8]}.db"
+    url = sqlite_url(folder / name) if engine == "sqlite" else servers.new_database_url(engine)
+    database = open_database(url)
+    try:
+        yield database
+    finally:
+        database.close()
+        if engine != "sqlite":
+            servers.drop_database(url)
+
+
+def build(engine, folder):
+    """Build both databases of the engine and return their snapshots."""
+    with new_database(engine, folder) as by_migrations, new_database(engine, folder) as by_models:
+        Runner(by_migrations, MIGRATIONS_DIR).migrate()
+        bind_models(by_models)
+        by_models.create_tables(ALL_MODELS)
+        return Built(snapshot(by_migrations), snapshot(by_models))
+
+
+@pytest.fixture(scope="module")
+def built_per_engine():
+    return {}
 
 
 @pytest.fixture
-def runner(fresh_db):
-    return Runner(fresh_db, MIGRATIONS_DIR)
+def built(engine, built_per_engine, tmp_path_factory):
+    """Both databases of the engine under test, as snapshots (built on first use)."""
+    if engine not in built_per_engine:
+        built_per_engine[engine] = build(engine, tmp_path_factory.mktemp("schemas"))
+    return built_per_engine[engine]
 
 
 @pytest.fixture
-def migrated(fresh_db, runner):
-    """A database built by running every migration."""
+def runner(engine_db):
+    return Runner(engine_db, MIGRATIONS_DIR)
+
+
+@pytest.fixture
+def migrated(engine_db, runner):
+    """A database of the engine under test built by running every migration, to change."""
     runner.migrate()
-    return fresh_db
+    return engine_db
 
 
 # --- The migrations build the models' schema ----------------------------------------------
 
 
-def test_the_migrations_create_every_table_of_the_models(migrated, model_db):
-    assert app_tables(migrated) == app_tables(model_db) == sorted(TABLES)
+def test_the_migrations_create_every_table_of_the_models(built):
+    assert sorted(built.migrated.tables) == sorted(built.models.tables) == sorted(TABLES)
+
+
+def same_in_both(built, table, aspect):
+    return built.migrated.tables[table][aspect] == built.models.tables[table][aspect]
 
 
 @pytest.mark.parametrize("table", TABLES)
-def test_each_table_has_the_models_columns_types_nullability_and_defaults(
-    migrated, model_db, table
-):
-    assert columns(migrated, table) == columns(model_db, table)
+def test_each_table_has_the_models_columns_types_nullability_and_defaults(built, table):
+    assert same_in_both(built, table, "columns")
 
 
 @pytest.mark.parametrize("table", TABLES)
-def test_each_table_has_the_models_primary_key(migrated, model_db, table):
-    assert migrated.get_primary_keys(table) == model_db.get_primary_keys(table)
+def test_each_table_has_the_models_primary_key(built, table):
+    assert same_in_both(built, table, "primary_key")
 
 
 @pytest.mark.parametrize("table", TABLES)
-def test_each_table_has_the_models_indexes(migrated, model_db, table):
-    assert indexes(migrated, table) == indexes(model_db, table)
+def test_each_table_has_the_models_indexes(built, table):
+    assert same_in_both(built, table, "indexes")
 
 
 @pytest.mark.parametrize("table", TABLES)
-def test_each_table_has_the_models_foreign_keys(migrated, model_db, table):
-    assert foreign_keys(migrated, table) == foreign_keys(model_db, table)
+def test_each_table_has_the_models_foreign_keys(built, table):
+    assert same_in_both(built, table, "foreign_keys")
 
 
 @pytest.mark.parametrize("table", TABLES)
-def test_each_table_has_the_models_check_constraints(migrated, model_db, table):
-    assert checks(migrated, table) == checks(model_db, table)
+def test_each_table_has_the_models_check_constraints(built, table):
+    assert same_in_both(built, table, "checks")
 
 
-def test_the_whole_schemas_are_equal(migrated, model_db):
-    assert schema(migrated) == schema(model_db)
+def test_the_whole_schemas_are_equal(built):
+    assert built.migrated.tables == built.models.tables
 
 
-def test_foreign_keys_delete_as_documented(migrated):
+def test_foreign_keys_delete_as_documented(built):
     found = {
-        (table, fk.column): (fk.dest_table, fk.on_delete)
-        for table in TABLES
-        for fk in migrated.get_foreign_keys(table)
+        (table, column): (dest_table, on_delete)
+        for table, described in built.migrated.tables.items()
+        for column, dest_table, _, on_delete, _ in described["foreign_keys"]
     }
 
     assert found == ON_DELETE
 
 
-def test_every_foreign_key_is_indexed_by_the_first_columns_of_some_index(migrated):
+def test_every_foreign_key_is_indexed_by_the_first_columns_of_some_index(built):
     for table, column in ON_DELETE:
-        leading = {i.columns[0] for i in migrated.get_indexes(table)}
-        leading.add(migrated.get_primary_keys(table)[0])
+        described = built.migrated.tables[table]
+        leading = {columns[0] for _, columns, _ in described["indexes"]}
+        leading.add(described["primary_key"][0])
         assert column in leading, f"{table}.{column} has no index"
 
 
-def test_the_counter_triggers_are_the_only_addition_to_the_models_schema(migrated, model_db):
-    assert triggers(model_db) == {}
-    assert triggers(migrated) == TRIGGERS
+def test_the_counter_triggers_are_the_only_addition_to_the_models_schema(engine, built):
+    assert (built.models.triggers, built.models.trigger_functions) == ({}, [])
+    assert built.migrated.triggers == expected_triggers(engine)
+    assert built.migrated.trigger_functions == expected_trigger_functions(engine)
 
 
 def test_no_migration_imports_the_application_models():
@@ -207,26 +338,33 @@ def test_rolling_everything_back_leaves_only_the_history_table(runner, migrated)
     assert reverted == ["003_add_triggers", "002_add_indexes", "001_initial_schema"]
     assert migrated.get_tables() == [HISTORY_TABLE]
     assert triggers(migrated) == {}
+    assert trigger_functions(migrated) == []
 
 
-def test_rolling_back_003_drops_only_the_triggers(runner, migrated, model_db):
+def test_rolling_back_003_drops_only_the_triggers(runner, migrated, built):
     assert runner.rollback() == ["003_add_triggers"]
 
-    assert triggers(migrated) == {}
-    assert schema(migrated) == schema(model_db)
+    assert snapshot(migrated) == built.models
 
 
-def test_rolling_back_002_leaves_only_the_unique_keys_indexed(runner, migrated):
+def test_rolling_back_002_leaves_only_the_unique_keys_indexed(engine, runner, migrated):
     assert runner.rollback(steps=2) == ["003_add_triggers", "002_add_indexes"]
 
     remaining = [name for table in TABLES for name, _, _ in indexes(migrated, table)]
-    assert sorted(remaining) == ["tags_name", "users_email"]
+    # MySQL backs each foreign key that leads no index with one, named after the
+    # column (see 002).
+    foreign_key_indexes = (
+        ["cover_image_id", "created_by", "image_id", "image_id", "tag_id", "uploader_id"]
+        if engine == "mysql"
+        else []
+    )
+    assert sorted(remaining) == sorted(["tags_name", "users_email", *foreign_key_indexes])
 
 
 def test_up_down_up_rebuilds_the_identical_schema(runner, migrated):
-    before = (schema(migrated), triggers(migrated))
+    before = snapshot(migrated)
 
     runner.rollback(to="000")
     runner.migrate()
 
-    assert (schema(migrated), triggers(migrated)) == before
+    assert snapshot(migrated) == before
