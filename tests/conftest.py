@@ -119,15 +119,26 @@ def engine(request):
     return name
 
 
-@pytest.fixture
-def engine_url(engine, tmp_path):
-    """The URL of a database of the engine under test that does not exist yet."""
+def _database_url(engine, tmp_path, name):
+    """Yield the URL of a database that does not exist yet; drop it afterwards."""
     if engine == "sqlite":
-        yield sqlite_url(tmp_path / "clonegallery.db")
+        yield sqlite_url(tmp_path / f"{name}.db")
         return
     url = servers.new_database_url(engine)
     yield url
     servers.drop_database(url)
+
+
+@pytest.fixture
+def engine_url(engine, tmp_path):
+    """The URL of a database of the engine under test that does not exist yet."""
+    yield from _database_url(engine, tmp_path, "clonegallery")
+
+
+@pytest.fixture
+def other_engine_url(engine, tmp_path):
+    """The URL of a second database of the engine under test, which does not exist yet."""
+    yield from _database_url(engine, tmp_path, "other")
 
 
 @pytest.fixture

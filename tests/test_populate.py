@@ -15,8 +15,7 @@ from db.models import AIGenerationMeta, Album, AlbumImage, Image, Tag, User, Use
 from db.populate import ALBUM_SIZES, GalleryPlan, populate
 from db.runner import Runner
 from db.seeders import Seeder
-from tests import servers
-from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, sqlite_url
+from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT
 from tests.snapshots import checksum, orphans
 
 PLAN = GalleryPlan(users=200, images=3_000, seed=11)
@@ -31,17 +30,6 @@ def build(url, plan=PLAN, seeded=False):
     result = populate(database, plan)
     database.close()
     return result
-
-
-@pytest.fixture
-def other_engine_url(engine, tmp_path):
-    """The URL of a second database of the engine under test, which does not exist yet."""
-    if engine == "sqlite":
-        yield sqlite_url(tmp_path / "other.db")
-        return
-    url = servers.new_database_url(engine)
-    yield url
-    servers.drop_database(url)
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ from db.models import (
 )
 from db.runner import Runner
 from db.seeders import APPLIED, CHANGED, MISSING, PENDING, Seeder, SeederStatus, SeedResult
-from tests import servers
-from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, file_writer, sqlite_url
+from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, file_writer
 from tests.snapshots import content, orphans
 
 SEEDERS_DIR = PROJECT_ROOT / "seeders"
@@ -62,17 +61,6 @@ def seeded_db(engine_migrated_db):
     """The migrated database with the project's seeders run once."""
     Seeder(engine_migrated_db, SEEDERS_DIR).seed()
     return engine_migrated_db
-
-
-@pytest.fixture
-def other_engine_url(engine, tmp_path):
-    """The URL of a second database of the engine under test, which does not exist yet."""
-    if engine == "sqlite":
-        yield sqlite_url(tmp_path / "other.db")
-        return
-    url = servers.new_database_url(engine)
-    yield url
-    servers.drop_database(url)
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ from db.errors import ConfigError, ConnectionFailed, LockTimeout, one_line
 MAINTENANCE_DATABASE = "information_schema"
 UNKNOWN_DATABASE = 1049
 CHARSET = "utf8mb4"
+# Binary collation: 'Admin' is not 'admin', as on SQLite and PostgreSQL (the default
+# *_general_ci would let CHECKs, unique keys and look-ups ignore case).
+COLLATION = "utf8mb4_bin"
 
 
 class MySQLEngine(Engine):
@@ -43,7 +46,8 @@ class MySQLEngine(Engine):
         maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
         try:
             maintenance.execute_sql(
-                f"CREATE DATABASE IF NOT EXISTS {quoted(maintenance, name)} CHARACTER SET {CHARSET}"
+                f"CREATE DATABASE IF NOT EXISTS {quoted(maintenance, name)} "
+                f"CHARACTER SET {CHARSET} COLLATE {COLLATION}"
             )
         except peewee.DatabaseError as exc:
             raise ConfigError(
