@@ -18,7 +18,9 @@ triples: ``up`` runs the CREATEs in order, ``down`` the DROPs in reverse order.
 
 - SQLite: triggers with their statements inline.
 - PostgreSQL: a PL/pgSQL function per trigger, named as the trigger; ``down``
-  drops both.
+  drops both. INSERT and DELETE triggers run once per statement over its
+  transition table (one UPDATE per parent row), so bulk loads stay linear; the
+  UPDATE triggers (a column list forbids transition tables) run per row.
 - MySQL/MariaDB: triggers with their statements inline; UPDATE triggers test
   the column themselves (no ``UPDATE OF``, no ``WHEN``). MySQL fires no trigger
   for rows removed by ON DELETE CASCADE, so ``images_before_delete`` uncounts a
@@ -84,16 +86,24 @@ def postgres_triggers():
     """Return [(name, CREATE, DROP)] for PostgreSQL: each trigger after its function."""
     triggers = []
     for table, counter, source, column in COUNTERS:
-        add = _bump(table, counter, "+", f"NEW.{column}")
-        remove = _bump(table, counter, "-", f"OLD.{column}")
         events = (
-            ("insert", f"AFTER INSERT ON {source} FOR EACH ROW", add),
-            ("delete", f"AFTER DELETE ON {source} FOR EACH ROW", remove),
+            (
+                "insert",
+                f"AFTER INSERT ON {source} REFERENCING NEW TABLE AS changed FOR EACH STATEMENT",
+                _postgres_bump_by_statement(table, counter, "+", column),
+            ),
+            (
+                "delete",
+                f"AFTER DELETE ON {source} REFERENCING OLD TABLE AS changed FOR EACH STATEMENT",
+                _postgres_bump_by_statement(table, counter, "-", column),
+            ),
             (
                 "update",
                 f"AFTER UPDATE OF {column} ON {source} "
                 f"FOR EACH ROW WHEN (OLD.{column} IS DISTINCT FROM NEW.{column})",
-                f"{remove} {add}",
+                _bump(table, counter, "-", f"OLD.{column}")
+                + " "
+                + _bump(table, counter, "+", f"NEW.{column}"),
             ),
         )
         for event, when, body in events:
@@ -114,6 +124,18 @@ def postgres_triggers():
                 )
             )
     return triggers
+
+
+def _postgres_bump_by_statement(table, counter, sign, column):
+    # One UPDATE per statement, a row per parent: a bulk load (COPY, insert_many)
+    # touches each counter row once, not once per inserted row. Updating a hot
+    # row once per row makes PostgreSQL keep a dead version per update until
+    # the transaction ends, which makes long loads quadratic.
+    return (
+        f"UPDATE {table} AS parent SET {counter} = parent.{counter} {sign} changes.n "
+        f"FROM (SELECT {column} AS id, COUNT(*) AS n FROM changed GROUP BY {column}) AS changes "
+        "WHERE parent.id = changes.id;"
+    )
 
 
 def mysql_triggers():
