@@ -24,7 +24,7 @@ from db.models import (
 )
 from db.runner import Runner
 from db.seeders import APPLIED, CHANGED, MISSING, PENDING, Seeder, SeederStatus, SeedResult
-from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, file_writer
+from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, file_writer, sqlite_url
 from tests.snapshots import content, orphans
 
 SEEDERS_DIR = PROJECT_ROOT / "seeders"
@@ -353,3 +353,13 @@ def test_a_python_seeder_breaking_a_constraint_names_its_line(
         Seeder(engine_migrated_db, seeders_dir).seed()
 
     assert tag_names() == []
+
+
+def test_the_sample_data_is_the_same_on_every_engine(seeded_db, tmp_path):
+    reference = sqlite_url(tmp_path / "reference.db")
+    database = open_database(reference)
+    Runner(database, MIGRATIONS_DIR).migrate()
+    Seeder(database, SEEDERS_DIR).seed()
+    database.close()
+
+    assert content(seeded_db) == content(reference)
