@@ -140,18 +140,9 @@ class History(BookkeepingTable):
             for row in rows
         }
 
-    def record_applied(self, migration, duration_ms):
-        """Record ``migration`` (a NumberedFile) as applied."""
-        self.Record.create(
-            version=migration.version,
-            name=migration.name,
-            checksum=migration.checksum,
-            applied_at=utc_now(),
-            duration_ms=duration_ms,
-        )
-
-    def record_failed(self, migration, duration_ms, error):
-        """Record that ``migration`` failed part-way and may be half-applied."""
+    def record_applied(self, migration, duration_ms, error=None):
+        """Record ``migration`` (a NumberedFile) as applied, or as failed part-way with
+        ``error`` (it may then be half-applied)."""
         self.record_unapplied(migration.version)
         self.Record.create(
             version=migration.version,

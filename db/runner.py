@@ -164,7 +164,7 @@ class Runner:
             if self.engine.transactional_ddl:
                 raise MigrationFailed(f"{reason} (its changes were rolled back)") from exc
             if after == "applied":
-                self.history.record_failed(migration, _elapsed_ms(started), reason)
+                self.history.record_applied(migration, _elapsed_ms(started), error=reason)
             raise MigrationFailed(
                 f"{reason}; {self.engine.name} commits schema changes as it goes, so part of "
                 "it may be applied: fix the database, then run invoke db.rollback (runs its "

@@ -96,6 +96,59 @@ class Engine:
             database.cursor().executemany(insert_statement(database, table, columns), rows)
 
 
+class ServerEngine(Engine):
+    """An engine whose databases live on a server: created and dropped over a maintenance
+    connection to another database of the same server."""
+
+    maintenance_database = None
+    create_right = None  # the privilege that lets a user create databases
+
+    def exists(self, url):
+        try:
+            self.connect(url).close()
+        except ConnectionFailed as exc:
+            if self.is_unknown_database(exc, url):
+                return False
+            raise
+        return True
+
+    def create(self, url):
+        name = database_name_of(url)
+        with self.maintenance(url) as maintenance:
+            try:
+                self.create_database(maintenance, name)
+            except peewee.DatabaseError as exc:
+                if self.exists(url):  # created meanwhile by a concurrent run
+                    return
+                raise ConfigError(
+                    f"cannot create database {name!r} on {mask_url(url)}: {one_line(exc)} "
+                    f"(create it by hand or grant {self.create_right})"
+                ) from exc
+
+    def drop(self, url):
+        if self.exists(url):
+            with self.maintenance(url) as maintenance:
+                self.drop_database(maintenance, database_name_of(url))
+
+    @contextmanager
+    def maintenance(self, url):
+        """Yield a connection to the server's maintenance database."""
+        database = self.connect(with_database(url, self.maintenance_database))
+        try:
+            yield database
+        finally:
+            database.close()
+
+    def is_unknown_database(self, exc, url):
+        raise NotImplementedError
+
+    def create_database(self, maintenance, name):
+        raise NotImplementedError
+
+    def drop_database(self, maintenance, name):
+        raise NotImplementedError
+
+
 def insert_statement(database, table, columns):
     """Return ``INSERT INTO table (columns) VALUES (?, ...)`` quoted for the database."""
     context = database.get_sql_context()

@@ -5,17 +5,13 @@ from contextlib import contextmanager
 import peewee
 from playhouse.migrate import MySQLMigrator
 
-from db.config import mask_url
 from db.engines.base import (
     LOCK_TIMEOUT_SECONDS,
-    Engine,
-    database_name_of,
+    ServerEngine,
     quoted,
-    with_database,
 )
-from db.errors import ConfigError, ConnectionFailed, LockTimeout, one_line
+from db.errors import LockTimeout
 
-MAINTENANCE_DATABASE = "information_schema"
 UNKNOWN_DATABASE = 1049
 CHARSET = "utf8mb4"
 # Binary collation: 'Admin' is not 'admin', as on SQLite and PostgreSQL (the default
@@ -23,47 +19,28 @@ CHARSET = "utf8mb4"
 COLLATION = "utf8mb4_bin"
 
 
-class MySQLEngine(Engine):
+class MySQLEngine(ServerEngine):
     """MySQL / MariaDB, through PyMySQL. DDL commits implicitly: see transactional_ddl."""
 
+    maintenance_database = "information_schema"
+    create_right = "CREATE"
     name = "MySQL"
     schemes = ("mysql",)
     database_class = peewee.MySQLDatabase
     driver_extra = "mysql"
     transactional_ddl = False
 
-    def exists(self, url):
-        try:
-            self.connect(url).close()
-        except ConnectionFailed as exc:
-            if _error_code(exc.__cause__) == UNKNOWN_DATABASE:
-                return False
-            raise
-        return True
+    def is_unknown_database(self, exc, url):
+        return _error_code(exc.__cause__) == UNKNOWN_DATABASE
 
-    def create(self, url):
-        name = database_name_of(url)
-        maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
-        try:
-            maintenance.execute_sql(
-                f"CREATE DATABASE IF NOT EXISTS {quoted(maintenance, name)} "
-                f"CHARACTER SET {CHARSET} COLLATE {COLLATION}"
-            )
-        except peewee.DatabaseError as exc:
-            raise ConfigError(
-                f"cannot create database {name!r} on {mask_url(url)}: {one_line(exc)} "
-                "(create it by hand or grant CREATE)"
-            ) from exc
-        finally:
-            maintenance.close()
+    def create_database(self, maintenance, name):
+        maintenance.execute_sql(
+            f"CREATE DATABASE IF NOT EXISTS {quoted(maintenance, name)} "
+            f"CHARACTER SET {CHARSET} COLLATE {COLLATION}"
+        )
 
-    def drop(self, url):
-        maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
-        try:
-            name = quoted(maintenance, database_name_of(url))
-            maintenance.execute_sql(f"DROP DATABASE IF EXISTS {name}")
-        finally:
-            maintenance.close()
+    def drop_database(self, maintenance, name):
+        maintenance.execute_sql(f"DROP DATABASE IF EXISTS {quoted(maintenance, name)}")
 
     def connect(self, url, **options):
         return super().connect(url, charset=CHARSET, **options)

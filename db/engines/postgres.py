@@ -6,67 +6,41 @@ from contextlib import contextmanager
 import peewee
 from playhouse.migrate import PostgresqlMigrator
 
-from db.config import mask_url
 from db.engines.base import (
     LOCK_TIMEOUT_SECONDS,
-    Engine,
+    ServerEngine,
     database_name_of,
     quoted,
-    with_database,
 )
-from db.errors import ConfigError, ConnectionFailed, LockTimeout, one_line
+from db.errors import LockTimeout
 
-MAINTENANCE_DATABASE = "postgres"
 LOCK_KEY = 0x636C6F6E  # "clon": one advisory lock per database for migrate/seed/reset
 UNKNOWN_DATABASE = "3D000"
 
 
-class PostgresEngine(Engine):
+class PostgresEngine(ServerEngine):
     """PostgreSQL, through psycopg 3."""
 
+    maintenance_database = "postgres"
+    create_right = "CREATEDB"
     name = "PostgreSQL"
     schemes = ("postgresql", "postgres")
     database_class = peewee.PostgresqlDatabase
     driver_extra = "postgres"
 
-    def exists(self, url):
-        try:
-            self.connect(url).close()
-        except ConnectionFailed as exc:
-            # libpq reports a missing database at connection time without an
-            # SQLSTATE, so the server's own words are checked as well.
-            missing = f'database "{database_name_of(url)}" does not exist'
-            if _sqlstate(exc.__cause__) == UNKNOWN_DATABASE or missing in str(exc):
-                return False
-            raise
-        return True
+    def is_unknown_database(self, exc, url):
+        # libpq reports a missing database at connection time without an
+        # SQLSTATE, so the server's own words are checked as well.
+        missing = f'database "{database_name_of(url)}" does not exist'
+        return _sqlstate(exc.__cause__) == UNKNOWN_DATABASE or missing in str(exc)
 
-    def create(self, url):
-        name = database_name_of(url)
-        maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
-        try:
-            maintenance.connection().autocommit = True
-            maintenance.execute_sql(f"CREATE DATABASE {quoted(maintenance, name)}")
-        except peewee.DatabaseError as exc:
-            if self.exists(url):  # created meanwhile by a concurrent run
-                return
-            raise ConfigError(
-                f"cannot create database {name!r} on {mask_url(url)}: {one_line(exc)} "
-                "(create it by hand or grant CREATEDB)"
-            ) from exc
-        finally:
-            maintenance.close()
+    def create_database(self, maintenance, name):
+        maintenance.connection().autocommit = True
+        maintenance.execute_sql(f"CREATE DATABASE {quoted(maintenance, name)}")
 
-    def drop(self, url):
-        if not self.exists(url):
-            return
-        maintenance = self.connect(with_database(url, MAINTENANCE_DATABASE))
-        try:
-            maintenance.connection().autocommit = True
-            name = quoted(maintenance, database_name_of(url))
-            maintenance.execute_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            maintenance.close()
+    def drop_database(self, maintenance, name):
+        maintenance.connection().autocommit = True
+        maintenance.execute_sql(f"DROP DATABASE IF EXISTS {quoted(maintenance, name)} WITH (FORCE)")
 
     def migrator(self, database):
         return PostgresqlMigrator(database)
