@@ -27,6 +27,7 @@ def _settings(c):
         url=resolve_url(c.config.db.url, PROJECT_DIR),
         migrations_dir=_project_path(c.config.db.migrations),
         seeders_dir=_project_path(c.config.db.seeders),
+        backups_dir=_project_path(c.config.db.backups),
     )
 
 
@@ -184,6 +185,39 @@ def repair(c, debug=False):
 
 @task(
     help={
+        "output": "where to write the backup (default: backups/clonegallery-<UTC time>.db)",
+        "keep": "after the new backup verified, delete this tool's oldest backups beyond N",
+        "verify": "verify the backup before reporting success",
+        "debug": DEBUG_HELP,
+    }
+)
+def backup(c, output=None, keep=None, verify=False, debug=False):
+    """Take a consistent online backup of the database, with a manifest (SQLite so far)."""
+    with _errors_as_exit(c, debug):
+        result = commands.backup(
+            _settings(c), output=output, keep=_whole_number("--keep", keep), verify=verify
+        )
+    print(report.backed_up(result))
+
+
+@task(help={"debug": DEBUG_HELP})
+def backups(c, debug=False):
+    """List the backups: time, size, schema version, whether each verified."""
+    with _errors_as_exit(c, debug):
+        infos = commands.list_backups(_settings(c))
+    print(report.backups_table(infos))
+
+
+@task(help={"path": "the backup file to check", "debug": DEBUG_HELP})
+def verify(c, path, debug=False):
+    """Check a backup: checksum, integrity, foreign keys, row counts against its manifest."""
+    with _errors_as_exit(c, debug):
+        info = commands.verify(path)
+    print(report.verified(info))
+
+
+@task(
+    help={
         "json": "print machine-readable JSON",
         "check": "exit 3 unless every migration is applied and unchanged (a deploy gate)",
         "debug": DEBUG_HELP,
@@ -213,9 +247,29 @@ def new_migration(c, name, sql=False, debug=False):
 
 
 db = Collection(
-    "db", setup, migrate, rollback, repair, seed, reset, populate, status, new_migration
+    "db",
+    setup,
+    migrate,
+    rollback,
+    repair,
+    seed,
+    reset,
+    populate,
+    backup,
+    backups,
+    verify,
+    status,
+    new_migration,
 )
 ns = Collection(db)
 ns.configure(
-    {"db": {"url": None, "migrations": "migrations", "seeders": "seeders", "debug": False}}
+    {
+        "db": {
+            "url": None,
+            "migrations": "migrations",
+            "seeders": "seeders",
+            "backups": "backups",
+            "debug": False,
+        }
+    }
 )

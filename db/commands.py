@@ -10,12 +10,14 @@ goes to the ``on_event`` callback, results are returned.
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import peewee
 
+from db import backup as backups
 from db.config import mask_url
 from db.engines import database_exists, engine_for, open_database
-from db.errors import ConfigError, DatabaseFailed, NotMigrated
+from db.errors import BackupError, ConfigError, DatabaseFailed, NotMigrated
 from db.history import History, SeederHistory
 from db.loader import discover, next_version, slugify
 from db.populate import populate as populate_gallery
@@ -65,6 +67,14 @@ class StatusReport:
     def up_to_date(self):
         """Whether every migration is applied and unchanged (seeders do not count)."""
         return all(m.state == APPLIED for m in self.migrations)
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """What ``db.backup`` did: the backup made, and the old backups pruned."""
+
+    backup: object
+    pruned: list
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,38 @@ def populate(settings, plan, on_progress=None):
     with runner_for(settings, create=False) as runner:
         _require_migrated(runner)
         return populate_gallery(runner.database, plan, on_progress)
+
+
+def backup(settings, output=None, keep=None, verify=False):
+    """Back up the database (verifying it when asked, or before pruning); return a
+    BackupResult."""
+    if keep is not None and keep < 1:
+        raise ConfigError(f"--keep must be 1 or more, not {keep}")
+    if not database_exists(settings.url):
+        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to back up")
+    with opened(settings, create=False) as database:
+        info = backups.create_backup(database, settings.backups_dir, output)
+    if verify or keep is not None:
+        info = _verified(info)
+    pruned = backups.prune_backups(info.path.parent, keep) if keep is not None else []
+    return BackupResult(info, pruned)
+
+
+def verify(path):
+    """Verify a backup file; mark it verified and return its BackupInfo, or raise."""
+    return _verified(backups.BackupInfo(Path(path), backups.read_manifest(path)))
+
+
+def list_backups(settings):
+    """Return the backups in the backups folder, newest first."""
+    return backups.list_backups(settings.backups_dir)
+
+
+def _verified(info):
+    problems = backups.verify_backup(info.path)
+    if problems:
+        raise BackupError(f"{problems[0]} ({len(problems)} problem(s) in all)")
+    return backups.mark_verified(info)
 
 
 def status(settings):

@@ -33,6 +33,7 @@ class Settings:
     url: str
     migrations_dir: Path
     seeders_dir: Path = Path("seeders")
+    backups_dir: Path = Path("backups")
 
 
 def resolve_url(configured=None, project_dir=Path(".")):

@@ -88,6 +88,10 @@ class ResetCancelled(DbError):
     """The person at the terminal did not confirm db.reset."""
 
 
+class BackupError(DbError):
+    """A backup could not be written, or a backup file failed verification."""
+
+
 class LockTimeout(DbError):
     """Another process held the migration lock for too long."""
 

@@ -68,6 +68,52 @@ def repaired(names):
     return f"forgot the failed run of {', '.join(names)}; db.migrate will run it again"
 
 
+def backed_up(result):
+    """Return the closing lines of db.backup."""
+    info = result.backup
+    lines = [f"backup: {info.path} ({_backup_summary(info)})"]
+    lines += [f"pruned: {path}" for path in result.pruned]
+    return "\n".join(lines)
+
+
+def verified(info):
+    """Return the closing line of db.verify."""
+    return f"OK: {info.path} ({_backup_summary(info)})"
+
+
+def backups_table(infos):
+    """Return db.backups: one line per backup, newest first."""
+    if not infos:
+        return "no backups"
+    lines = [f"{'created (UTC)':<20} {'size':>10} {'schema':<7} {'verified':<9} file"]
+    for info in infos:
+        manifest = info.manifest or {}
+        created = (manifest.get("created_at") or "?")[:19].replace("T", " ")
+        size = _size(info.path.stat().st_size)
+        schema = manifest.get("schema_version") or "-"
+        state = "yes" if info.verified else ("no manifest" if not info.manifest else "no")
+        lines.append(f"{created:<20} {size:>10} {schema:<7} {state:<9} {info.path.name}")
+    return "\n".join(lines)
+
+
+def _backup_summary(info):
+    manifest = info.manifest
+    rows = sum(manifest["row_counts"].values())
+    verified_note = ", verified" if info.verified else ""
+    return (
+        f"{_size(manifest['size'])}, {rows:,} rows, schema {manifest['schema_version']}"
+        f"{verified_note}"
+    )
+
+
+def _size(count):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} B"
+
+
 def status_table(report):
     """Return db.status as text: the database, its version, one line per migration."""
     lines = [f"database: {report.url}"]

@@ -1,0 +1,244 @@
+"""Backups (SQLite): consistent online snapshots with a manifest, verified before trusted."""
+
+import json
+import os
+import resource
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+import pytest
+
+from db import backup as backups
+from db.errors import ConfigError
+from db.seeders import Seeder
+from tests.conftest import PROJECT_ROOT, run_invoke, sqlite_url
+from tests.snapshots import checksum
+
+
+@pytest.fixture
+def gallery(migrated_db, db_path):
+    """A migrated and seeded SQLite gallery; returns its path."""
+    Seeder(migrated_db, PROJECT_ROOT / "seeders").seed()
+    return db_path
+
+
+@pytest.fixture
+def backups_dir(tmp_path):
+    return tmp_path / "backups"
+
+
+@pytest.fixture
+def cli(db_url, backups_dir):
+    def run(*args, **kwargs):
+        env = {"INVOKE_DB_BACKUPS": str(backups_dir), **kwargs.pop("env", {})}
+        return run_invoke(*args, url=db_url, env=env, **kwargs)
+
+    return run
+
+
+def one_error_line(result, exit_code, *names):
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for name in names:
+        assert name in lines[0], lines[0]
+
+
+def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gallery, backups_dir):
+    info = backups.create_backup(migrated_db, backups_dir)
+
+    assert info.path.parent == backups_dir
+    assert info.path.name.startswith("clonegallery-") and info.path.suffix == ".db"
+    for path in (info.path, backups.manifest_path(info.path)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with closing(sqlite3.connect(info.path)) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM images").fetchone() == (8,)
+    manifest = json.loads(backups.manifest_path(info.path).read_text())
+    assert manifest["engine"] == "sqlite"
+    assert manifest["schema_version"] == "003"
+    assert manifest["row_counts"]["users"] == 5
+    assert (manifest["sha256"], manifest["size"]) == backups.file_digest(info.path)
+    assert manifest["tool"] == "clonegallery-db" and manifest["created_at"]
+
+
+def test_a_fresh_backup_verifies(migrated_db, gallery, backups_dir):
+    info = backups.create_backup(migrated_db, backups_dir)
+
+    assert backups.verify_backup(info.path) == []
+
+
+def test_the_cli_backs_up_verifies_and_lists(cli, gallery, backups_dir):
+    made = cli("db.backup", "--verify")
+    assert made.returncode == 0, made.stderr
+    assert "verified" in made.stdout
+    path = next(backups_dir.glob("*.db"))
+
+    assert cli("db.verify", str(path)).stdout.startswith(f"OK: {path}")
+    listing = cli("db.backups").stdout
+    assert path.name in listing and "003" in listing and "yes" in listing
+
+
+def corrupt(path, how):
+    data = path.read_bytes()
+    if how == "appended":
+        path.write_bytes(data + b"\0")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "random bytes":
+        path.write_bytes(os.urandom(len(data)))
+    elif how == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["appended", "truncated", "random bytes", "empty"])
+def test_a_damaged_backup_fails_verification(migrated_db, gallery, backups_dir, cli, how):
+    info = backups.create_backup(migrated_db, backups_dir)
+    corrupt(info.path, how)
+
+    assert backups.verify_backup(info.path)
+    one_error_line(cli("db.verify", str(info.path)), 1, str(info.path))
+
+
+def test_a_tampered_manifest_fails_verification(migrated_db, gallery, backups_dir):
+    info = backups.create_backup(migrated_db, backups_dir)
+    manifest = json.loads(backups.manifest_path(info.path).read_text())
+    manifest["row_counts"]["images"] = 9
+    backups.manifest_path(info.path).write_text(json.dumps(manifest))
+
+    assert backups.verify_backup(info.path) == [f"{info.path}: images: 8 rows, the manifest says 9"]
+
+
+def test_another_applications_database_is_not_a_clonegallery_backup(tmp_path):
+    foreign = tmp_path / "notes.db"
+    with closing(sqlite3.connect(foreign)) as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+        connection.commit()
+    digest, size = backups.file_digest(foreign)
+    backups.manifest_path(foreign).write_text(
+        json.dumps({"sha256": digest, "size": size, "row_counts": {"notes": 0}})
+    )
+
+    (problem,) = backups.verify_backup(foreign)
+    assert "not a CloneGallery database" in problem
+
+
+def test_a_missing_file_or_manifest_is_named(tmp_path, cli, gallery):
+    one_error_line(cli("db.verify", str(tmp_path / "nope.db")), 1, "nope.db", "no such file")
+    (tmp_path / "lonely.db").write_bytes(b"")
+    one_error_line(cli("db.verify", str(tmp_path / "lonely.db")), 1, "no readable manifest")
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("{tmp}/no/such/folder/b.db", "does not exist"),
+        ("{live}", "is the live database itself"),
+        ("{existing}", "already exists"),
+    ],
+)
+def test_bad_output_paths_are_refused_and_change_nothing(cli, gallery, tmp_path, output, message):
+    existing = tmp_path / "existing.db"
+    existing.write_text("keep me")
+    before = checksum(sqlite_url(gallery))
+    output = output.format(tmp=tmp_path, live=gallery, existing=existing)
+
+    one_error_line(cli("db.backup", "--output", output), 2, message)
+
+    assert checksum(sqlite_url(gallery)) == before
+    assert existing.read_text() == "keep me"
+
+
+def test_keep_prunes_only_this_tools_oldest_backups(cli, gallery, backups_dir):
+    backups_dir.mkdir()
+    (backups_dir / "hand-made.db").write_text("not ours")
+    for _ in range(3):
+        assert cli("db.backup").returncode == 0
+
+    result = cli("db.backup", "--keep", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("pruned: ") == 2
+    ours = [info for info in backups.list_backups(backups_dir) if info.manifest]
+    assert len(ours) == 2 and ours[0].verified
+    assert (backups_dir / "hand-made.db").exists()
+
+
+def test_pruning_never_deletes_the_newest_verified_backup(migrated_db, gallery, backups_dir):
+    oldest = backups.mark_verified(backups.create_backup(migrated_db, backups_dir))
+    middle = backups.create_backup(migrated_db, backups_dir)
+    newest = backups.create_backup(migrated_db, backups_dir)
+
+    deleted = backups.prune_backups(backups_dir, keep=1)
+
+    assert deleted == [middle.path]
+    assert oldest.path.exists() and newest.path.exists()
+
+
+WRITER = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+number = 0
+while True:
+    number += 1
+    connection.execute(
+        "INSERT INTO analytics (metric, value, recorded_at) VALUES ('writer', ?, '2026-01-01')",
+        (number,),
+    )
+    if number == 1:
+        print("started", flush=True)
+"""
+
+
+def test_a_backup_taken_while_a_writer_inserts_is_consistent(migrated_db, gallery, backups_dir):
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(gallery)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout.readline().strip() == "started"
+        time.sleep(0.3)
+        info = backups.create_backup(migrated_db, backups_dir)
+        time.sleep(0.2)
+    finally:
+        writer.kill()
+        writer.wait()
+
+    assert backups.verify_backup(info.path) == []
+    with closing(sqlite3.connect(info.path)) as connection:
+        values = [v for (v,) in connection.execute(
+            "SELECT value FROM analytics WHERE metric = 'writer' ORDER BY value")]  # fmt: skip
+    assert values == [float(n) for n in range(1, len(values) + 1)]
+    assert len(values) > 10
+
+
+def limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_a_disk_that_fills_up_leaves_no_backup_behind(gallery, backups_dir, db_url):
+    backups_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    env.update(DATABASE_URL=db_url, INVOKE_DB_BACKUPS=str(backups_dir))
+    before = checksum(db_url)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT), "db.backup"],
+        capture_output=True, text=True, env=env, preexec_fn=limit_file_size, timeout=60,
+    )  # fmt: skip
+
+    one_error_line(result, 1, "no backup was written")
+    assert list(backups_dir.iterdir()) == []
+    assert checksum(db_url) == before
+
+
+def test_a_server_database_is_not_backed_up_yet(engine, engine_migrated_db, tmp_path):
+    if engine == "sqlite":
+        pytest.skip("SQLite backups are covered above")
+    with pytest.raises(ConfigError, match="supports SQLite so far"):
+        backups.create_backup(engine_migrated_db, tmp_path)
