@@ -46,6 +46,23 @@ def run_invoke(*args, url=None, migrations_dir=None, env=None, timeout=120):
     )
 
 
+def one_error_line(result, exit_code, *names):
+    """Assert the command failed with ``exit_code`` (None: any but 0), printing one
+    ``error:`` line on stderr that names each of ``names`` and no traceback; return it."""
+    if exit_code is None:
+        assert result.returncode != 0, (result.stdout, result.stderr)
+    else:
+        assert result.returncode == exit_code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for name in names:
+        assert name in line, f"{name!r} not named in {line!r}"
+    return line
+
+
 @pytest.fixture
 def db_path(tmp_path):
     """A path for an SQLite file that does not exist yet."""

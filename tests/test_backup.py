@@ -16,7 +16,7 @@ import pytest
 from db import backup as backups
 from db.errors import ConfigError
 from db.seeders import Seeder
-from tests.conftest import PROJECT_ROOT, run_invoke, sqlite_url
+from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
 
@@ -39,15 +39,6 @@ def cli(db_url, backups_dir):
         return run_invoke(*args, url=db_url, env=env, **kwargs)
 
     return run
-
-
-def one_error_line(result, exit_code, *names):
-    assert result.returncode == exit_code, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
 
 
 def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gallery, backups_dir):

@@ -16,7 +16,7 @@ import pytest
 
 from db.config import database_name
 from db.engines import database_exists
-from tests.conftest import PROJECT_ROOT, run_invoke
+from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke
 from tests.snapshots import checksum, content, schema
 
 SAMPLE_COUNTS = {"users": 5, "tags": 20, "images": 8, "albums": 6, "analytics": 15}
@@ -25,15 +25,6 @@ SAMPLE_COUNTS = {"users": 5, "tags": 20, "images": 8, "albums": 6, "analytics": 
 def ok(result):
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def one_error_line(result, exit_code, *names):
-    assert result.returncode == exit_code, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for name in names:
-        assert name in lines[0]
 
 
 def row_counts(url):

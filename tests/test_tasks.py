@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from db.loader import discover
-from tests.conftest import MIGRATIONS_DIR, run_invoke
+from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
 
 
 def reversible_table(name):
@@ -89,19 +89,6 @@ def succeeded(result):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return result.stdout
-
-
-def error_line(result, exit_code, *names):
-    """Assert the command failed with ``exit_code`` and one ``error:`` line naming ``names``."""
-    assert result.returncode == exit_code, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("error: "), line
-    for name in names:
-        assert name in line, f"{name!r} not named in {line!r}"
-    return line
 
 
 def status_json(result):
@@ -410,7 +397,7 @@ def test_an_unknown_url_scheme_is_refused_naming_the_url(task, migrations_dir, t
 
     result = run_invoke(task, url="foo://x", migrations_dir=migrations_dir)
 
-    error_line(result, 2, "'foo'", "foo://x", "sqlite:///")
+    one_error_line(result, 2, "'foo'", "foo://x", "sqlite:///")
     assert sorted(tmp_path.iterdir()) == before
 
 
@@ -422,7 +409,7 @@ def test_an_sqlite_file_in_a_missing_folder_is_refused_naming_the_folder(
 
     result = run_invoke(task, url=f"sqlite:///{missing}/app.db", migrations_dir=migrations_dir)
 
-    error_line(result, 2, str(missing), "does not exist")
+    one_error_line(result, 2, str(missing), "does not exist")
     assert not (tmp_path / "no").exists()
 
 
@@ -432,14 +419,14 @@ def test_a_missing_migrations_folder_is_named(db_url, tmp_path):
     for task in ("db.migrate", "db.status", "db.new-migration"):
         args = (task, "add karma") if task == "db.new-migration" else (task,)
         result = run_invoke(*args, url=db_url, migrations_dir=missing)
-        error_line(result, 2, str(missing), "does not exist")
+        one_error_line(result, 2, str(missing), "does not exist")
     assert not missing.exists()
 
 
 def test_a_refused_setup_on_a_new_database_leaves_no_file_behind(cli, db_path, write_migration):
     write_migration("4_bad.py", UP_WITHOUT_DOWN)
 
-    error_line(cli("db.setup"), 2, "4_bad.py")
+    one_error_line(cli("db.setup"), 2, "4_bad.py")
     assert fingerprint(db_path) is None
 
 
@@ -458,7 +445,7 @@ def test_an_sql_error_names_the_file_keeps_earlier_migrations_and_leaves_nothing
 
     result = cli("db.migrate")
 
-    error_line(result, 1, "002_broken.sql", "line 3", "TABLEX", "rolled back")
+    one_error_line(result, 1, "002_broken.sql", "line 3", "TABLEX", "rolled back")
     assert "applied 001_create_a" in result.stdout
     assert applied_versions(db_path) == ["001"]
     assert tables(db_path) == ["a", "migrations"]
@@ -475,7 +462,7 @@ def test_a_python_migration_failing_halfway_leaves_nothing_and_names_its_file_an
 
     result = cli("db.migrate")
 
-    error_line(result, 1, "002_fails_halfway.py", "line 3", "RuntimeError", "boom halfway")
+    one_error_line(result, 1, "002_fails_halfway.py", "line 3", "RuntimeError", "boom halfway")
     assert fingerprint(db_path) == before
     assert "half" not in tables(db_path)
 
@@ -486,7 +473,7 @@ def test_a_python_migration_that_does_not_import_is_refused_naming_file_and_line
     write_migration("002_typo.py", "def up(migrator, db)\n    pass\n")
     before = fingerprint(db_path)
 
-    error_line(cli("db.migrate"), 2, "002_typo.py", "line 1")
+    one_error_line(cli("db.migrate"), 2, "002_typo.py", "line 1")
     assert fingerprint(db_path) == before
 
 
@@ -504,7 +491,7 @@ def test_an_unknown_to_version_is_refused_naming_it(cli, db_path, abc, args, nam
     succeeded(cli("db.migrate", "--to", "002"))
     before = fingerprint(db_path)
 
-    error_line(cli(*args), 2, *named)
+    one_error_line(cli(*args), 2, *named)
     assert fingerprint(db_path) == before
 
 
@@ -516,7 +503,7 @@ def test_bad_steps_are_refused_naming_the_value(cli, db_path, abc, steps, named)
     succeeded(cli("db.migrate"))
     before = fingerprint(db_path)
 
-    error_line(cli("db.rollback", "--steps", steps), 2, "--steps", named)
+    one_error_line(cli("db.rollback", "--steps", steps), 2, "--steps", named)
     assert fingerprint(db_path) == before
 
 
@@ -524,7 +511,7 @@ def test_to_together_with_steps_is_refused(cli, db_path, abc):
     succeeded(cli("db.migrate"))
     before = fingerprint(db_path)
 
-    error_line(cli("db.rollback", "--to", "001", "--steps", "1"), 2, "--to", "--steps")
+    one_error_line(cli("db.rollback", "--to", "001", "--steps", "1"), 2, "--to", "--steps")
     assert fingerprint(db_path) == before
 
 
@@ -538,7 +525,7 @@ def test_an_edited_applied_migration_is_shown_changed_and_stops_migrate_and_roll
     assert states(cli("db.status", "--json")) == {"001": "changed", "002": "pending"}
     assert cli("db.status", "--check").returncode == 3
     for task in ("db.migrate", "db.rollback"):
-        error_line(cli(task), 1, "001_create_a", "changed after it was applied")
+        one_error_line(cli(task), 1, "001_create_a", "changed after it was applied")
     assert fingerprint(db_path) == before
 
 
@@ -553,7 +540,7 @@ def test_a_deleted_applied_migration_is_shown_missing_and_stops_migrate_and_roll
     assert states(cli("db.status", "--json")) == expected
     assert cli("db.status", "--check").returncode == 3
     for task in ("db.migrate", "db.rollback"):
-        error_line(cli(task), 1, "002_create_b", "file is gone")
+        one_error_line(cli(task), 1, "002_create_b", "file is gone")
     assert fingerprint(db_path) == before
 
 
@@ -575,7 +562,7 @@ def test_a_misnamed_migration_file_is_refused_naming_it(
     before = fingerprint(db_path)
 
     for task in ("db.migrate", "db.status", "db.rollback"):
-        error_line(cli(task), 2, name, "NNN_description")
+        one_error_line(cli(task), 2, name, "NNN_description")
     assert fingerprint(db_path) == before
 
 
@@ -587,7 +574,7 @@ def test_two_files_with_the_same_version_are_refused_naming_both(
     before = fingerprint(db_path)
 
     for task in ("db.migrate", "db.status"):
-        error_line(cli(task), 2, "002_create_b.sql", "002_create_c.sql", "version 002")
+        one_error_line(cli(task), 2, "002_create_b.sql", "002_create_c.sql", "version 002")
     assert fingerprint(db_path) == before
 
 
@@ -598,7 +585,7 @@ def test_a_python_migration_without_up_is_refused_before_anything_runs(
     write_migration("003_no_up.py", DOWN_WITHOUT_UP)
     before = fingerprint(db_path)
 
-    error_line(cli("db.migrate"), 2, "003_no_up.py", "no up(migrator, db)")
+    one_error_line(cli("db.migrate"), 2, "003_no_up.py", "no up(migrator, db)")
     assert fingerprint(db_path) == before
 
 
@@ -617,7 +604,7 @@ def test_rolling_back_a_migration_without_a_down_step_is_refused(
 
     # --to 0 would revert 003 first: the plan is refused before it does.
     for args in (["--steps", "2"], ["--to", "0"]):
-        error_line(cli("db.rollback", *args), 1, name, "cannot be rolled back")
+        one_error_line(cli("db.rollback", *args), 1, name, "cannot be rolled back")
     assert fingerprint(db_path) == before
     succeeded(cli("db.rollback"))
     assert applied_versions(db_path) == ["001", "002"]
@@ -632,7 +619,7 @@ def test_a_pending_migration_numbered_below_an_applied_one_needs_allow_out_of_or
     write_migration("002_create_b.sql", CREATE_B)
     before = fingerprint(db_path)
 
-    error_line(cli("db.migrate"), 1, "002_create_b.sql", "003", "--allow-out-of-order")
+    one_error_line(cli("db.migrate"), 1, "002_create_b.sql", "003", "--allow-out-of-order")
     assert fingerprint(db_path) == before
 
     assert "applied 002_create_b" in succeeded(cli("db.migrate", "--allow-out-of-order"))
@@ -641,7 +628,7 @@ def test_a_pending_migration_numbered_below_an_applied_one_needs_allow_out_of_or
 
 @pytest.mark.parametrize("name", ["", "   ", "---", "!?"])
 def test_new_migration_needs_a_name_with_letters_or_digits(cli, migrations_dir, name):
-    error_line(cli("db.new-migration", name), 2, "description")
+    one_error_line(cli("db.new-migration", name), 2, "description")
     assert list(migrations_dir.iterdir()) == []
 
 
@@ -681,7 +668,7 @@ def test_a_password_in_the_database_url_is_never_printed(migrations_dir, debug):
     assert "s3cret" not in result.stdout + result.stderr
     assert "foo://bob:***@127.0.0.1:1/x" in result.stderr
     if not debug:
-        error_line(result, 2, "foo://bob:***@127.0.0.1:1/x")
+        one_error_line(result, 2, "foo://bob:***@127.0.0.1:1/x")
 
 
 def test_a_postgresql_url_that_cannot_be_opened_is_one_error_line(migrations_dir):
@@ -691,7 +678,7 @@ def test_a_postgresql_url_that_cannot_be_opened_is_one_error_line(migrations_dir
 
     assert "s3cret" not in result.stdout + result.stderr
     assert result.returncode in (1, 2)
-    error_line(result, result.returncode, "postgresql://bob:***@127.0.0.1:1/x")
+    one_error_line(result, result.returncode, "postgresql://bob:***@127.0.0.1:1/x")
 
 
 def test_a_password_given_as_a_url_parameter_is_never_printed(migrations_dir):
@@ -699,7 +686,7 @@ def test_a_password_given_as_a_url_parameter_is_never_printed(migrations_dir):
 
     result = run_invoke("db.status", url=url, migrations_dir=migrations_dir)
 
-    error_line(result, 2, "foo://bob@127.0.0.1:1/x")
+    one_error_line(result, 2, "foo://bob@127.0.0.1:1/x")
     assert "s3cret" not in result.stdout + result.stderr
 
 
@@ -707,7 +694,7 @@ def test_a_file_that_is_not_a_database_is_named_and_left_alone(cli, db_path):
     db_path.write_text("holiday notes, not a database\n")
 
     for task in ("db.status", "db.migrate", "db.rollback"):
-        error_line(cli(task), 1, str(db_path), "file is not a database")
+        one_error_line(cli(task), 1, str(db_path), "file is not a database")
     assert db_path.read_text() == "holiday notes, not a database\n"
 
 
@@ -720,5 +707,5 @@ def test_a_foreign_migrations_table_is_refused_not_overwritten(project_cli, db_p
     before = fingerprint(db_path)
 
     for task in ("db.status", "db.migrate", "db.rollback"):
-        error_line(project_cli(task), 1, "'migrations'", "not this toolkit's history")
+        one_error_line(project_cli(task), 1, "'migrations'", "not this toolkit's history")
     assert fingerprint(db_path) == before
