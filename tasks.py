@@ -90,26 +90,45 @@ def reset(c, yes=False, data_only=False, debug=False):
     with _errors_as_exit(c, debug):
         settings = _settings(c)
         if not yes:
-            _confirm_reset(settings, data_only)
+            name = database_name(settings.url)
+            what = "delete every row of" if data_only else "drop every table of"
+            _confirm("db.reset", f"{what} {name}", settings)
         tables = commands.reset(settings, data_only=data_only)
     print(report.reset_done(tables, data_only))
 
 
-def _confirm_reset(settings, data_only):
+@task(
+    help={
+        "path": "the backup to restore (a file made by db.backup)",
+        "yes": "do not ask for confirmation (for scripts and CI)",
+        "debug": DEBUG_HELP,
+    }
+)
+def restore(c, path, yes=False, debug=False):
+    """Replace the database with a verified backup, after a safety backup (SQLite so far)."""
+    with _errors_as_exit(c, debug):
+        settings = _settings(c)
+        if not yes:
+            _confirm("db.restore", f"replace {database_name(settings.url)} with {path}", settings)
+        result = commands.restore(settings, path)
+    print(report.restored(result))
+
+
+def _confirm(command, what, settings):
+    """Ask the person at the terminal to type the database name; refuse without one."""
     name = database_name(settings.url)
     if not sys.stdin.isatty():
         raise ConfigError(
-            f"db.reset would {'empty' if data_only else 'drop'} every table of {name} and "
-            "there is no terminal to confirm on; pass --yes to do it anyway"
+            f"{command} would {what} and there is no terminal to confirm on; "
+            "pass --yes to do it anyway"
         )
-    what = "delete every row of" if data_only else "drop every table of"
-    print(f"This will {what} {mask_url(settings.url)}.")
+    print(f"This will {what} ({mask_url(settings.url)}).")
     try:
         answer = input(f"Type the database name ({name}) to confirm: ")
     except EOFError:
         answer = ""
     if answer.strip() != name:
-        raise ResetCancelled("db.reset cancelled: the name did not match; nothing changed")
+        raise ResetCancelled(f"{command} cancelled: the name did not match; nothing changed")
 
 
 @task(
@@ -258,6 +277,7 @@ db = Collection(
     backup,
     backups,
     verify,
+    restore,
     status,
     new_migration,
 )

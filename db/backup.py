@@ -4,6 +4,8 @@
     verify_backup(info.path)                                    # [] when sound, else problems
     list_backups(Path("backups"))                               # [BackupInfo, ...], newest first
     prune_backups(Path("backups"), keep=7)                      # paths deleted
+    manifest = check_restorable(info.path, latest_known_version="003")
+    restore_backup("clonegallery.db", info.path, manifest)
 
 A backup of an SQLite database is itself an SQLite database (``sqlite3 FILE`` opens
 it), taken online with ``VACUUM INTO``: one read transaction, so writers carry on and
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from importlib import metadata
@@ -287,3 +290,90 @@ def _tool_version():
         return metadata.version(TOOL)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def restore_backup(database_path, backup_path, manifest, timeout=30):
+    """Replace the SQLite database at ``database_path`` with a verified backup, atomically.
+
+    ``manifest`` comes from ``check_restorable`` (call it before touching anything else).
+    The copy is built beside the live file (0600), then renamed over it while no other connection
+    uses the database, after the live file left WAL mode (so no ``-wal``/``-shm`` of the
+    old database can be replayed onto the new one). Killed at any moment, this leaves
+    either the old database or the new one, never a mix.
+    """
+    backup_path, live = Path(backup_path), Path(database_path).resolve()
+    staged = live.with_name(f".{live.name}.restoring-{os.getpid()}")
+    _remove_stale_restores(live)
+    try:
+        _create_private(staged)
+        _copy_file(backup_path, staged)
+        if file_digest(staged) != (manifest["sha256"], manifest["size"]):
+            raise BackupError(
+                f"{backup_path}: the copy does not match the manifest; nothing restored"
+            )
+        _fsync(staged)
+        if live.exists():
+            _leave_wal_mode(live, timeout)
+        os.replace(staged, live)
+        _fsync_folder(live.parent)
+    finally:
+        with suppress(FileNotFoundError):
+            staged.unlink()
+    return manifest
+
+
+def check_restorable(path, latest_known_version):
+    """Verify a backup and check its schema is not newer than the code's; return its
+    manifest, or raise BackupError saying why it cannot be restored."""
+    problems = verify_backup(path)
+    if problems:
+        raise BackupError(f"{problems[0]}; nothing restored")
+    manifest = read_manifest(path)
+    version = manifest.get("schema_version")
+    if version and latest_known_version and int(version) > int(latest_known_version):
+        raise BackupError(
+            f"{path}: its schema version {version} is newer than this code's migrations "
+            f"(latest {latest_known_version}); upgrade the code first; nothing restored"
+        )
+    return manifest
+
+
+def _remove_stale_restores(live):
+    for leftover in live.parent.glob(f".{live.name}.restoring-*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _copy_file(source, target):
+    with open(source, "rb") as reader, open(target, "r+b") as writer:
+        while chunk := reader.read(CHUNK_BYTES):
+            writer.write(chunk)
+        writer.truncate()
+
+
+def _leave_wal_mode(live, timeout):
+    # Switching to DELETE mode checkpoints the WAL and removes -wal and -shm; SQLite
+    # allows it only while no other connection has the database open, so it is also
+    # the guarantee that nobody is reading or writing the file we replace.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with closing(sqlite3.connect(live, timeout=min(timeout, 5))) as connection:
+                mode = connection.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+            if mode == "delete":
+                return
+        except sqlite3.OperationalError:
+            pass
+        if time.monotonic() > deadline:
+            raise BackupError(
+                f"{live} is in use by another process (it holds the database for more than "
+                f"{timeout} s); stop it and retry; nothing restored"
+            )
+        time.sleep(0.2)
+
+
+def _fsync_folder(folder):
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -16,7 +16,8 @@ import peewee
 
 from db import backup as backups
 from db.config import mask_url
-from db.engines import database_exists, engine_for, open_database
+from db.engines import database_exists, engine_for, engine_for_url, open_database
+from db.engines.sqlite import sqlite_path as db_url_path
 from db.errors import BackupError, ConfigError, DatabaseFailed, NotMigrated
 from db.history import History, SeederHistory
 from db.loader import discover, next_version, slugify
@@ -75,6 +76,15 @@ class BackupResult:
 
     backup: object
     pruned: list
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What ``db.restore`` did: the backup restored and the safety backup taken first."""
+
+    path: Path
+    manifest: dict
+    safety: object
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,23 @@ def backup(settings, output=None, keep=None, verify=False):
         info = _verified(info)
     pruned = backups.prune_backups(info.path.parent, keep) if keep is not None else []
     return BackupResult(info, pruned)
+
+
+def restore(settings, path):
+    """Restore an SQLite database from a verified backup, after a safety backup of the
+    current one; return a RestoreResult."""
+    if engine_for_url(settings.url).name != "SQLite":
+        raise ConfigError("db.restore supports SQLite so far")
+    versions = [f.version for f in discover(settings.migrations_dir)]
+    latest_known = max(versions, key=int) if versions else None
+    manifest = backups.check_restorable(path, latest_known)  # before touching the live database
+    safety = None
+    if database_exists(settings.url):
+        with opened(settings, create=False) as database:
+            safety = backups.create_backup(database, settings.backups_dir)
+    live = db_url_path(settings.url)
+    backups.restore_backup(live, path, manifest)
+    return RestoreResult(Path(path), manifest, safety)
 
 
 def verify(path):

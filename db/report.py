@@ -76,6 +76,18 @@ def backed_up(result):
     return "\n".join(lines)
 
 
+def restored(result):
+    """Return the closing lines of db.restore."""
+    lines = []
+    if result.safety:
+        lines.append(f"safety backup of the replaced database: {result.safety.path}")
+    lines.append(
+        f"restored {result.path} (schema {result.manifest['schema_version']}, "
+        f"{sum(result.manifest['row_counts'].values()):,} rows); db.migrate brings it forward"
+    )
+    return "\n".join(lines)
+
+
 def verified(info):
     """Return the closing line of db.verify."""
     return f"OK: {info.path} ({_backup_summary(info)})"
