@@ -209,7 +209,9 @@ def test_a_restore_killed_at_any_moment_leaves_the_old_or_the_new_database(
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(duration * (attempt + rng.random()) / KILLS)
+        # Spread over 1.5 times an undisturbed run: under load a run is slower, and the
+        # last kills must still land both before and after the swap.
+        time.sleep(1.5 * duration * (attempt + rng.random()) / KILLS)
         process.send_signal(signal.SIGKILL)
         process.wait()
 
