@@ -8,8 +8,10 @@ from ``CLONEGALLERY_TEST_POSTGRES`` / ``CLONEGALLERY_TEST_MYSQL``.
 
 import functools
 import os
+import time
 import uuid
 
+import peewee
 import pytest
 
 from db.engines import engine_for_url, open_database
@@ -46,9 +48,20 @@ def new_database_url(engine):
     return f"{SERVERS[engine]}/cgtest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
-def drop_database(url):
-    """Drop a test database if it exists."""
-    engine_for_url(url).drop(url)
+def drop_database(url, attempts=5):
+    """Drop a test database if it exists.
+
+    MariaDB's DROP DATABASE now and then fails with errno 39 ("Directory not empty")
+    while the server still tidies up files of a table just dropped; a retry succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            engine_for_url(url).drop(url)
+            return
+        except peewee.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 def require_server(engine):
