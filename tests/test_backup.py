@@ -186,13 +186,24 @@ while True:
 """
 
 
+def wait_for_writer_rows(path, at_least, timeout=30):
+    deadline = time.monotonic() + timeout
+    with closing(sqlite3.connect(path, timeout=30)) as connection:
+        while time.monotonic() < deadline:
+            query = "SELECT COUNT(*) FROM analytics WHERE metric = 'writer'"
+            if connection.execute(query).fetchone()[0] >= at_least:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"the writer did not insert {at_least} rows in {timeout} s")
+
+
 def test_a_backup_taken_while_a_writer_inserts_is_consistent(migrated_db, gallery, backups_dir):
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(gallery)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert writer.stdout.readline().strip() == "started"
-        time.sleep(0.3)
+        wait_for_writer_rows(gallery, at_least=20)
         info = backups.create_backup(migrated_db, backups_dir)
         time.sleep(0.2)
     finally:
@@ -204,7 +215,7 @@ def test_a_backup_taken_while_a_writer_inserts_is_consistent(migrated_db, galler
         values = [v for (v,) in connection.execute(
             "SELECT value FROM analytics WHERE metric = 'writer' ORDER BY value")]  # fmt: skip
     assert values == [float(n) for n in range(1, len(values) + 1)]
-    assert len(values) > 10
+    assert len(values) >= 20
 
 
 def limit_file_size():
