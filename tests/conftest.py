@@ -16,6 +16,7 @@ import pytest
 from db.engines import open_database
 from db.models import bind_models
 from db.runner import Runner
+from db.seeders import Seeder
 from tests import servers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,19 @@ def migrated_db(fresh_db):
     Runner(fresh_db, MIGRATIONS_DIR).migrate()
     bind_models(fresh_db)
     return fresh_db
+
+
+@pytest.fixture
+def gallery(migrated_db, db_path):
+    """A migrated and seeded SQLite gallery; returns its path."""
+    Seeder(migrated_db, PROJECT_ROOT / "seeders").seed()
+    return db_path
+
+
+@pytest.fixture
+def backups_dir(tmp_path):
+    """Where the backup tests write backups (not created yet)."""
+    return tmp_path / "backups"
 
 
 @pytest.fixture

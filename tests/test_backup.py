@@ -15,21 +15,8 @@ import pytest
 
 from db import backup as backups
 from db.errors import ConfigError
-from db.seeders import Seeder
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
-
-
-@pytest.fixture
-def gallery(migrated_db, db_path):
-    """A migrated and seeded SQLite gallery; returns its path."""
-    Seeder(migrated_db, PROJECT_ROOT / "seeders").seed()
-    return db_path
-
-
-@pytest.fixture
-def backups_dir(tmp_path):
-    return tmp_path / "backups"
 
 
 @pytest.fixture

@@ -15,23 +15,10 @@ import pytest
 from db import backup as backups
 from db.errors import BackupError
 from db.populate import GalleryPlan, populate
-from db.seeders import Seeder
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
 KILLS = 20
-
-
-@pytest.fixture
-def gallery(migrated_db, db_path):
-    """A migrated and seeded SQLite gallery; returns its path."""
-    Seeder(migrated_db, PROJECT_ROOT / "seeders").seed()
-    return db_path
-
-
-@pytest.fixture
-def backups_dir(tmp_path):
-    return tmp_path / "backups"
 
 
 @pytest.fixture
