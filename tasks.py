@@ -17,6 +17,7 @@ from db import commands, report
 from db.config import Settings, database_name, mask_url, resolve_url
 from db.errors import ConfigError, DbError, ResetCancelled
 from db.populate import DEFAULT_IMAGES, GalleryPlan
+from db.transfer import DEFAULT_BATCH
 
 PROJECT_DIR = Path(__file__).resolve().parent
 DEBUG_HELP = "show the full traceback when something fails"
@@ -105,7 +106,7 @@ def reset(c, yes=False, data_only=False, debug=False):
     }
 )
 def restore(c, path, yes=False, debug=False):
-    """Replace the database with a verified backup, after a safety backup (SQLite so far)."""
+    """Replace the database with a verified backup, after a safety backup of it."""
     with _errors_as_exit(c, debug):
         settings = _settings(c)
         if not yes:
@@ -194,6 +195,28 @@ def populate(c, images=None, users=None, seed=None, debug=False):
     print(report.populated(result))
 
 
+@task(
+    help={
+        "to": "the database to copy to, as a URL: any engine, created if it does not exist",
+        "force": "replace the target's contents when it is not empty (drops its tables)",
+        "batch": f"rows read and written at a time (default {DEFAULT_BATCH:,})",
+        "debug": DEBUG_HELP,
+    }
+)
+def transfer(c, to, force=False, batch=None, debug=False):
+    """Copy the database to another one, on any engine, and prove the copy equal."""
+    with _errors_as_exit(c, debug):
+        batch = _whole_number("--batch", batch)
+        result = commands.transfer(
+            _settings(c),
+            to,
+            force=force,
+            batch=DEFAULT_BATCH if batch is None else batch,
+            on_progress=report.StageProgress(on_terminal=sys.stdout.isatty()),
+        )
+    print(report.transferred(result))
+
+
 @task(help={"debug": DEBUG_HELP})
 def repair(c, debug=False):
     """Forget a migration that failed half-way (MySQL), once the database is fixed."""
@@ -204,17 +227,23 @@ def repair(c, debug=False):
 
 @task(
     help={
-        "output": "where to write the backup (default: backups/clonegallery-<UTC time>.db)",
+        "output": "where to write the backup (default: backups/clonegallery-<UTC time>.db, "
+        ".pgdump on PostgreSQL, .sql on MySQL)",
+        "compress": "compress with zstd (FILE.zst; pg_dump's custom format is compressed already)",
         "keep": "after the new backup verified, delete this tool's oldest backups beyond N",
         "verify": "verify the backup before reporting success",
         "debug": DEBUG_HELP,
     }
 )
-def backup(c, output=None, keep=None, verify=False, debug=False):
-    """Take a consistent online backup of the database, with a manifest (SQLite so far)."""
+def backup(c, output=None, compress=False, keep=None, verify=False, debug=False):
+    """Take a consistent online backup of the database, with a manifest."""
     with _errors_as_exit(c, debug):
         result = commands.backup(
-            _settings(c), output=output, keep=_whole_number("--keep", keep), verify=verify
+            _settings(c),
+            output=output,
+            keep=_whole_number("--keep", keep),
+            verify=verify,
+            compress=compress,
         )
     print(report.backed_up(result))
 
@@ -229,9 +258,10 @@ def backups(c, debug=False):
 
 @task(help={"path": "the backup file to check", "debug": DEBUG_HELP})
 def verify(c, path, debug=False):
-    """Check a backup: checksum, integrity, foreign keys, row counts against its manifest."""
+    """Check a backup: checksum, integrity, foreign keys, row counts against its manifest
+    (a PostgreSQL or MySQL backup is loaded into a scratch database on the configured server)."""
     with _errors_as_exit(c, debug):
-        info = commands.verify(path)
+        info = commands.verify(_settings(c), path)
     print(report.verified(info))
 
 
@@ -274,6 +304,7 @@ db = Collection(
     seed,
     reset,
     populate,
+    transfer,
     backup,
     backups,
     verify,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import peewee
 
-from db import backup as backups
+from db import backups
+from db import transfer as transfers
 from db.config import mask_url
-from db.engines import database_exists, engine_for, engine_for_url, open_database
-from db.engines.sqlite import sqlite_path as db_url_path
-from db.errors import BackupError, ConfigError, DatabaseFailed, NotMigrated
-from db.history import History, SeederHistory
+from db.engines import database_exists, engine_for, open_database
+from db.errors import BackupError, ConfigError, DatabaseFailed, IncompleteTransfer, NotMigrated
+from db.history import History, SeederHistory, TransferMarker
 from db.loader import discover, next_version, slugify
 from db.populate import populate as populate_gallery
 from db.runner import APPLIED, Runner
@@ -63,11 +63,13 @@ class StatusReport:
     current_version: str | None
     migrations: list
     seeders: list
+    incomplete_transfer: object = None  # an IncompleteTransferInfo: not to be used
 
     @property
     def up_to_date(self):
-        """Whether every migration is applied and unchanged (seeders do not count)."""
-        return all(m.state == APPLIED for m in self.migrations)
+        """Whether every migration is applied and unchanged (seeders do not count), and
+        the database is not an unfinished transfer."""
+        return self.incomplete_transfer is None and all(m.state == APPLIED for m in self.migrations)
 
 
 @dataclass(frozen=True)
@@ -96,17 +98,22 @@ class SetupResult:
 
 
 @contextmanager
-def opened(settings, create=True):
+def opened(settings, create=True, allow_incomplete=False):
     """Yield the configured database, opened, and close it afterwards.
 
     With ``create=False`` a database that does not exist yet is not created: an
-    empty in-memory stand-in is opened instead (to plan or to report).
+    empty in-memory stand-in is opened instead (to plan or to report). The target of
+    an unfinished db.transfer is refused unless ``allow_incomplete``; a MySQL restore
+    killed in the middle of its swap is finished first.
     """
     url = settings.url
     if not create and not database_exists(url):
         url = IN_MEMORY_URL
     database = open_database(url)
     try:
+        backups.finish_interrupted_restore(database)
+        if not allow_incomplete:
+            _refuse_incomplete_transfer(database, settings.url)
         yield database
     except peewee.DatabaseError as exc:
         raise DatabaseFailed(f"{mask_url(settings.url)}: {exc}") from exc
@@ -114,10 +121,19 @@ def opened(settings, create=True):
         database.close()
 
 
+def _refuse_incomplete_transfer(database, url):
+    marked = TransferMarker(database).read()
+    if marked is not None:
+        raise IncompleteTransfer(
+            f"{mask_url(url)} is an incomplete transfer from {marked.source}; "
+            "run invoke db.transfer --force again or invoke db.reset"
+        )
+
+
 @contextmanager
-def runner_for(settings, on_event=None, create=True):
+def runner_for(settings, on_event=None, create=True, allow_incomplete=False):
     """Yield a migration Runner on the configured database (see ``opened``)."""
-    with opened(settings, create) as database:
+    with opened(settings, create, allow_incomplete) as database:
         yield Runner(database, settings.migrations_dir, on_event)
 
 
@@ -172,9 +188,10 @@ def reset(settings, data_only=False):
     migration history); return the tables dropped or emptied."""
     if not database_exists(settings.url):
         return []
-    with opened(settings) as database:
+    with opened(settings, allow_incomplete=True) as database:
         engine = engine_for(database)
         with engine.migration_lock(database):
+            TransferMarker(database).clear()  # what an unfinished transfer left goes too
             if data_only:
                 return engine.empty_all_tables(database, keep=(History.table_name,))
             return engine.drop_all_tables(database)
@@ -188,7 +205,7 @@ def populate(settings, plan, on_progress=None):
         return populate_gallery(runner.database, plan, on_progress)
 
 
-def backup(settings, output=None, keep=None, verify=False):
+def backup(settings, output=None, keep=None, verify=False, compress=False):
     """Back up the database (verifying it when asked, or before pruning); return a
     BackupResult."""
     if keep is not None and keep < 1:
@@ -196,33 +213,30 @@ def backup(settings, output=None, keep=None, verify=False):
     if not database_exists(settings.url):
         raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to back up")
     with opened(settings, create=False) as database:
-        info = backups.create_backup(database, settings.backups_dir, output)
+        info = backups.create_backup(
+            database, settings.url, settings.backups_dir, output, compress=compress
+        )
     if verify or keep is not None:
-        info = _verified(info)
+        info = _verified(info, settings.url)
     pruned = backups.prune_backups(info.path.parent, keep) if keep is not None else []
     return BackupResult(info, pruned)
 
 
 def restore(settings, path):
-    """Restore an SQLite database from a verified backup, after a safety backup of the
+    """Restore the database from a verified backup, after a safety backup of the
     current one; return a RestoreResult."""
-    if engine_for_url(settings.url).name != "SQLite":
-        raise ConfigError("db.restore supports SQLite so far")
     versions = [f.version for f in discover(settings.migrations_dir)]
     latest_known = max(versions, key=int) if versions else None
-    manifest = backups.check_restorable(path, latest_known)  # before touching the live database
-    safety = None
-    if database_exists(settings.url):
-        with opened(settings, create=False) as database:
-            safety = backups.create_backup(database, settings.backups_dir)
-    live = db_url_path(settings.url)
-    backups.restore_backup(live, path, manifest)
+    # Every check that needs no loading runs before the live database is touched.
+    manifest = backups.check_restorable(path, settings.url, latest_known)
+    safety = backups.restore_backup(settings.url, path, manifest, settings.backups_dir)
     return RestoreResult(Path(path), manifest, safety)
 
 
-def verify(path):
-    """Verify a backup file; mark it verified and return its BackupInfo, or raise."""
-    return _verified(backups.BackupInfo(Path(path), backups.read_manifest(path)))
+def verify(settings, path):
+    """Verify a backup file (a server backup on the configured server); mark it verified
+    and return its BackupInfo, or raise."""
+    return _verified(backups.BackupInfo(Path(path), backups.read_manifest(path)), settings.url)
 
 
 def list_backups(settings):
@@ -230,8 +244,8 @@ def list_backups(settings):
     return backups.list_backups(settings.backups_dir)
 
 
-def _verified(info):
-    problems = backups.verify_backup(info.path)
+def _verified(info, url):
+    problems = backups.verify_backup(info.path, url)
     if problems:
         raise BackupError(f"{problems[0]} ({len(problems)} problem(s) in all)")
     return backups.mark_verified(info)
@@ -240,10 +254,28 @@ def _verified(info):
 def status(settings):
     """Return a StatusReport; a database that does not exist yet is left uncreated."""
     exists = database_exists(settings.url)
-    with runner_for(settings, create=False) as runner:
+    with runner_for(settings, create=False, allow_incomplete=True) as runner:
         seeders = Seeder(runner.database, settings.seeders_dir).status()
         return StatusReport(
-            mask_url(settings.url), exists, runner.current_version(), runner.status(), seeders
+            mask_url(settings.url),
+            exists,
+            runner.current_version(),
+            runner.status(),
+            seeders,
+            TransferMarker(runner.database).read(),
+        )
+
+
+def transfer(settings, to, force=False, batch=transfers.DEFAULT_BATCH, on_progress=None):
+    """Copy the database to the one at ``to`` (any engine; created if need be) and prove
+    the copy equal (see db.transfer); return a TransferResult."""
+    transfers.check_options(to, batch)  # a bad --to or --batch: refused before opening
+    if not database_exists(settings.url):
+        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to transfer")
+    with runner_for(settings, create=False) as runner:
+        _require_migrated(runner)
+        return transfers.transfer(
+            runner.database, settings.url, to, settings.migrations_dir, force, batch, on_progress
         )
 
 

@@ -92,6 +92,21 @@ class BackupError(DbError):
     """A backup could not be written, or a backup file failed verification."""
 
 
+class TransferFailed(DbError):
+    """A transfer stopped or its copy differs from the source; the target stays marked
+    incomplete."""
+
+
+class TransferInterrupted(TransferFailed):
+    """A transfer was interrupted (Ctrl-C); the target stays marked incomplete."""
+
+    exit_code = 130
+
+
+class IncompleteTransfer(DbError):
+    """The database is the target of a transfer that did not finish."""
+
+
 class LockTimeout(DbError):
     """Another process held the migration lock for too long."""
 

@@ -10,6 +10,11 @@
     seeded.applied()                       # {"001_users": SeededFile(...), ...}
     seeded.record(seeder_file)
 
+    marker = TransferMarker(database)      # the transfer_incomplete table
+    marker.mark("sqlite:///clonegallery.db")   # db.transfer, before it copies
+    marker.read()                          # IncompleteTransferInfo(...), or None
+    marker.clear()                         # once the copy is proved, or by db.reset
+
 Runners write these inside the same transaction as the work they record, so a
 row exists exactly when that work was committed.
 """
@@ -187,3 +192,41 @@ class SeederHistory(BookkeepingTable):
         """Forget every seeder run, so that db.seed runs them all again."""
         if self.exists():
             self.Record.delete().execute()
+
+
+@dataclass(frozen=True)
+class IncompleteTransferInfo:
+    """Where an unfinished transfer came from, and when it started."""
+
+    source: str  # the source's URL, masked
+    started_at: datetime.datetime | None
+
+
+class TransferMarker(BookkeepingTable):
+    """The ``transfer_incomplete`` table: present in a transfer's target until the copy
+    is proved equal to its source, so that a half-made copy is never taken for good."""
+
+    table_name = "transfer_incomplete"
+
+    def fields(self):
+        return {"source": peewee.TextField(), "started_at": peewee.DateTimeField()}
+
+    def mark(self, source):
+        """Mark the database as an unfinished transfer from ``source`` (a masked URL)."""
+        self.ensure_table()
+        self.Record.create(source=source, started_at=utc_now())
+
+    def read(self):
+        """Return the unfinished transfer this database is the target of, or None."""
+        if not self.exists():
+            return None
+        rows = self.rows()
+        if not rows:
+            # The table alone marks it: a process killed between creating it and
+            # writing its row leaves it empty.
+            return IncompleteTransferInfo("an unknown source", None)
+        return IncompleteTransferInfo(rows[0].source, rows[0].started_at)
+
+    def clear(self):
+        """Remove the mark."""
+        self.drop_table()

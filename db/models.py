@@ -417,6 +417,8 @@ class Analytics(BaseModel):
 
 
 ALL_MODELS = (User, Image, Tag, Album, ImageTag, AlbumImage, UserLike, AIGenerationMeta, Analytics)
+# The counters the triggers of migration 003 keep: rows are inserted with them at 0.
+TRIGGER_COUNTERS = (Tag.count, Album.image_count, User.uploads)
 
 
 def bind_models(database):

@@ -112,10 +112,10 @@ def _backup_summary(info):
     manifest = info.manifest
     rows = sum(manifest["row_counts"].values())
     verified_note = ", verified" if info.verified else ""
-    return (
-        f"{_size(manifest['size'])}, {rows:,} rows, schema {manifest['schema_version']}"
-        f"{verified_note}"
-    )
+    size = _size(manifest["size"])
+    if manifest.get("compressed") and manifest.get("content_size"):
+        size += f" zstd of {_size(manifest['content_size'])}"
+    return f"{size}, {rows:,} rows, schema {manifest['schema_version']}{verified_note}"
 
 
 def _size(count):
@@ -131,6 +131,8 @@ def status_table(report):
     lines = [f"database: {report.url}"]
     if not report.exists:
         lines.append("(the database does not exist yet; db.setup creates it)")
+    if report.incomplete_transfer:
+        lines.append(_incomplete_transfer(report.incomplete_transfer))
     lines.append(f"current version: {report.current_version or 'none'}")
     lines.append("")
     lines.append(f"{'version':<8} {'state':<8} {'applied at (UTC)':<20} {'ms':>6}  name")
@@ -157,6 +159,13 @@ def _when(moment):
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
+def _incomplete_transfer(info):
+    return (
+        f"INCOMPLETE TRANSFER from {info.source} (started {_when(info.started_at)} UTC): "
+        "do not use it; run invoke db.transfer --force again or invoke db.reset"
+    )
+
+
 def status_json(report):
     """Return db.status as stable JSON."""
     return json.dumps(
@@ -165,6 +174,7 @@ def status_json(report):
             "exists": report.exists,
             "current_version": report.current_version,
             "up_to_date": report.up_to_date,
+            "incomplete_transfer": _incomplete_transfer_json(report.incomplete_transfer),
             "migrations": [
                 {
                     "version": m.version,
@@ -189,6 +199,24 @@ def status_json(report):
     )
 
 
+def _incomplete_transfer_json(info):
+    if info is None:
+        return None
+    started_at = info.started_at.isoformat() if info.started_at else None
+    return {"source": info.source, "started_at": started_at}
+
+
+def transferred(result):
+    """Return the closing lines of db.transfer: rows per table, the rate, the proof."""
+    lines = [f"  {table:<20} {count:>12,}" for table, count in result.rows.items()]
+    rate = result.total_rows / result.seconds if result.seconds else 0
+    lines.append(
+        f"transferred {result.total_rows:,} rows to {result.target} in {result.seconds:.1f} s "
+        f"({rate:,.0f} rows/s); checksums match"
+    )
+    return "\n".join(lines)
+
+
 def populated(result):
     """Return the closing lines of db.populate: rows per table and the rate."""
     lines = [f"  {table:<20} {count:>12,}" for table, count in result.rows.items()]
@@ -197,6 +225,19 @@ def populated(result):
         f"populated {result.total_rows:,} rows in {result.seconds:.1f} s ({rate:,.0f} rows/s)"
     )
     return "\n".join(lines)
+
+
+class StageProgress:
+    """Show the progress of work done in stages, each stage as a ProgressPrinter."""
+
+    def __init__(self, on_terminal):
+        self.on_terminal = on_terminal
+        self.printers = {}
+
+    def __call__(self, stage, done, total):
+        if stage not in self.printers:
+            self.printers[stage] = ProgressPrinter(stage, self.on_terminal)
+        self.printers[stage](done, total)
 
 
 class ProgressPrinter:

@@ -3,7 +3,9 @@ subprocesses.
 
 ``engine`` is parametrized over the engines under test (tests/servers.py): a test that
 uses it, or ``engine_url`` / ``engine_db`` / ``engine_migrated_db``, runs once per engine
-and is marked ``engine``. The ``db_path`` family is SQLite only.
+and is marked ``engine``. ``target_engine`` / ``target_url`` are a second such axis, for
+tests between two engines (db.transfer): with ``engine`` too, a test runs once per pair.
+The ``db_path`` family is SQLite only.
 """
 
 import os
@@ -131,20 +133,30 @@ def write_migration(migrations_dir):
 
 
 def pytest_generate_tests(metafunc):
-    if "engine" in metafunc.fixturenames:
-        metafunc.parametrize("engine", servers.selected_engines(), indirect=True)
+    for axis in ("engine", "target_engine"):
+        if axis in metafunc.fixturenames:
+            metafunc.parametrize(axis, servers.selected_engines(), indirect=True)
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "engine" in getattr(item, "fixturenames", ()):
+        if {"engine", "target_engine"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
 
 
 @pytest.fixture
 def engine(request):
     """The engine under test: sqlite, postgres or mysql (its server must be reachable)."""
-    name = request.param
+    return _reachable(request.param)
+
+
+@pytest.fixture
+def target_engine(request):
+    """The engine of a second database under test (a transfer's target), as ``engine``."""
+    return _reachable(request.param)
+
+
+def _reachable(name):
     if name != "sqlite":
         servers.require_server(name)
     return name
@@ -170,6 +182,12 @@ def engine_url(engine, tmp_path):
 def other_engine_url(engine, tmp_path):
     """The URL of a second database of the engine under test, which does not exist yet."""
     yield from _database_url(engine, tmp_path, "other")
+
+
+@pytest.fixture
+def target_url(target_engine, tmp_path):
+    """The URL of a database of ``target_engine`` that does not exist yet."""
+    yield from _database_url(target_engine, tmp_path, "target")
 
 
 @pytest.fixture

@@ -9,20 +9,21 @@ SELECTs)::
     schema(url)      # {table: TableShape(columns, indexes, foreign_keys)}; {} for no tables
     orphans(db)      # foreign keys whose row points at no parent row (none, normally)
 
-Values are normalised so that the same data compares equal whatever the driver hands
-back: datetimes as ISO text (SQLite keeps them as text), Decimals as floats, booleans
-as 0/1 (MySQL's BOOL is a TINYINT), memoryviews as bytes. Rows are sorted in Python,
-so no engine's collation or physical order matters.
+Values are normalised by ``db.content.normalised`` (the one db.transfer compares with),
+so that the same data compares equal whatever the driver hands back: datetimes as ISO
+text (SQLite keeps them as text), Decimals as floats, booleans as 0/1 (MySQL's BOOL is a
+TINYINT), memoryviews as bytes. Rows are sorted in Python, so no engine's collation or
+physical order matters.
 """
 
-import datetime
-import decimal
 import hashlib
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import peewee
 
+from db.content import normalised
+from db.content import orphans as foreign_key_orphans
 from db.engines import open_database
 from db.engines.base import quoted
 
@@ -87,35 +88,8 @@ def schema(source):
 
 def orphans(source):
     """Return [(table, column, rows)] for every foreign key with rows pointing at no parent."""
-    found = []
     with connected(source) as database:
-        for table in sorted(database.get_tables()):
-            for key in database.get_foreign_keys(table):
-                child, parent = quoted(database, table), quoted(database, key.dest_table)
-                column = f"c.{quoted(database, key.column)}"
-                target = f"p.{quoted(database, key.dest_column)}"
-                (count,) = database.execute_sql(
-                    f"SELECT COUNT(*) FROM {child} c LEFT JOIN {parent} p ON {column} = {target} "
-                    f"WHERE {column} IS NOT NULL AND {target} IS NULL"
-                ).fetchone()
-                if count:
-                    found.append((table, key.column, count))
-    return found
-
-
-def normalised(value):
-    """Return a value in one form whatever the driver returned it as."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, datetime.datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, memoryview | bytearray):
-        return bytes(value)
-    return value
+        return foreign_key_orphans(database)
 
 
 @contextmanager

@@ -13,8 +13,7 @@ from contextlib import closing
 
 import pytest
 
-from db import backup as backups
-from db.errors import ConfigError
+from db import backups
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
@@ -29,7 +28,7 @@ def cli(db_url, backups_dir):
 
 
 def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gallery, backups_dir):
-    info = backups.create_backup(migrated_db, backups_dir)
+    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
 
     assert info.path.parent == backups_dir
     assert info.path.name.startswith("clonegallery-") and info.path.suffix == ".db"
@@ -46,7 +45,7 @@ def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gall
 
 
 def test_a_fresh_backup_verifies(migrated_db, gallery, backups_dir):
-    info = backups.create_backup(migrated_db, backups_dir)
+    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
 
     assert backups.verify_backup(info.path) == []
 
@@ -76,7 +75,7 @@ def corrupt(path, how):
 
 @pytest.mark.parametrize("how", ["appended", "truncated", "random bytes", "empty"])
 def test_a_damaged_backup_fails_verification(migrated_db, gallery, backups_dir, cli, how):
-    info = backups.create_backup(migrated_db, backups_dir)
+    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
     corrupt(info.path, how)
 
     assert backups.verify_backup(info.path)
@@ -84,7 +83,7 @@ def test_a_damaged_backup_fails_verification(migrated_db, gallery, backups_dir, 
 
 
 def test_a_tampered_manifest_fails_verification(migrated_db, gallery, backups_dir):
-    info = backups.create_backup(migrated_db, backups_dir)
+    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
     manifest = json.loads(backups.manifest_path(info.path).read_text())
     manifest["row_counts"]["images"] = 9
     backups.manifest_path(info.path).write_text(json.dumps(manifest))
@@ -99,7 +98,7 @@ def test_another_applications_database_is_not_a_clonegallery_backup(tmp_path):
         connection.commit()
     digest, size = backups.file_digest(foreign)
     backups.manifest_path(foreign).write_text(
-        json.dumps({"sha256": digest, "size": size, "row_counts": {"notes": 0}})
+        json.dumps({"engine": "sqlite", "sha256": digest, "size": size, "row_counts": {"notes": 0}})
     )
 
     (problem,) = backups.verify_backup(foreign)
@@ -148,9 +147,11 @@ def test_keep_prunes_only_this_tools_oldest_backups(cli, gallery, backups_dir):
 
 
 def test_pruning_never_deletes_the_newest_verified_backup(migrated_db, gallery, backups_dir):
-    oldest = backups.mark_verified(backups.create_backup(migrated_db, backups_dir))
-    middle = backups.create_backup(migrated_db, backups_dir)
-    newest = backups.create_backup(migrated_db, backups_dir)
+    oldest = backups.mark_verified(
+        backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    )
+    middle = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    newest = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
 
     deleted = backups.prune_backups(backups_dir, keep=1)
 
@@ -191,7 +192,7 @@ def test_a_backup_taken_while_a_writer_inserts_is_consistent(migrated_db, galler
     try:
         assert writer.stdout.readline().strip() == "started"
         wait_for_writer_rows(gallery, at_least=20)
-        info = backups.create_backup(migrated_db, backups_dir)
+        info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
         time.sleep(0.2)
     finally:
         writer.kill()
@@ -224,10 +225,3 @@ def test_a_disk_that_fills_up_leaves_no_backup_behind(gallery, backups_dir, db_u
     one_error_line(result, 1, "no backup was written")
     assert list(backups_dir.iterdir()) == []
     assert checksum(db_url) == before
-
-
-def test_a_server_database_is_not_backed_up_yet(engine, engine_migrated_db, tmp_path):
-    if engine == "sqlite":
-        pytest.skip("SQLite backups are covered above")
-    with pytest.raises(ConfigError, match="supports SQLite so far"):
-        backups.create_backup(engine_migrated_db, tmp_path)

@@ -12,7 +12,7 @@ from contextlib import closing
 
 import pytest
 
-from db import backup as backups
+from db import backups
 from db.errors import BackupError
 from db.populate import GalleryPlan, populate
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
@@ -32,7 +32,7 @@ def cli(db_url, backups_dir):
 @pytest.fixture
 def backup_of_gallery(migrated_db, gallery, backups_dir):
     """A backup of the seeded gallery, then more data written to the live database."""
-    info = backups.create_backup(migrated_db, backups_dir)
+    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
     populate(migrated_db, GalleryPlan(users=20, images=200, seed=4))
     migrated_db.close()  # restore refuses while another connection uses the database
     return info
@@ -112,7 +112,7 @@ def test_another_applications_database_is_refused(cli, db_path, gallery, tmp_pat
         connection.commit()
     digest, size = backups.file_digest(foreign)
     backups.manifest_path(foreign).write_text(
-        json.dumps({"sha256": digest, "size": size, "row_counts": {"notes": 0}})
+        json.dumps({"engine": "sqlite", "sha256": digest, "size": size, "row_counts": {"notes": 0}})
     )
     before = db_path.read_bytes()
 
@@ -145,7 +145,9 @@ time.sleep(60)
 """
 
 
-def test_restore_waits_for_a_writer_then_says_who_is_in_the_way(migrated_db, backup_of_gallery):
+def test_restore_waits_for_a_writer_then_says_who_is_in_the_way(
+    migrated_db, backup_of_gallery, tmp_path
+):
     live = migrated_db.database
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, live], stdout=subprocess.PIPE, text=True
@@ -154,9 +156,11 @@ def test_restore_waits_for_a_writer_then_says_who_is_in_the_way(migrated_db, bac
         assert holder.stdout.readline().strip() == "holding"
         before = checksum(sqlite_url(live))
         started = time.monotonic()
-        manifest = backups.check_restorable(backup_of_gallery.path, "003")
+        manifest = backups.check_restorable(backup_of_gallery.path, sqlite_url(live), "003")
         with pytest.raises(BackupError, match="in use by another process"):
-            backups.restore_backup(live, backup_of_gallery.path, manifest, timeout=1)
+            backups.restore_backup(
+                sqlite_url(live), backup_of_gallery.path, manifest, tmp_path, timeout=1
+            )
         assert time.monotonic() - started >= 1
     finally:
         holder.kill()
@@ -168,7 +172,7 @@ def test_a_restore_killed_at_any_moment_leaves_the_old_or_the_new_database(
     migrated_db, db_path, db_url, backups_dir, tmp_path
 ):
     populate(migrated_db, GalleryPlan(users=200, images=20_000, seed=8))
-    info = backups.create_backup(migrated_db, backups_dir)
+    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
     populate(migrated_db, GalleryPlan(users=10, images=100, seed=9))
     migrated_db.close()
     pristine = tmp_path / "pristine.db"

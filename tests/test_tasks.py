@@ -47,6 +47,7 @@ TASK_OPTIONS = {
     "db.migrate": ["to", "dry-run", "allow-out-of-order", "debug"],
     "db.rollback": ["to", "steps", "dry-run", "debug"],
     "db.status": ["json", "check", "debug"],
+    "db.transfer": ["to", "force", "batch", "debug"],
     "db.new-migration": ["name", "sql", "debug"],
 }
 OPTION_LINE = re.compile(r"^\s+(?:-\w(?: [A-Z]+)?, )?--(?P<option>[a-z-]+)(?:=[A-Z]+)?\s{2,}\S")
@@ -223,10 +224,12 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
 
     assert report.keys() == {
         "database", "exists", "current_version", "up_to_date", "migrations", "seeders",
+        "incomplete_transfer",
     }  # fmt: skip
     assert report["database"] == f"sqlite:///{db_path}"
     assert report["exists"] is True
     assert report["up_to_date"] is True
+    assert report["incomplete_transfer"] is None
     assert report["current_version"] == project_migrations[-1][:3]
     assert [m["name"] for m in report["migrations"]] == project_migrations
     for migration in report["migrations"]:

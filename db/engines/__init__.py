@@ -12,7 +12,11 @@ The toolkit needs these things from an engine, and only these:
   where the engine can (``transactional_ddl``);
 - ``split_statements(sql, first_line)``: an SQL file's text as Statements (line, sql);
 - ``drop_all_tables(database)`` / ``empty_all_tables(database, keep)``: for ``db.reset``;
-- ``bulk_insert(database, table, columns, rows)``: many rows at once, for ``db.populate``.
+- ``bulk_insert(database, table, columns, rows)``: many rows at once, for ``db.populate``;
+- for ``db.transfer``: ``tables(database)`` (the database's own tables, not the engine's),
+  ``consistent_read(database)`` (one snapshot for many reads), ``identity(database)``
+  (which database a connection really reaches), ``restart_sequences(database, tables)``
+  (new rows get ids past the copied ones) and ``datetime_precision``.
 
 ``engine_for(database)`` and ``engine_for_url(url)`` pick the engine: ``sqlite.py``,
 ``postgres.py``, ``mysql.py``.

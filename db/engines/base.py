@@ -28,6 +28,7 @@ class Engine:
     database_class = peewee.Database
     transactional_ddl = True
     driver_extra = None  # the pyproject extra that installs the driver
+    datetime_precision = 6  # digits of a second that its date-time columns keep
 
     def check_url(self, url):
         """Raise ConfigError unless the URL can name a database of this engine."""
@@ -45,7 +46,8 @@ class Engine:
     def connect(self, url, **options):
         """Return a connected peewee Database, or raise one clear line."""
         try:
-            database = db_url.connect(url, **options)
+            # Percent-encoded user and password, as the client tools read them too.
+            database = db_url.connect(url, unquote_user=True, unquote_password=True, **options)
             database.connect()
         except peewee.ImproperlyConfigured as exc:
             raise ConfigError(
@@ -84,6 +86,25 @@ class Engine:
             line = first_line + sql.count("\n", 0, start) + _leading_comment_lines(text)
             statements.append(Statement(line, _strip_leading_comments(text).strip()))
         return statements
+
+    def tables(self, database):
+        """Return the names of the database's tables (not the engine's own)."""
+        return database.get_tables()
+
+    @contextmanager
+    def consistent_read(self, database):
+        """Read inside one snapshot: every read sees the database as it was at the first."""
+        with database.atomic():
+            yield
+
+    def identity(self, database):
+        """Return what tells this database apart from every other one (two URLs may
+        name the same database)."""
+        raise NotImplementedError
+
+    def restart_sequences(self, database, tables):
+        """Make new rows of the tables get ids past the largest one there (after rows
+        were inserted with their ids)."""
 
     def drop_all_tables(self, database):
         raise NotImplementedError

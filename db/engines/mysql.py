@@ -29,6 +29,7 @@ class MySQLEngine(ServerEngine):
     database_class = peewee.MySQLDatabase
     driver_extra = "mysql"
     transactional_ddl = False
+    datetime_precision = 0  # DATETIME, as the migrations declare it, keeps whole seconds
 
     def is_unknown_database(self, exc, url):
         return _error_code(exc.__cause__) == UNKNOWN_DATABASE
@@ -63,6 +64,20 @@ class MySQLEngine(ServerEngine):
             yield
         finally:
             database.execute_sql("SELECT RELEASE_LOCK(%s)", (name,))
+
+    @contextmanager
+    def consistent_read(self, database):
+        # peewee's BEGIN would take its snapshot only at the first read; this takes it now.
+        with database.manual_commit():
+            database.execute_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            try:
+                yield
+            finally:
+                database.execute_sql("COMMIT")
+
+    def identity(self, database):
+        # The server (its host name, port and data folder) and the database on it.
+        return database.execute_sql("SELECT @@hostname, @@port, @@datadir, DATABASE()").fetchone()
 
     def drop_all_tables(self, database):
         tables = database.get_tables()

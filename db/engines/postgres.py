@@ -62,6 +62,35 @@ class PostgresEngine(ServerEngine):
         finally:
             database.execute_sql("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
+    @contextmanager
+    def consistent_read(self, database):
+        with database.atomic():
+            database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+
+    def identity(self, database):
+        # The server (when it started, to the microsecond) and the database's oid on it:
+        # a host name and its address, a socket and TCP, reach the same database.
+        return database.execute_sql(
+            "SELECT pg_postmaster_start_time(), d.oid "
+            "FROM pg_database d WHERE d.datname = current_database()"
+        ).fetchone()
+
+    def restart_sequences(self, database, tables):
+        # Rows copied with their ids leave a serial column's sequence where it was:
+        # the next insert would take id 1 again and collide.
+        for table in tables:
+            for column in database.get_columns(table):
+                (sequence,) = database.execute_sql(
+                    "SELECT pg_get_serial_sequence(%s, %s)", (quoted(database, table), column.name)
+                ).fetchone()
+                if sequence:
+                    database.execute_sql(
+                        f"SELECT setval(%s, COALESCE(MAX({quoted(database, column.name)}), 0) + 1, "
+                        f"false) FROM {quoted(database, table)}",
+                        (sequence,),
+                    )
+
     def drop_all_tables(self, database):
         with self.transaction(database):
             for view in database.get_views():

@@ -4,6 +4,7 @@ Connections run with foreign keys on, the WAL journal and a busy timeout, so a
 writer waits for another instead of failing with "database is locked".
 """
 
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,6 +130,25 @@ class SqliteEngine(Engine):
                 _raise_on_foreign_key_violations(database)
         finally:
             database.pragma("legacy_alter_table", 0)  # in case a table rebuild failed midway
+
+    def tables(self, database):
+        # sqlite_sequence, sqlite_stat1...: SQLite's own, made and kept by SQLite itself.
+        return [t for t in database.get_tables() if not t.startswith("sqlite_")]
+
+    @contextmanager
+    def consistent_read(self, database):
+        # A deferred transaction takes no lock: in WAL mode it reads one snapshot, taken
+        # at its first read, while writers carry on.
+        with database.atomic("DEFERRED"):
+            yield
+
+    def identity(self, database):
+        # The file itself, whatever path (relative, absolute, through a link) reached it.
+        path = database.execute_sql("PRAGMA database_list").fetchone()[2]
+        if not path:
+            return ("memory", id(database))
+        status = os.stat(path)
+        return ("file", status.st_dev, status.st_ino)
 
     def drop_all_tables(self, database):
         with self._foreign_keys_off(database), self.transaction(database):

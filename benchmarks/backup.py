@@ -1,0 +1,150 @@
+"""Benchmark db.backup and db.restore against the engines' own tools, side by side.
+
+    python benchmarks/backup.py                          # builds a ~1 GiB SQLite gallery first
+    python benchmarks/backup.py --sqlite big.db          # reuse an existing gallery
+    nox -s bench -- --images 100000                      # smaller, quicker
+
+Every side runs as its own process (ours through ``invoke``, as a user runs it), timed
+by wall clock, with its peak RSS read from ``wait4``:
+
+- ``db.backup``            vs ``sqlite3 SRC ".backup DST"``      target <= 1.5x, RSS < 200 MB
+- ``db.backup --compress`` vs ``zstd -3 -T0 SRC``                target <= 1.5x, RSS < 200 MB
+- ``db.restore`` of a verified backup (over a live database, safety backup included)
+                           vs ``cp BACKUP LIVE``                  target <= 2x,   RSS < 200 MB
+- PostgreSQL ``db.backup`` vs ``pg_dump -Fc``                     target <= 1.2x
+
+Exit status 1 when a target is missed.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from db.engines import engine_for_url, open_database
+from db.populate import GalleryPlan, populate
+from db.runner import Runner
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+POSTGRES_SERVER = os.environ.get(
+    "CLONEGALLERY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432"
+)
+TARGET_RSS_MB = 200
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_DIR)]
+
+
+def run_measured(command, env=None):
+    """Run a command; return (wall seconds, peak RSS in MB of it and its children)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark step failed: {' '.join(map(str, command))}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def ours(*arguments, url, folder):
+    """Run one of our tasks on ``url``, safety backups going to ``folder``."""
+    return run_measured(
+        [*INVOKE, *arguments], env={"DATABASE_URL": url, "INVOKE_DB_BACKUPS": str(folder)}
+    )
+
+
+def build_gallery(url, images):
+    """Create and fill a gallery of ``images`` images at ``url`` (not timed)."""
+    database = open_database(url)
+    Runner(database, PROJECT_DIR / "migrations").migrate()
+    populate(database, GalleryPlan.sized(images, users=None, seed=1))
+    database.close()
+
+
+def sqlite_rows(source, folder):
+    url = f"sqlite:///{source}"
+    size_gib = source.stat().st_size / 2**30
+    rows = []
+
+    theirs = run_measured(["sqlite3", str(source), f".backup {folder / 'theirs.db'}"])
+    mine = ours("db.backup", "--output", str(folder / "ours.db"), url=url, folder=folder)
+    rows.append((f"backup ({size_gib:.2f} GiB)", "sqlite3 .backup", theirs, mine, 1.5))
+
+    theirs = run_measured(["zstd", "-q", "-3", "-T0", str(source), "-o", str(folder / "t.zst")])
+    mine = ours(
+        "db.backup", "--compress", "--output", str(folder / "ours.db.zst"), url=url, folder=folder
+    )
+    rows.append(("backup --compress", "zstd -3 -T0", theirs, mine, 1.5))
+
+    backup = folder / "ours.db"
+    subprocess.run([*INVOKE, "db.verify", str(backup)], check=True, stdout=subprocess.DEVNULL)
+    live = folder / "live.db"
+    theirs = run_measured(["cp", str(backup), str(live)])
+    mine = ours("db.restore", str(backup), "--yes", url=f"sqlite:///{live}", folder=folder)
+    rows.append(("restore (verified backup)", "cp", theirs, mine, 2.0))
+    return rows
+
+
+def postgres_rows(images, folder):
+    url = f"{POSTGRES_SERVER}/clonegallery_bench_backup"
+    engine = engine_for_url(url)
+    engine.drop(url)
+    build_gallery(url, images)
+    try:
+        theirs = run_measured(
+            ["pg_dump", "-Fc", "-f", str(folder / "theirs.pgdump"), "clonegallery_bench_backup"],
+            env={"PGHOST": "127.0.0.1", "PGUSER": "postgres"},
+        )
+        mine = ours("db.backup", "--output", str(folder / "ours.pgdump"), url=url, folder=folder)
+    finally:
+        engine.drop(url)
+    return [(f"PostgreSQL backup ({images:,} images)", "pg_dump -Fc", theirs, mine, 1.2)]
+
+
+def print_table(rows):
+    print(
+        f"{'step':<28} {'baseline':<16} {'theirs s':>9} {'ours s':>8} {'ratio':>6} "
+        f"{'target':>7} {'ours RSS MB':>12}  verdict"
+    )
+    missed = False
+    for step, baseline, (their_s, _), (our_s, our_rss), target in rows:
+        ratio = our_s / their_s
+        ok = ratio <= target and our_rss < TARGET_RSS_MB
+        missed |= not ok
+        print(
+            f"{step:<28} {baseline:<16} {their_s:>9.2f} {our_s:>8.2f} {ratio:>5.2f}x "
+            f"{'<=' + str(target) + 'x':>7} {our_rss:>12.0f}  {'ok' if ok else 'MISSED'}"
+        )
+    return missed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sqlite", type=Path, help="an existing SQLite gallery to back up")
+    parser.add_argument("--images", type=int, default=1_200_000, help="images when building")
+    parser.add_argument("--pg-images", type=int, default=200_000)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    missing = [tool for tool in ("sqlite3", "zstd", "pg_dump") if not shutil.which(tool)]
+    if missing:
+        raise SystemExit(f"the benchmark needs {', '.join(missing)} on PATH")
+    with tempfile.TemporaryDirectory(prefix="clonegallery-bench-") as scratch:
+        folder = Path(scratch)
+        source = args.sqlite
+        if source is None:
+            source = folder / "gallery.db"
+            print(f"building a gallery of {args.images:,} images ...", flush=True)
+            build_gallery(f"sqlite:///{source}", args.images)
+        rows = sqlite_rows(source.resolve(), folder)
+        if not args.skip_postgres:
+            rows += postgres_rows(args.pg_images, folder)
+        missed = print_table(rows)
+    sys.exit(1 if missed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Files that are either complete or absent: private, written under a temporary name,
+fsynced, then renamed; and the zstd codec for compressed backups.
+
+    with finished_file(target) as partial:     # partial exists, empty, mode 0600
+        write_into(partial)
+    # target now exists, complete; after a failure, neither exists
+
+zstd (the ``zstandard`` binding) compresses at several hundred MB/s per core, on
+every core at once, and decompresses faster still, at a ratio close to gzip -9:
+the right trade for a backup that must not take longer than the copy it replaces.
+"""
+
+import hashlib
+import os
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import zstandard
+
+from db.errors import BackupError
+
+CHUNK_BYTES = 1 << 20
+ZSTD_LEVEL = 3
+ZSTD_SUFFIX = ".zst"
+
+
+@contextmanager
+def finished_file(target):
+    """Yield a private temporary path beside ``target``; rename it to ``target`` once
+    the block succeeds, delete it when the block fails."""
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        create_private(partial)
+        yield partial
+        fsync(partial)
+        os.replace(partial, target)
+        fsync_folder(target.parent)
+    finally:
+        with suppress(FileNotFoundError):
+            partial.unlink()
+
+
+def create_private(path):
+    """Create ``path`` empty and 0600 before anything is written into it (whatever the
+    umask), refusing to reuse an existing file."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def file_digest(path):
+    """Return (SHA-256 hex digest, size) of a file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def copy_file(source, target):
+    """Copy ``source`` into the existing file ``target`` (keeping its mode); return the
+    (SHA-256, size) of what was copied, computed on the way."""
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb") as reader, open(target, "r+b") as writer:
+        while chunk := reader.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+            writer.write(chunk)
+        writer.truncate()
+    return digest.hexdigest(), size
+
+
+def compress_file(source, target):
+    """Write ``source`` zstd-compressed into the existing file ``target``; return the
+    (SHA-256, size) of ``source``, computed on the way."""
+    with open(source, "rb") as reader, open(target, "r+b") as output:
+        content = compress_stream(reader, output)
+        output.truncate()
+    return content
+
+
+def compress_stream(reader, output):
+    """Read ``reader`` to its end, writing it zstd-compressed (one frame, with its
+    checksum) into ``output``; return the (SHA-256, size) of what was read."""
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+    writer = compressor.stream_writer(output, write_size=CHUNK_BYTES, closefd=False)
+    digest, size = hashlib.sha256(), 0
+    while chunk := reader.read(CHUNK_BYTES):
+        digest.update(chunk)
+        size += len(chunk)
+        writer.write(chunk)
+    writer.flush(zstandard.FLUSH_FRAME)
+    return digest.hexdigest(), size
+
+
+def decompress_file(source, target):
+    """Write the zstd file ``source`` decompressed into the existing file ``target``;
+    return the (SHA-256, size) of what was written; raise BackupError when ``source`` is
+    not zstd, is damaged or stops short."""
+    digest, size = hashlib.sha256(), 0
+    with open(target, "r+b") as writer:
+        for chunk in decompressed_chunks(source):
+            digest.update(chunk)
+            size += len(chunk)
+            writer.write(chunk)
+        writer.truncate()
+    return digest.hexdigest(), size
+
+
+def decompressed_chunks(source):
+    """Yield the decompressed content of the zstd file ``source``, chunk by chunk."""
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    with open(source, "rb") as reader:
+        try:
+            while chunk := reader.read(CHUNK_BYTES):
+                yield decompressor.decompress(chunk)
+        except zstandard.ZstdError as exc:
+            raise BackupError(f"cannot be decompressed ({exc})") from exc
+    # The zstandard reader stops quietly at the end of a cut file: only a frame read
+    # to its end (and its checksum) proves nothing is missing.
+    if not decompressor.eof:
+        raise BackupError("the compressed data stops short (truncated file)")
+
+
+def fsync(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_folder(folder):
+    fsync(folder)

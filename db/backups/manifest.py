@@ -1,0 +1,152 @@
+"""The manifest beside every backup, and what it lets us do: list, trust, prune.
+
+``NAME.json`` beside the backup ``NAME`` records the engine, the schema version (the
+latest applied migration), row counts per table, the SHA-256 and size of the file (and,
+for a compressed file, of its content), when and by which version of this tool it was
+made, and when it last verified.
+"""
+
+import datetime
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from db.backups.files import file_digest, finished_file
+from db.errors import ConfigError
+
+TOOL = "clonegallery-db"
+MANIFEST_FORMAT = 1
+MANIFEST_SUFFIX = ".json"
+# What the backups of each engine are called (compressed ones end in .zst as well).
+BACKUP_SUFFIXES = (".db", ".db.zst", ".pgdump", ".sql", ".sql.zst")
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """A backup file and its manifest (None when the manifest is missing or unreadable)."""
+
+    path: Path
+    manifest: dict | None
+
+    @property
+    def verified(self):
+        return bool(self.manifest and self.manifest.get("verified_at"))
+
+
+def new_manifest(path, engine, schema_version, row_counts, content=None, verified=False):
+    """Return the manifest of a finished backup file.
+
+    ``content`` is the (SHA-256, size) of what a compressed file holds, when compressed.
+    """
+    digest, size = file_digest(path)
+    content_digest, content_size = content or (digest, size)
+    now = now_text()
+    return {
+        "format": MANIFEST_FORMAT,
+        "tool": TOOL,
+        "tool_version": _tool_version(),
+        "engine": engine,
+        "created_at": now,
+        "schema_version": schema_version,
+        "row_counts": row_counts,
+        "sha256": digest,
+        "size": size,
+        "compressed": "zstd" if content else False,
+        "content_sha256": content_digest,
+        "content_size": content_size,
+        "verified_at": now if verified else None,
+    }
+
+
+def manifest_path(path):
+    return Path(path).with_name(Path(path).name + MANIFEST_SUFFIX)
+
+
+def read_manifest(path):
+    try:
+        manifest = json.loads(manifest_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def write_manifest(path, manifest):
+    """Write the manifest of ``path`` (0600, temporary name, then renamed)."""
+    with finished_file(manifest_path(path)) as partial, open(partial, "w", encoding="utf-8") as out:
+        json.dump(manifest, out, indent=2, sort_keys=True)
+
+
+def checksum_problems(path, manifest):
+    """Return [] when the file matches the manifest's checksum and size, else the problem."""
+    if file_digest(path) != (manifest.get("sha256"), manifest.get("size")):
+        return [f"{path}: checksum differs from the manifest (damaged or tampered)"]
+    return []
+
+
+def mark_verified(info):
+    """Record in the manifest that the backup verified now; return the new BackupInfo."""
+    manifest = {**info.manifest, "verified_at": now_text()}
+    write_manifest(info.path, manifest)
+    return BackupInfo(info.path, manifest)
+
+
+def list_backups(folder):
+    """Return the backups in ``folder`` (with or without a manifest), newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    files = [
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.name.endswith(BACKUP_SUFFIXES) and not path.name.startswith(".")
+    ]
+    infos = [BackupInfo(path, read_manifest(path)) for path in files]
+    return sorted(infos, key=_created_at, reverse=True)
+
+
+def prune_backups(folder, keep):
+    """Delete this tool's oldest backups beyond ``keep``; never the newest verified one."""
+    if keep < 1:
+        raise ConfigError(f"--keep must be 1 or more, not {keep}")
+    ours = [info for info in list_backups(folder) if _made_by_us(info)]
+    newest_verified = next((info for info in ours if info.verified), None)
+    deleted = []
+    for info in ours[keep:]:
+        if info is newest_verified:
+            continue
+        info.path.unlink()
+        manifest_path(info.path).unlink(missing_ok=True)
+        deleted.append(info.path)
+    return deleted
+
+
+def backup_name(engine, compress):
+    """Return a new backup's file name: clonegallery-<UTC time><suffix>."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    suffix = {"sqlite": ".db", "postgresql": ".pgdump", "mysql": ".sql"}[engine]
+    if compress and engine != "postgresql":  # pg_dump's custom format is compressed already
+        suffix += ".zst"
+    return f"clonegallery-{stamp}{suffix}"
+
+
+def now_text():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _made_by_us(info):
+    return bool(info.manifest and info.manifest.get("tool") == TOOL)
+
+
+def _created_at(info):
+    if info.manifest and info.manifest.get("created_at"):
+        return info.manifest["created_at"]
+    moment = datetime.datetime.fromtimestamp(info.path.stat().st_mtime, datetime.timezone.utc)
+    return moment.isoformat()
+
+
+def _tool_version():
+    try:
+        return metadata.version(TOOL)
+    except metadata.PackageNotFoundError:
+        return "unknown"

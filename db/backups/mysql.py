@@ -1,0 +1,243 @@
+"""MySQL and MariaDB backups: ``mariadb-dump --single-transaction`` (or ``mysqldump``),
+loaded with the ``mariadb`` (or ``mysql``) client, swapped in by one RENAME TABLE.
+
+MySQL cannot share a snapshot with the dump tool, so the manifest's row counts are
+those of the dump itself: it is loaded into a scratch database right away and
+counted, which also verifies it. The password reaches the tools through a private
+``--defaults-extra-file``, never the command line.
+
+A swap moves every table at once with one RENAME TABLE statement (atomic in MySQL and
+MariaDB). Triggers cannot move between databases, so each side's trigger definitions
+are first written into a table of its own (PARKED_TRIGGERS), which moves along with the
+others, and the triggers dropped; after the RENAME the live database's parked triggers
+are created again. A restore killed in between leaves the parked table in the live
+database, and the next command that opens it finishes the job (finish_interrupted_swap).
+"""
+
+import subprocess
+import tempfile
+from contextlib import suppress
+
+import peewee
+
+from db.backups.files import (
+    compress_stream,
+    decompressed_chunks,
+)
+from db.backups.manifest import new_manifest
+from db.backups.servers import (
+    ServerBackups,
+    find_tool,
+    private_file,
+    run_tool,
+    schema_version,
+    table_rows,
+    tool_complaint,
+    url_parts,
+)
+from db.engines import engine_for_url
+from db.engines.base import database_name_of, quoted
+from db.errors import BackupError
+
+CLIENT_PACKAGE = "the MariaDB client (Debian/Ubuntu: apt install mariadb-client)"
+DUMP_TOOLS = ("mariadb-dump", "mysqldump")
+CLIENT_TOOLS = ("mariadb", "mysql")
+# Where a swap keeps the triggers it has to drop while their tables move (see swap).
+PARKED_TRIGGERS = "clonegallery_parked_triggers"
+
+
+class MySQLBackups(ServerBackups):
+    engine = "mysql"
+    suffix = ".sql"
+
+    def dump(self, database, url, partial, compress):
+        dump_tool = find_tool(*DUMP_TOOLS, package=CLIENT_PACKAGE)
+        with _options_file(url) as options:
+            command = [
+                dump_tool,
+                f"--defaults-extra-file={options}",
+                "--single-transaction",
+                "--hex-blob",
+                "--default-character-set=utf8mb4",
+                "--skip-add-locks",
+                "--no-tablespaces",
+                database_name_of(url),
+            ]
+            content = None
+            with open(partial, "r+b") as output:
+                if compress:
+                    content = _dump_compressed(command, output)
+                else:
+                    run_tool(command, env=None, stdout=output)
+        scratch = self.side_database(url, "counting")
+        with self.fresh_database(scratch):
+            self.load(scratch, partial, {"compressed": compress})
+            counts, version = _counted(scratch)
+        return new_manifest(partial, self.engine, version, counts, content, verified=True)
+
+    def load(self, url, path, manifest):
+        client = find_tool(*CLIENT_TOOLS, package=CLIENT_PACKAGE)
+        with _options_file(url) as options:
+            command = [
+                client,
+                f"--defaults-extra-file={options}",
+                "--default-character-set=utf8mb4",
+                "--one-database",  # statements for other databases are skipped
+                database_name_of(url),
+            ]
+            if manifest.get("compressed"):
+                _feed(command, decompressed_chunks(path))
+            else:
+                with open(path, "rb") as source:
+                    run_tool(command, env=None, stdin=source)
+
+    def swap(self, url, fresh_url, timeout):
+        engine = engine_for_url(url)
+        live, fresh = database_name_of(url), database_name_of(fresh_url)
+        retired_url = self.side_database(url, "retired")
+        if not engine.exists(url):
+            engine.create(url)
+        with self.fresh_database(retired_url), engine.maintenance(url) as server:
+            server.execute_sql("SET SESSION lock_wait_timeout = %s", (timeout,))
+            retired = database_name_of(retired_url)
+            try:
+                _park_triggers(server, fresh)
+                _park_triggers(server, live)
+                server.execute_sql(
+                    "RENAME TABLE "
+                    + ", ".join(_moves(server, live, retired) + _moves(server, fresh, live))
+                )
+            except peewee.DatabaseError as exc:
+                _unpark_triggers(server, live)
+                raise BackupError(
+                    f"database {live} stayed locked by other connections for more than "
+                    f"{timeout} s ({exc}); stop the app and retry; nothing restored"
+                ) from exc
+            _unpark_triggers(server, live)
+
+
+def finish_interrupted_swap(database):
+    """Create again the triggers a killed restore left parked in ``database`` (a no-op
+    when there are none); return whether there were any."""
+    schema = database.database
+    if PARKED_TRIGGERS not in database.get_tables():
+        return False
+    _unpark_triggers(database, schema)
+    return True
+
+
+def _park_triggers(server, schema):
+    """Write the schema's trigger definitions into its PARKED_TRIGGERS table, then drop
+    the triggers (they cannot be renamed into another database). The table moves with
+    the others, so whoever ends up live can always get its triggers back."""
+    table = f"{quoted(server, schema)}.{quoted(server, PARKED_TRIGGERS)}"
+    server.execute_sql(
+        f"CREATE TABLE IF NOT EXISTS {table} (name VARCHAR(64) PRIMARY KEY, definition TEXT)"
+    )
+    for name in _trigger_names(server, schema):
+        definition = _trigger_definition(server, schema, name)
+        server.execute_sql(
+            f"REPLACE INTO {table} (name, definition) VALUES (%s, %s)", (name, definition)
+        )
+        server.execute_sql(f"DROP TRIGGER {quoted(server, schema)}.{quoted(server, name)}")
+
+
+def _unpark_triggers(server, schema):
+    """Create the parked triggers that do not exist, then drop the PARKED_TRIGGERS table."""
+    if PARKED_TRIGGERS not in _tables(server, schema):
+        return
+    table = f"{quoted(server, schema)}.{quoted(server, PARKED_TRIGGERS)}"
+    existing = set(_trigger_names(server, schema))
+    parked = server.execute_sql(f"SELECT name, definition FROM {table} ORDER BY name").fetchall()
+    server.execute_sql(f"USE {quoted(server, schema)}")
+    for name, definition in parked:
+        if name not in existing:
+            # The raw cursor: a definer such as app@'%' must not be read as a parameter.
+            server.cursor().execute(definition)
+    server.execute_sql(f"DROP TABLE {table}")
+
+
+def _counted(url):
+    database = engine_for_url(url).connect(url)
+    try:
+        return table_rows(database), schema_version(database)
+    finally:
+        database.close()
+
+
+def _moves(server, source, target):
+    tables = _tables(server, source)
+    source, target = quoted(server, source), quoted(server, target)
+    return [f"{source}.{quoted(server, t)} TO {target}.{quoted(server, t)}" for t in tables]
+
+
+def _tables(server, schema):
+    return _names(
+        server, "table_name", "tables", "table_schema = %s AND table_type = 'BASE TABLE'", schema
+    )
+
+
+def _trigger_names(server, schema):
+    return _names(server, "trigger_name", "triggers", "trigger_schema = %s", schema)
+
+
+def _names(server, column, view, condition, schema):
+    """Return one column of an information_schema view, sorted, for one schema."""
+    cursor = server.execute_sql(
+        f"SELECT {column} FROM information_schema.{view} WHERE {condition} ORDER BY {column}",
+        (schema,),
+    )
+    return [name for (name,) in cursor.fetchall()]
+
+
+def _trigger_definition(server, schema, name):
+    row = server.execute_sql(
+        f"SHOW CREATE TRIGGER {quoted(server, schema)}.{quoted(server, name)}"
+    ).fetchone()
+    return row[2]  # (Trigger, sql_mode, SQL Original Statement, ...)
+
+
+def _dump_compressed(command, output):
+    """Run the dump tool, compressing its output into ``output``; return the (SHA-256,
+    size) of the uncompressed dump."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        content = compress_stream(process.stdout, output)
+        if process.wait() != 0:
+            errors.seek(0)
+            raise BackupError(tool_complaint(command[0], errors.read()))
+    return content
+
+
+def _feed(command, chunks):
+    """Run the client with ``chunks`` as its input; raise BackupError when it fails, or
+    when the input does (the client is stopped before it reads a cut-short end)."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
+        )
+        try:
+            for chunk in chunks:
+                process.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the client stopped early: its exit status and stderr say why
+        except BackupError:
+            process.kill()
+            raise
+        finally:
+            with suppress(BrokenPipeError):
+                process.stdin.close()
+            process.wait()
+        if process.returncode != 0:
+            errors.seek(0)
+            raise BackupError(tool_complaint(command[0], errors.read()))
+
+
+def _options_file(url):
+    host, port, user, password, _ = url_parts(url)
+    lines = ["[client]"]
+    for key, value in (("host", host), ("port", port), ("user", user), ("password", password)):
+        if value is not None:
+            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{key}="{escaped}"')
+    return private_file("\n".join(lines) + "\n")

@@ -1,0 +1,195 @@
+"""What PostgreSQL and MySQL backups share: the engines' own client tools, credentials
+in private files, and restores that load into a fresh database before swapping it in.
+
+A server backup is verified the only way a dump can be: by loading it into a scratch
+database on the configured server and comparing what arrived with the manifest.
+A restore loads into a fresh database the same way, so the live one is untouched until
+the restored copy has proved sound; then the engine swaps them (see each subclass).
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from db.backups.files import create_private
+from db.backups.sqlite import CLONEGALLERY_TABLES, count_problems
+from db.config import mask_url
+from db.content import orphans
+from db.engines import engine_for_url
+from db.engines.base import database_name_of, quoted, with_database
+from db.errors import BackupError, ConfigError
+from db.history import History
+
+MAX_NAME = 63  # PostgreSQL's limit on a database name; MySQL allows 64
+TOOL_ERROR_LINES = 3
+TOOL_LINE_CHARS = 200
+
+
+class ServerBackups:
+    """The backup steps of one server engine; subclasses supply the tools and the swap."""
+
+    engine = None  # the manifest's engine name
+    suffix = None
+
+    def dump(self, database, url, partial, compress):
+        raise NotImplementedError
+
+    def load(self, url, path, manifest):
+        """Load the backup ``path`` into the (empty) database of ``url``."""
+        raise NotImplementedError
+
+    def swap(self, url, fresh_url, timeout):
+        """Put the database of ``fresh_url`` in the place of the live one of ``url``."""
+        raise NotImplementedError
+
+    def check(self, path, manifest, url):
+        """Load the backup into a scratch database; return the problems found."""
+        self._require_server(url, "verify")
+        scratch = self.side_database(url, "verify")
+        with self.fresh_database(scratch):
+            try:
+                self.load(scratch, path, manifest)
+            except BackupError as exc:
+                return [str(exc)]
+            return self.loaded_problems(scratch, manifest)
+
+    def restore(self, url, path, manifest, safety_folder, take_safety, timeout=30):
+        """Load into a fresh database and check it; then take the safety backup of the
+        live one (``take_safety()``) and swap the fresh one in; return the safety backup."""
+        self._require_server(url, "restore")
+        fresh = self.side_database(url, "restoring")
+        with self.fresh_database(fresh):
+            try:
+                self.load(fresh, path, manifest)
+            except BackupError as exc:
+                raise BackupError(f"{path}: {exc}; nothing restored") from exc
+            problems = self.loaded_problems(fresh, manifest)
+            if problems:
+                raise BackupError(f"{path}: {problems[0]}; nothing restored")
+            safety = take_safety()
+            self.swap(url, fresh, timeout)
+        return safety
+
+    def loaded_problems(self, url, manifest):
+        """Check a database loaded from a backup: our tables, row counts, foreign keys."""
+        database = engine_for_url(url).connect(url)
+        try:
+            counts = table_rows(database)
+            missing = [t for t in CLONEGALLERY_TABLES if t not in counts]
+            if missing:
+                return [f"not a CloneGallery database (no {', '.join(missing)} table)"]
+            return count_problems(counts, manifest) + orphan_problems(database)
+        finally:
+            database.close()
+
+    @contextmanager
+    def fresh_database(self, url):
+        """Create the database of ``url`` (dropping a leftover of a killed run first);
+        drop it afterwards unless it was swapped in."""
+        engine = engine_for_url(url)
+        engine.drop(url)
+        engine.create(url)
+        try:
+            yield
+        finally:
+            engine.drop(url)
+
+    def side_database(self, url, role):
+        """Return the URL of a database beside the live one, named for its role."""
+        name = f"{database_name_of(url)}_{role}"[:MAX_NAME]
+        return with_database(url, name)
+
+    def _require_server(self, url, action):
+        scheme = urlsplit(url).scheme.split("+")[0]
+        engine_name = "postgresql" if scheme in ("postgresql", "postgres") else scheme
+        if engine_name != self.engine:
+            raise ConfigError(
+                f"to {action} a {self.engine} backup, configure a {self.engine} database "
+                f"(DATABASE_URL is {mask_url(url)})"
+            )
+
+
+def table_rows(database):
+    """Return {table: rows} of every table of a connected database."""
+    return {
+        table: database.execute_sql(f"SELECT COUNT(*) FROM {quoted(database, table)}").fetchone()[0]
+        for table in sorted(database.get_tables())
+    }
+
+
+def schema_version(database):
+    versions = sorted(History(database).applied(), key=int)
+    return versions[-1] if versions else None
+
+
+def orphan_problems(database):
+    """Return one line per foreign key whose rows point at no parent row."""
+    return [
+        f"{table}.{column}: {count} rows point at no parent row"
+        for table, column, count in orphans(database)
+    ]
+
+
+def url_parts(url):
+    """Return (host, port, user, password, database) of a server URL."""
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password is not None else None
+    user = unquote(parts.username) if parts.username else None
+    return parts.hostname, parts.port, user, password, database_name_of(url)
+
+
+def find_tool(*names, package):
+    """Return the path of the first client tool found on PATH, or raise naming the
+    package that provides it."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ConfigError(f"{names[0]} was not found on PATH: install {package}")
+
+
+def run_tool(command, env, stdin=None, stdout=None):
+    """Run a client tool; raise BackupError with its last words when it fails."""
+    try:
+        result = subprocess.run(
+            command, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, check=False
+        )
+    except OSError as exc:
+        raise BackupError(f"cannot run {Path(command[0]).name}: {exc}") from exc
+    if result.returncode != 0:
+        raise BackupError(tool_complaint(command[0], result.stderr))
+
+
+def tool_complaint(tool, stderr):
+    """Return the gist of a tool's error output, on one printable line (a tool may echo
+    bytes of a damaged file: they must not reach the terminal as control codes)."""
+    lines = [
+        _printable(line)[:TOOL_LINE_CHARS] for line in stderr.decode(errors="replace").splitlines()
+    ]
+    lines = [line for line in lines if line]
+    gist = "; ".join(lines[-TOOL_ERROR_LINES:]) or "no error message"
+    return f"{Path(tool).name} failed: {gist}"
+
+
+def _printable(text):
+    return "".join(c if c.isprintable() else " " for c in text).strip()
+
+
+@contextmanager
+def private_file(text):
+    """Yield the path of a 0600 temporary file holding ``text`` (a password file);
+    it is deleted afterwards."""
+    folder = tempfile.mkdtemp(prefix="clonegallery-")
+    path = Path(folder) / "credentials"
+    try:
+        create_private(path)
+        path.write_text(text, encoding="utf-8")
+        yield path
+    finally:
+        with suppress(FileNotFoundError):
+            path.unlink()
+        os.rmdir(folder)
