@@ -9,6 +9,7 @@ The ``db_path`` family is SQLite only.
 """
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,13 @@ def run_invoke(*args, url=None, migrations_dir=None, env=None, timeout=120):
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def ctrl_c_reaches_python():
+    """A ``preexec_fn`` for a child that the test interrupts with SIGINT: a shell runs
+    background jobs with SIGINT ignored, Python then installs no KeyboardInterrupt
+    handler, and the child would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def one_error_line(result, exit_code, *names):

@@ -16,7 +16,7 @@ import pytest
 
 from db.config import database_name
 from db.engines import database_exists
-from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke
+from tests.conftest import PROJECT_ROOT, ctrl_c_reaches_python, one_error_line, run_invoke
 from tests.snapshots import checksum, content, schema
 
 SAMPLE_COUNTS = {"users": 5, "tags": 20, "images": 8, "albums": 6, "analytics": 15}
@@ -199,6 +199,7 @@ def test_an_interrupted_populate_leaves_the_database_as_it_was(set_up):
         [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT),
          "db.populate", "--images", "1000000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=ctrl_c_reaches_python,
     )  # fmt: skip
     for line in process.stdout:  # wait until rows are being written
         if line.startswith("images: 10,000/"):

@@ -30,6 +30,7 @@ from tests import servers
 from tests.conftest import (
     MIGRATIONS_DIR,
     PROJECT_ROOT,
+    ctrl_c_reaches_python,
     one_error_line,
     run_invoke,
     sqlite_url,
@@ -98,6 +99,7 @@ def start_transfer(source_url, *args):
         [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT),
          "db.transfer", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=ctrl_c_reaches_python,
     )  # fmt: skip
 
 
