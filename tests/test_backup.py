@@ -14,6 +14,7 @@ from contextlib import closing
 import pytest
 
 from db import backups
+from db.backups.sqlite import pinned_snapshot
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
@@ -225,3 +226,44 @@ def test_a_disk_that_fills_up_leaves_no_backup_behind(gallery, backups_dir, db_u
     one_error_line(result, 1, "no backup was written")
     assert list(backups_dir.iterdir()) == []
     assert checksum(db_url) == before
+
+
+def test_while_a_backup_reads_the_pinned_file_writers_go_on_and_the_file_does_not_change(
+    migrated_db, gallery, db_path
+):
+    # The fast path of an SQLite backup copies the database file itself: this is the
+    # property it rests on (a checkpoint never writes past a reader's snapshot).
+    with pinned_snapshot(db_path) as pinned:
+        assert pinned is not None, "an idle WAL database can be pinned"
+        before = backups.file_digest(db_path)
+        with closing(sqlite3.connect(db_path, timeout=5, isolation_level=None)) as writer:
+            writer.execute("PRAGMA wal_autocheckpoint = 1")  # try to checkpoint at every commit
+            for number in range(300):
+                writer.execute("INSERT INTO tags (name) VALUES (?)", (f"pinned-{number}",))
+            assert writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+            assert backups.file_digest(db_path) == before
+        assert pinned.execute(
+            "SELECT COUNT(*) FROM tags WHERE name LIKE 'pinned-%'"
+        ).fetchone() == (0,)
+    with closing(sqlite3.connect(db_path)) as reader:
+        reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert backups.file_digest(db_path) != before
+
+
+def test_a_database_the_writers_keep_busy_is_backed_up_through_the_backup_api(
+    migrated_db, gallery, db_path, backups_dir
+):
+    with closing(sqlite3.connect(db_path, timeout=5, isolation_level=None)) as writer:
+        writer.execute("INSERT INTO tags (name) VALUES ('in the wal')")
+        writer.execute("BEGIN")  # a reader of the current WAL: it cannot be emptied now
+        writer.execute("SELECT COUNT(*) FROM tags").fetchone()
+        with pinned_snapshot(db_path) as pinned:
+            assert pinned is None
+        info = backups.create_backup(migrated_db, sqlite_url(db_path), backups_dir)
+        writer.execute("ROLLBACK")
+
+    assert backups.verify_backup(info.path) == []
+    with closing(sqlite3.connect(info.path)) as copy:
+        assert copy.execute("SELECT COUNT(*) FROM tags WHERE name = 'in the wal'").fetchone() == (
+            1,
+        )

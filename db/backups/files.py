@@ -57,19 +57,6 @@ def file_digest(path):
     return digest.hexdigest(), size
 
 
-def copy_file(source, target):
-    """Copy ``source`` into the existing file ``target`` (keeping its mode); return the
-    (SHA-256, size) of what was copied, computed on the way."""
-    digest, size = hashlib.sha256(), 0
-    with open(source, "rb") as reader, open(target, "r+b") as writer:
-        while chunk := reader.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-            writer.write(chunk)
-        writer.truncate()
-    return digest.hexdigest(), size
-
-
 def compress_file(source, target):
     """Write ``source`` zstd-compressed into the existing file ``target``; return the
     (SHA-256, size) of ``source``, computed on the way."""

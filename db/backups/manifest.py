@@ -34,12 +34,15 @@ class BackupInfo:
         return bool(self.manifest and self.manifest.get("verified_at"))
 
 
-def new_manifest(path, engine, schema_version, row_counts, content=None, verified=False):
+def new_manifest(
+    path, engine, schema_version, row_counts, content=None, verified=False, digest=None
+):
     """Return the manifest of a finished backup file.
 
-    ``content`` is the (SHA-256, size) of what a compressed file holds, when compressed.
+    ``content`` is the (SHA-256, size) of what a compressed file holds, when compressed;
+    ``digest`` the file's own (SHA-256, size) when already known.
     """
-    digest, size = file_digest(path)
+    digest, size = digest or file_digest(path)
     content_digest, content_size = content or (digest, size)
     now = now_text()
     return {
