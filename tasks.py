@@ -258,8 +258,7 @@ def backups(c, debug=False):
 
 @task(help={"path": "the backup file to check", "debug": DEBUG_HELP})
 def verify(c, path, debug=False):
-    """Check a backup: checksum, integrity, foreign keys, row counts against its manifest
-    (a PostgreSQL or MySQL backup is loaded into a scratch database on the configured server)."""
+    """Check a backup against its manifest: checksum, integrity, foreign keys, row counts."""
     with _errors_as_exit(c, debug):
         info = commands.verify(_settings(c), path)
     print(report.verified(info))
@@ -279,6 +278,52 @@ def status(c, json=False, check=False, debug=False):
     print(report.status_json(result) if json else report.status_table(result))
     if check and not result.up_to_date:
         raise Exit(code=3)
+
+
+@task(
+    help={
+        "output": "write to a file instead of printing; its suffix names the format: "
+        ".md (Mermaid in Markdown), .mmd (Mermaid), .dot/.gv (Graphviz), .svg (needs dot)",
+        "debug": DEBUG_HELP,
+    }
+)
+def diagram(c, output=None, debug=False):
+    """Draw the live schema as an entity-relationship diagram (Mermaid by default)."""
+    with _errors_as_exit(c, debug):
+        text = commands.diagram(_settings(c), output=output)
+    if output:
+        print(f"diagram written to {output}")
+    else:
+        print(text, end="")
+
+
+@task(
+    help={
+        "output": "write the SQL to this file (its folder must exist) instead of printing it",
+        "debug": DEBUG_HELP,
+    }
+)
+def schema(c, output=None, debug=False):
+    """Write the database's complete current schema as SQL for its engine."""
+    with _errors_as_exit(c, debug):
+        result = commands.schema(_settings(c), output=output)
+    print(report.schema_dumped(result))
+
+
+@task(help={"debug": DEBUG_HELP})
+def optimize(c, debug=False):
+    """Run the engine's maintenance (VACUUM, ANALYZE...) and show the space reclaimed."""
+    with _errors_as_exit(c, debug):
+        result = commands.optimize(_settings(c))
+    print(report.optimized(result))
+
+
+@task(help={"json": "print machine-readable JSON", "debug": DEBUG_HELP})
+def stats(c, json=False, debug=False):
+    """Show each table's rows, size and indexes, the database's size and the latest backup."""
+    with _errors_as_exit(c, debug):
+        result = commands.stats(_settings(c))
+    print(report.stats_json(result) if json else report.stats_table(result))
 
 
 @task(
@@ -310,7 +355,11 @@ db = Collection(
     verify,
     restore,
     status,
+    stats,
     new_migration,
+    schema,
+    optimize,
+    diagram,
 )
 ns = Collection(db)
 ns.configure(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import peewee
 
-from db import backups
+from db import backups, maintenance, schema_dump
+from db import diagram as diagrams
 from db import transfer as transfers
 from db.config import mask_url
 from db.engines import database_exists, engine_for, open_database
@@ -24,6 +25,7 @@ from db.loader import discover, next_version, slugify
 from db.populate import populate as populate_gallery
 from db.runner import APPLIED, Runner
 from db.seeders import Seeder
+from db.stats import database_stats
 
 IN_MEMORY_URL = "sqlite:///:memory:"
 
@@ -244,6 +246,49 @@ def list_backups(settings):
     return backups.list_backups(settings.backups_dir)
 
 
+def stats(settings):
+    """Return the DatabaseStats of the database (see db.stats); it must exist."""
+    if not database_exists(settings.url):
+        raise ConfigError(
+            f"{mask_url(settings.url)} does not exist yet: no statistics; db.setup creates it"
+        )
+    with opened(settings, create=False, allow_incomplete=True) as database:
+        return database_stats(database, settings.url, settings.backups_dir)
+
+
+DIAGRAM_FORMATS = {".md": "markdown", ".mmd": "mermaid", ".dot": "dot", ".gv": "dot", ".svg": "svg"}
+
+
+def diagram(settings, output=None):
+    """Draw the live schema: return the diagram's text (Mermaid unless ``output`` names
+    another format by its suffix), written to ``output`` when given."""
+    kind = "mermaid" if output is None else _diagram_format(output)
+    if not database_exists(settings.url):
+        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
+    with opened(settings, create=False) as database:
+        schema = diagrams.read_schema(database)
+    text = {
+        "mermaid": lambda: diagrams.mermaid(schema),
+        "markdown": lambda: f"```mermaid\n{diagrams.mermaid(schema)}```\n",
+        "dot": lambda: diagrams.graphviz(schema),
+        "svg": lambda: diagrams.render_svg(diagrams.graphviz(schema)),
+    }[kind]()
+    if output is not None:
+        Path(output).write_text(text, encoding="utf-8")
+    return text
+
+
+def _diagram_format(output):
+    path = Path(output)
+    if not path.parent.resolve().is_dir():
+        raise ConfigError(f"--output {output}: folder {path.parent} does not exist")
+    kind = DIAGRAM_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        known = ", ".join(DIAGRAM_FORMATS)
+        raise ConfigError(f"--output {output}: name the format by its suffix ({known})")
+    return kind
+
+
 def _verified(info, url):
     problems = backups.verify_backup(info.path, url)
     if problems:
@@ -301,3 +346,33 @@ def new_migration(settings, description, sql=False):
     path = settings.migrations_dir / f"{next_version(files)}_{slug}.{kind}"
     path.write_text(template.format(title=description.strip()), encoding="utf-8")
     return path
+
+
+def schema(settings, output=None):
+    """Return the migrated database's schema as SQL for its engine (see db.schema_dump),
+    written to ``output`` when given; a SchemaDump."""
+    if output is not None:
+        schema_dump.check_output(output)  # a missing folder: refused before the dump
+    if not database_exists(settings.url):
+        raise ConfigError(
+            f"{mask_url(settings.url)} does not exist yet: no schema to write; "
+            "run invoke db.setup first"
+        )
+    with runner_for(settings, create=False) as runner:
+        _require_migrated(runner)
+        sql = schema_dump.schema_sql(runner.database, settings.url)
+        tables = len(engine_for(runner.database).tables(runner.database))
+    path = None if output is None else schema_dump.write_schema(sql, output)
+    return schema_dump.SchemaDump(sql, tables, path)
+
+
+def optimize(settings):
+    """Run the engine's maintenance under the migration lock (see db.maintenance);
+    return an Optimized."""
+    if not database_exists(settings.url):
+        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to optimize")
+    with (
+        opened(settings, create=False) as database,
+        engine_for(database).migration_lock(database),
+    ):
+        return maintenance.optimize(database)

@@ -107,6 +107,10 @@ class IncompleteTransfer(DbError):
     """The database is the target of a transfer that did not finish."""
 
 
+class ToolFailed(DbError):
+    """An engine's command-line client (pg_dump, mariadb, ...) failed."""
+
+
 class LockTimeout(DbError):
     """Another process held the migration lock for too long."""
 

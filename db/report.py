@@ -259,3 +259,139 @@ class ProgressPrinter:
         elif total and done * PROGRESS_LINES // total >= self.lines_printed:
             print(f"{self.what}: {done:,}/{total:,} ({done / total:.0%})", flush=True)
             self.lines_printed = done * PROGRESS_LINES // total + 1
+
+
+def schema_dumped(result):
+    """Return what db.schema shows: the SQL itself, or where it was written."""
+    if result.path is None:
+        return result.sql.rstrip("\n")
+    return f"schema of {result.tables} tables written to {result.path} ({_size(len(result.sql))})"
+
+
+def optimized(result):
+    """Return the closing lines of db.optimize: what ran, and the space it gave back."""
+    lines = [
+        f"  {size.table:<20} {_size(size.before):>10} -> {_size(size.after):>10}"
+        for size in result.tables
+    ]
+    lines += [
+        f"  {message.table:<20} {message.operation}: {message.kind}: {message.text}"
+        for message in result.messages
+    ]
+    what = "file" if result.free_pages else "tables"
+    summary = (
+        f"{result.engine}: ran {', '.join(result.steps)}; {what} "
+        f"{_size(result.size_before)} -> {_size(result.size_after)} "
+        f"({_change(result.reclaimed)})"
+    )
+    if result.free_pages:
+        summary += f"; free pages {result.free_pages[0]:,} -> {result.free_pages[1]:,}"
+    lines.append(summary)
+    return "\n".join(lines)
+
+
+def _change(reclaimed):
+    if reclaimed < 0:  # ANALYZE's statistics take room of their own
+        return f"{_size(-reclaimed)} more"
+    return f"{_size(reclaimed)} reclaimed"
+
+
+def stats_table(stats):
+    """Return db.stats as text: the database's size, then each table and its indexes."""
+    free = "n/a" if stats.free_bytes is None else _size(stats.free_bytes)
+    wal = "" if stats.wal_bytes is None else f", WAL {_size(stats.wal_bytes)}"
+    lines = [f"database: {stats.database}"]
+    lines.append(f"{stats.engine}: {_size(stats.size_bytes)}, free {free}{wal}")
+    lines.append(f"latest backup: {_backup_age(stats.latest_backup)}")
+    lines.append("")
+    lines.append(f"{'table':<22} {'rows':>12} {'data':>11} {'indexes':>11}")
+    for table in stats.tables:
+        lines.append(
+            f"{table.name:<22} {table.rows:>12,} {_size_or_na(table.data_bytes):>11} "
+            f"{_size_or_na(table.index_bytes):>11}"
+        )
+        lines += [f"  {_index_line(index)}".rstrip() for index in table.indexes]
+    lines.append("")
+    if stats.index_usage:
+        lines.append(f"index uses: {_USAGE[stats.index_usage]}")
+    lines += [f"note: {note}" for note in stats.notes]
+    return "\n".join(lines)
+
+
+_USAGE = {
+    "idx_scan": "scans since the statistics were reset (pg_stat_user_indexes.idx_scan)",
+    "rows_read": "rows read through the index (information_schema.INDEX_STATISTICS)",
+}
+
+
+def _index_line(index):
+    kind = "primary" if index.primary else ("unique" if index.unique else "")
+    named = f"{index.name} ({', '.join(index.columns)})"
+    size = "" if index.size_bytes is None else _size(index.size_bytes)
+    uses = "" if index.uses is None else f"{index.uses:,} uses"
+    flag = "NEVER USED" if index.unused else ""
+    return f"{named:<58} {kind:<7} {size:>10} {uses:>12} {flag}"
+
+
+def _size_or_na(count):
+    return "n/a" if count is None else _size(count)
+
+
+def _backup_age(backup):
+    if backup is None:
+        return "no backups"
+    minutes = int(backup.age_seconds // 60)
+    if minutes < 1:
+        age = "less than a minute"
+    elif minutes < 120:
+        age = f"{minutes} min"
+    elif minutes < 48 * 60:
+        age = f"{minutes // 60} h"
+    else:
+        age = f"{minutes // (24 * 60)} days"
+    return f"{age} ago ({backup.path.name})"
+
+
+def stats_json(stats):
+    """Return db.stats as stable JSON."""
+    backup = stats.latest_backup
+    return json.dumps(
+        {
+            "database": stats.database,
+            "engine": stats.engine,
+            "size_bytes": stats.size_bytes,
+            "free_bytes": stats.free_bytes,
+            "wal_bytes": stats.wal_bytes,
+            "index_usage": stats.index_usage,
+            "tables": [
+                {
+                    "name": table.name,
+                    "rows": table.rows,
+                    "data_bytes": table.data_bytes,
+                    "index_bytes": table.index_bytes,
+                    "indexes": [
+                        {
+                            "name": index.name,
+                            "columns": index.columns,
+                            "primary": index.primary,
+                            "unique": index.unique,
+                            "size_bytes": index.size_bytes,
+                            "uses": index.uses,
+                            "unused": index.unused,
+                        }
+                        for index in table.indexes
+                    ],
+                }
+                for table in stats.tables
+            ],
+            "latest_backup": None
+            if backup is None
+            else {
+                "path": str(backup.path),
+                "created_at": backup.created_at.isoformat(),
+                "age_seconds": round(backup.age_seconds),
+            },
+            "notes": stats.notes,
+        },
+        indent=2,
+    )

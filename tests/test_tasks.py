@@ -49,6 +49,14 @@ TASK_OPTIONS = {
     "db.status": ["json", "check", "debug"],
     "db.transfer": ["to", "force", "batch", "debug"],
     "db.new-migration": ["name", "sql", "debug"],
+    "db.backup": ["output", "compress", "keep", "verify", "debug"],
+    "db.backups": ["debug"],
+    "db.verify": ["path", "debug"],
+    "db.restore": ["path", "yes", "debug"],
+    "db.schema": ["output", "debug"],
+    "db.optimize": ["debug"],
+    "db.stats": ["json", "debug"],
+    "db.diagram": ["output", "debug"],
 }
 OPTION_LINE = re.compile(r"^\s+(?:-\w(?: [A-Z]+)?, )?--(?P<option>[a-z-]+)(?:=[A-Z]+)?\s{2,}\S")
 

@@ -39,7 +39,7 @@ from db.backups.mysql import MySQLBackups, finish_interrupted_swap
 from db.backups.postgres import PostgresBackups
 from db.config import scheme_of
 from db.engines import database_exists, engine_for, open_database
-from db.errors import BackupError, ConfigError
+from db.errors import BackupError, ConfigError, ToolFailed
 
 __all__ = [
     "BackupInfo",
@@ -75,7 +75,7 @@ def create_backup(database, url, folder=Path("backups"), output=None, compress=F
         with finished_file(target) as partial:
             manifest = FORMATS[engine].dump(database, url, partial, compress)
         write_manifest(target, manifest)
-    except (OSError, sqlite3.Error, peewee.DatabaseError, BackupError) as exc:
+    except (OSError, sqlite3.Error, peewee.DatabaseError, BackupError, ToolFailed) as exc:
         raise BackupError(f"backup to {target} failed: {exc}; no backup was written") from exc
     return BackupInfo(target, manifest)
 

@@ -25,23 +25,20 @@ from db.backups.files import (
     decompressed_chunks,
 )
 from db.backups.manifest import new_manifest
-from db.backups.servers import (
-    ServerBackups,
+from db.backups.servers import ServerBackups, schema_version, table_rows
+from db.clients import (
+    MYSQL_CLIENT_PACKAGE,
+    MYSQL_CLIENT_TOOLS,
     find_tool,
-    private_file,
+    mysql_dump_command,
+    mysql_options_file,
     run_tool,
-    schema_version,
-    table_rows,
     tool_complaint,
-    url_parts,
 )
 from db.engines import engine_for_url
 from db.engines.base import database_name_of, quoted
-from db.errors import BackupError
+from db.errors import BackupError, ToolFailed
 
-CLIENT_PACKAGE = "the MariaDB client (Debian/Ubuntu: apt install mariadb-client)"
-DUMP_TOOLS = ("mariadb-dump", "mysqldump")
-CLIENT_TOOLS = ("mariadb", "mysql")
 # Where a swap keeps the triggers it has to drop while their tables move (see swap).
 PARKED_TRIGGERS = "clonegallery_parked_triggers"
 
@@ -51,18 +48,9 @@ class MySQLBackups(ServerBackups):
     suffix = ".sql"
 
     def dump(self, database, url, partial, compress):
-        dump_tool = find_tool(*DUMP_TOOLS, package=CLIENT_PACKAGE)
-        with _options_file(url) as options:
-            command = [
-                dump_tool,
-                f"--defaults-extra-file={options}",
-                "--single-transaction",
-                "--hex-blob",
-                "--default-character-set=utf8mb4",
-                "--skip-add-locks",
-                "--no-tablespaces",
-                database_name_of(url),
-            ]
+        with mysql_options_file(url) as options:
+            flags = ("--single-transaction", "--hex-blob", "--skip-add-locks")
+            command = mysql_dump_command(options, url, *flags)
             content = None
             with open(partial, "r+b") as output:
                 if compress:
@@ -76,8 +64,8 @@ class MySQLBackups(ServerBackups):
         return new_manifest(partial, self.engine, version, counts, content, verified=True)
 
     def load(self, url, path, manifest):
-        client = find_tool(*CLIENT_TOOLS, package=CLIENT_PACKAGE)
-        with _options_file(url) as options:
+        client = find_tool(*MYSQL_CLIENT_TOOLS, package=MYSQL_CLIENT_PACKAGE)
+        with mysql_options_file(url) as options:
             command = [
                 client,
                 f"--defaults-extra-file={options}",
@@ -205,7 +193,7 @@ def _dump_compressed(command, output):
         content = compress_stream(process.stdout, output)
         if process.wait() != 0:
             errors.seek(0)
-            raise BackupError(tool_complaint(command[0], errors.read()))
+            raise ToolFailed(tool_complaint(command[0], errors.read()))
     return content
 
 
@@ -230,14 +218,4 @@ def _feed(command, chunks):
             process.wait()
         if process.returncode != 0:
             errors.seek(0)
-            raise BackupError(tool_complaint(command[0], errors.read()))
-
-
-def _options_file(url):
-    host, port, user, password, _ = url_parts(url)
-    lines = ["[client]"]
-    for key, value in (("host", host), ("port", port), ("user", user), ("password", password)):
-        if value is not None:
-            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'{key}="{escaped}"')
-    return private_file("\n".join(lines) + "\n")
+            raise ToolFailed(tool_complaint(command[0], errors.read()))

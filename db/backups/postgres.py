@@ -7,27 +7,17 @@ a REPEATABLE READ transaction, export its snapshot, count, and hand the snapshot
 never the command line or ``PGPASSWORD`` (visible to ``ps`` on some systems).
 """
 
-import os
 import time
 from contextlib import contextmanager
 
 import peewee
 
 from db.backups.manifest import new_manifest
-from db.backups.servers import (
-    ServerBackups,
-    find_tool,
-    private_file,
-    run_tool,
-    schema_version,
-    table_rows,
-    url_parts,
-)
+from db.backups.servers import ServerBackups, schema_version, table_rows
+from db.clients import POSTGRES_CLIENT_PACKAGE, find_tool, libpq_environment, run_tool
 from db.engines import engine_for_url
 from db.engines.base import database_name_of, quoted
 from db.errors import BackupError
-
-CLIENT_PACKAGE = "the PostgreSQL client tools (Debian/Ubuntu: apt install postgresql-client)"
 
 
 class PostgresBackups(ServerBackups):
@@ -36,15 +26,15 @@ class PostgresBackups(ServerBackups):
 
     def dump(self, database, url, partial, compress):
         # The custom format is compressed by pg_dump itself, so --compress adds nothing.
-        pg_dump = find_tool("pg_dump", package=CLIENT_PACKAGE)
-        with _exported_snapshot(database) as snapshot, _environment(url) as env:
+        pg_dump = find_tool("pg_dump", package=POSTGRES_CLIENT_PACKAGE)
+        with _exported_snapshot(database) as snapshot, libpq_environment(url) as env:
             counts, version = table_rows(database), schema_version(database)
             command = [pg_dump, "--format=custom", f"--snapshot={snapshot}", f"--file={partial}"]
             run_tool(command, env)
         return new_manifest(partial, self.engine, version, counts)
 
     def load(self, url, path, manifest):
-        pg_restore = find_tool("pg_restore", package=CLIENT_PACKAGE)
+        pg_restore = find_tool("pg_restore", package=POSTGRES_CLIENT_PACKAGE)
         command = [
             pg_restore,
             "--exit-on-error",
@@ -54,7 +44,7 @@ class PostgresBackups(ServerBackups):
             f"--dbname={database_name_of(url)}",
             str(path),
         ]
-        with _environment(url) as env:
+        with libpq_environment(url) as env:
             run_tool(command, env)
 
     def swap(self, url, fresh_url, timeout):
@@ -100,22 +90,3 @@ def _exported_snapshot(database):
         yield database.execute_sql("SELECT pg_export_snapshot()").fetchone()[0]
     finally:
         database.execute_sql("ROLLBACK")
-
-
-@contextmanager
-def _environment(url):
-    """Yield the environment for libpq tools: where to connect, and a private password
-    file when the URL carries a password."""
-    host, port, user, password, name = url_parts(url)
-    env = {**os.environ, "PGDATABASE": name}
-    env.update({k: str(v) for k, v in (("PGHOST", host), ("PGPORT", port), ("PGUSER", user)) if v})
-    if password is None:
-        yield env
-        return
-    line = ":".join(_escaped(part) for part in ("*", "*", "*", user or "*", password))
-    with private_file(line + "\n") as passfile:
-        yield {**env, "PGPASSFILE": str(passfile)}
-
-
-def _escaped(text):
-    return text.replace("\\", "\\\\").replace(":", "\\:")

@@ -1,5 +1,6 @@
-"""What PostgreSQL and MySQL backups share: the engines' own client tools, credentials
-in private files, and restores that load into a fresh database before swapping it in.
+"""What PostgreSQL and MySQL backups share: restores that load into a fresh database
+before swapping it in, and the checks of a loaded backup (the client tools they run are
+in db/clients.py).
 
 A server backup is verified the only way a dump can be: by loading it into a scratch
 database on the configured server and comparing what arrived with the manifest.
@@ -7,26 +8,18 @@ A restore loads into a fresh database the same way, so the live one is untouched
 the restored copy has proved sound; then the engine swaps them (see each subclass).
 """
 
-import os
-import shutil
-import subprocess
-import tempfile
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from contextlib import contextmanager
+from urllib.parse import urlsplit
 
-from db.backups.files import create_private
 from db.backups.sqlite import CLONEGALLERY_TABLES, count_problems
 from db.config import mask_url
 from db.content import orphans
 from db.engines import engine_for_url
 from db.engines.base import database_name_of, quoted, with_database
-from db.errors import BackupError, ConfigError
+from db.errors import BackupError, ConfigError, ToolFailed
 from db.history import History
 
 MAX_NAME = 63  # PostgreSQL's limit on a database name; MySQL allows 64
-TOOL_ERROR_LINES = 3
-TOOL_LINE_CHARS = 200
 
 
 class ServerBackups:
@@ -53,7 +46,7 @@ class ServerBackups:
         with self.fresh_database(scratch):
             try:
                 self.load(scratch, path, manifest)
-            except BackupError as exc:
+            except (BackupError, ToolFailed) as exc:
                 return [str(exc)]
             return self.loaded_problems(scratch, manifest)
 
@@ -65,7 +58,7 @@ class ServerBackups:
         with self.fresh_database(fresh):
             try:
                 self.load(fresh, path, manifest)
-            except BackupError as exc:
+            except (BackupError, ToolFailed) as exc:
                 raise BackupError(f"{path}: {exc}; nothing restored") from exc
             problems = self.loaded_problems(fresh, manifest)
             if problems:
@@ -132,64 +125,3 @@ def orphan_problems(database):
         f"{table}.{column}: {count} rows point at no parent row"
         for table, column, count in orphans(database)
     ]
-
-
-def url_parts(url):
-    """Return (host, port, user, password, database) of a server URL."""
-    parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password is not None else None
-    user = unquote(parts.username) if parts.username else None
-    return parts.hostname, parts.port, user, password, database_name_of(url)
-
-
-def find_tool(*names, package):
-    """Return the path of the first client tool found on PATH, or raise naming the
-    package that provides it."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise ConfigError(f"{names[0]} was not found on PATH: install {package}")
-
-
-def run_tool(command, env, stdin=None, stdout=None):
-    """Run a client tool; raise BackupError with its last words when it fails."""
-    try:
-        result = subprocess.run(
-            command, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, check=False
-        )
-    except OSError as exc:
-        raise BackupError(f"cannot run {Path(command[0]).name}: {exc}") from exc
-    if result.returncode != 0:
-        raise BackupError(tool_complaint(command[0], result.stderr))
-
-
-def tool_complaint(tool, stderr):
-    """Return the gist of a tool's error output, on one printable line (a tool may echo
-    bytes of a damaged file: they must not reach the terminal as control codes)."""
-    lines = [
-        _printable(line)[:TOOL_LINE_CHARS] for line in stderr.decode(errors="replace").splitlines()
-    ]
-    lines = [line for line in lines if line]
-    gist = "; ".join(lines[-TOOL_ERROR_LINES:]) or "no error message"
-    return f"{Path(tool).name} failed: {gist}"
-
-
-def _printable(text):
-    return "".join(c if c.isprintable() else " " for c in text).strip()
-
-
-@contextmanager
-def private_file(text):
-    """Yield the path of a 0600 temporary file holding ``text`` (a password file);
-    it is deleted afterwards."""
-    folder = tempfile.mkdtemp(prefix="clonegallery-")
-    path = Path(folder) / "credentials"
-    try:
-        create_private(path)
-        path.write_text(text, encoding="utf-8")
-        yield path
-    finally:
-        with suppress(FileNotFoundError):
-            path.unlink()
-        os.rmdir(folder)
