@@ -318,6 +318,23 @@ def optimize(c, debug=False):
     print(report.optimized(result))
 
 
+@task(
+    # An option, not a positional: Invoke makes positionals required, and --builtin has none.
+    help={
+        "sql": "the SELECT to explain, e.g. \"SELECT * FROM images WHERE caption = 'x'\"",
+        "builtin": "explain the app's typical queries instead (exit 1 on a full scan)",
+        "debug": DEBUG_HELP,
+    },
+)
+def explain(c, sql=None, builtin=False, debug=False):
+    """Show the engine's plan for a SELECT, flagging full scans of large tables and sorts."""
+    with _errors_as_exit(c, debug):
+        result = commands.explain(_settings(c), sql=sql, builtin=builtin)
+    print(report.explained(result))
+    if result.full_scans:
+        raise Exit(code=1)
+
+
 @task(help={"json": "print machine-readable JSON", "debug": DEBUG_HELP})
 def stats(c, json=False, debug=False):
     """Show each table's rows, size and indexes, the database's size and the latest backup."""
@@ -359,6 +376,7 @@ db = Collection(
     new_migration,
     schema,
     optimize,
+    explain,
     diagram,
 )
 ns = Collection(db)

@@ -16,6 +16,7 @@ import peewee
 
 from db import backups, maintenance, schema_dump
 from db import diagram as diagrams
+from db import explain as explains
 from db import transfer as transfers
 from db.config import mask_url
 from db.engines import database_exists, engine_for, open_database
@@ -376,3 +377,20 @@ def optimize(settings):
         engine_for(database).migration_lock(database),
     ):
         return maintenance.optimize(database)
+
+
+def explain(settings, sql=None, builtin=False):
+    """Return an ExplainReport (see db.explain): the plan of one SELECT, or with
+    ``builtin`` of each of the app's typical queries (on a migrated database)."""
+    if builtin == (sql is not None):
+        raise ConfigError("db.explain needs either the SQL of one SELECT or --builtin, not both")
+    if sql is not None:
+        explains.check_select(sql)  # refused before the database is opened
+    if not database_exists(settings.url):
+        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
+    with runner_for(settings, create=False) as runner:
+        if builtin:
+            _require_migrated(runner)
+            return explains.explain_builtin(runner.database)
+        explained = explains.explain(runner.database, sql)
+        return explains.ExplainReport(engine_for(runner.database).name, (explained,))

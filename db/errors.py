@@ -121,6 +121,12 @@ class NotUpToDate(DbError):
     exit_code = 3
 
 
+class BadQuery(DbError):
+    """The SQL given to db.explain is not one SELECT, or the engine rejected it."""
+
+    exit_code = 2
+
+
 def one_line(exc):
     """Return the first non-empty line of an exception's message (drivers add more)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -395,3 +395,31 @@ def stats_json(stats):
         },
         indent=2,
     )
+
+
+def explained(report):
+    """Return db.explain as text: each query's plan and what it flags, then the verdict."""
+    lines = []
+    for query in report.queries:
+        if query.name is None:
+            lines.append(f"{report.engine} plan:")
+            lines += [f"  {line}" for line in query.plan]
+            lines += [str(finding) for finding in query.findings]
+            if not query.findings:
+                lines.append(query.verdict)
+            continue
+        lines.append(f"{query.name:<22} {query.verdict}")
+        lines += [
+            f"{'':<22} {finding}" for finding in query.findings if finding.kind != "full scan"
+        ]
+    if len(report.queries) > 1:
+        scans = len(report.full_scans)
+        lines.append(
+            f"{report.engine}: {len(report.queries)} queries, "
+            + (
+                f"{scans} with a full scan of a large table"
+                if scans
+                else "no full scan of a large table"
+            )
+        )
+    return "\n".join(lines)

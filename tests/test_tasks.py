@@ -55,6 +55,7 @@ TASK_OPTIONS = {
     "db.restore": ["path", "yes", "debug"],
     "db.schema": ["output", "debug"],
     "db.optimize": ["debug"],
+    "db.explain": ["sql", "builtin", "debug"],
     "db.stats": ["json", "debug"],
     "db.diagram": ["output", "debug"],
 }
