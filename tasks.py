@@ -343,6 +343,16 @@ def stats(c, json=False, debug=False):
     print(report.stats_json(result) if json else report.stats_table(result))
 
 
+@task(help={"json": "print machine-readable JSON", "debug": DEBUG_HELP})
+def check(c, json=False, debug=False):
+    """Compare the database with the models and migrations; exit 1 on any difference."""
+    with _errors_as_exit(c, debug):
+        differences = commands.check(_settings(c))
+    print(report.checked_json(differences) if json else report.checked(differences))
+    if differences:
+        raise Exit(code=1)
+
+
 @task(
     help={
         "name": "what the migration does, e.g. 'add karma to users'",
@@ -378,6 +388,7 @@ db = Collection(
     optimize,
     explain,
     diagram,
+    check,
 )
 ns = Collection(db)
 ns.configure(

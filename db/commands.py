@@ -15,6 +15,7 @@ from pathlib import Path
 import peewee
 
 from db import backups, maintenance, schema_dump
+from db import check as checks
 from db import diagram as diagrams
 from db import explain as explains
 from db import transfer as transfers
@@ -394,3 +395,12 @@ def explain(settings, sql=None, builtin=False):
             return explains.explain_builtin(runner.database)
         explained = explains.explain(runner.database, sql)
         return explains.ExplainReport(engine_for(runner.database).name, (explained,))
+
+
+def check(settings):
+    """Return the Differences between the database and the models and migrations (see
+    db.check); the database must exist."""
+    if not database_exists(settings.url):
+        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
+    with opened(settings, create=False) as database:
+        return checks.check_database(database, settings.migrations_dir)

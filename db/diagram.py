@@ -15,8 +15,8 @@ import subprocess
 from typing import NamedTuple
 
 from db.errors import ConfigError, DbError
+from db.history import BOOKKEEPING_TABLES
 
-BOOKKEEPING_TABLES = {"migrations", "seeders", "transfer_incomplete"}
 GRAPHVIZ_PACKAGE = "Graphviz (Debian/Ubuntu: apt install graphviz; macOS: brew install graphviz)"
 
 

@@ -230,3 +230,9 @@ class TransferMarker(BookkeepingTable):
     def clear(self):
         """Remove the mark."""
         self.drop_table()
+
+
+# The toolkit's own tables: not part of the app's schema (diagrams and checks skip them).
+BOOKKEEPING_TABLES = frozenset(
+    {History.table_name, SeederHistory.table_name, TransferMarker.table_name}
+)

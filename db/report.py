@@ -423,3 +423,26 @@ def explained(report):
             )
         )
     return "\n".join(lines)
+
+
+IN_STEP = "in step with the models and migrations"
+
+
+def checked(differences):
+    """Return db.check's lines: each difference, or that the database is in step."""
+    if not differences:
+        return IN_STEP
+    return "\n".join(difference.detail for difference in differences)
+
+
+def checked_json(differences):
+    """Return db.check as stable JSON."""
+    return json.dumps(
+        {
+            "in_step": not differences,
+            "differences": [
+                {"kind": d.kind, "table": d.table, "detail": d.detail} for d in differences
+            ],
+        },
+        indent=2,
+    )

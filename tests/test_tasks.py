@@ -58,6 +58,7 @@ TASK_OPTIONS = {
     "db.explain": ["sql", "builtin", "debug"],
     "db.stats": ["json", "debug"],
     "db.diagram": ["output", "debug"],
+    "db.check": ["json", "debug"],
 }
 OPTION_LINE = re.compile(r"^\s+(?:-\w(?: [A-Z]+)?, )?--(?P<option>[a-z-]+)(?:=[A-Z]+)?\s{2,}\S")
 

@@ -1,0 +1,231 @@
+"""Compare the live database with the models and the migration files with the history.
+
+    differences = check_database(database, "migrations")   # [Difference(...), ...]
+    # [] when in step; else e.g. Difference("column", "images", "images.karma: column
+    # not in the models"), Difference("migration", None, "migration 004_x: pending")
+
+What is compared, table by table (the bookkeeping tables migrations, seeders and
+transfer_incomplete are left out), through peewee's introspection:
+
+- tables and columns, present on one side only;
+- each column's type, loosely: its family (integer, text, real, datetime, boolean), as the
+  engine declares the model's field type and as it reports the column's;
+- nullability and the primary key's columns;
+- indexes, unique or not, by their column lists (names differ between engines);
+- foreign keys as column -> table.column, with their ON DELETE rule where the model
+  declares one (peewee reads the rule on every engine);
+- the triggers: those the applied migrations create on this engine, by name (see
+  ``expected_triggers``), against the engine's catalogue;
+- every migration whose state is not ``applied`` (db.runner's status).
+
+CHECK constraints and column defaults are not compared: the engines render them in
+their own words, so a loose comparison would be guesswork (tests/test_schema.py proves
+the migrations and the models agree on them).
+"""
+
+import re
+from dataclasses import dataclass
+
+import peewee
+
+from db.engines import engine_for
+from db.history import BOOKKEEPING_TABLES
+from db.loader import discover, load_module
+from db.models import ALL_MODELS
+from db.runner import APPLIED, CHANGED, FAILED, MISSING, PENDING, Runner
+
+# How each state that is not "applied" reads in a difference line.
+MIGRATION_STATES = {
+    PENDING: "pending",
+    CHANGED: "changed after it was applied",
+    MISSING: "applied, but its file is gone",
+    FAILED: "failed half-way (fix the database, then invoke db.rollback or db.repair)",
+}
+# Words of a declared type -> its family, first match wins (MySQL's BOOL is TINYINT(1)).
+TYPE_FAMILIES = (
+    (("BOOL", "TINYINT"), "boolean"),
+    (("INT", "SERIAL"), "integer"),
+    (("CHAR", "TEXT", "CLOB", "UUID"), "text"),
+    (("REAL", "FLOA", "DOUB", "NUMERIC", "DECIMAL"), "real"),
+    (("DATE", "TIME"), "datetime"),
+)
+# engine name -> the key of a trigger migration's DIALECTS (see migrations/003_add_triggers.py)
+TRIGGER_DIALECTS = {"SQLite": "sqlite", "PostgreSQL": "postgres", "MySQL": "mysql"}
+TRIGGER_TABLE = re.compile(r"\bON\s+[`\"]?(\w+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the database is not in step: ``detail`` is the line a person acts on."""
+
+    kind: str  # table, column, type, null, primary key, index, foreign key, trigger, migration
+    table: str | None
+    detail: str
+
+
+def check_database(database, migrations_dir, models=ALL_MODELS):
+    """Return the Differences between the database and the models and migrations."""
+    statuses = Runner(database, migrations_dir).status()
+    differences = []
+    live = {t for t in database.get_tables() if t not in BOOKKEEPING_TABLES}
+    declared = {model._meta.table_name: model for model in models}
+    for table in sorted(live | declared.keys()):
+        if table not in live:
+            differences.append(Difference("table", table, f"table {table}: missing"))
+        elif table not in declared:
+            differences.append(Difference("table", table, f"table {table}: not in the models"))
+        else:
+            differences += _table_differences(database, declared[table])
+    differences += _trigger_differences(database, migrations_dir, statuses)
+    differences += [
+        Difference("migration", None, f"migration {m.name}: {MIGRATION_STATES[m.state]}")
+        for m in statuses
+        if m.state != APPLIED
+    ]
+    return differences
+
+
+def type_family(declared):
+    """Return the engine-neutral family of a declared SQL type (its text, upper-cased)."""
+    text = declared.upper()
+    for words, family in TYPE_FAMILIES:
+        if any(word in text for word in words):
+            return family
+    return text.lower()
+
+
+def _table_differences(database, model):
+    table = model._meta.table_name
+    differences = []
+
+    def add(kind, detail):
+        differences.append(Difference(kind, table, detail))
+
+    fields = {field.column_name: field for field in model._meta.sorted_fields}
+    columns = {column.name: column for column in database.get_columns(table)}
+    field_types = database._field_types  # the engine's declared type per peewee field type
+    for name in sorted(columns.keys() - fields.keys()):
+        add("column", f"{table}.{name}: column not in the models")
+    for name, field in fields.items():
+        column = columns.get(name)
+        if column is None:
+            add("column", f"{table}.{name}: column missing")
+            continue
+        wanted = type_family(field_types.get(field.field_type, field.field_type))
+        found = type_family(column.data_type)
+        if wanted != found:
+            add("type", f"{table}.{name}: {wanted} in the models, {found} in the database")
+        if field.null != column.null:
+            wanted, found = _nullability(field.null), _nullability(column.null)
+            add("null", f"{table}.{name}: {wanted} in the models, {found} in the database")
+
+    primary_key = database.get_primary_keys(table)
+    wanted_key = [f.column_name for f in model._meta.get_primary_keys()]
+    if primary_key != wanted_key:
+        wanted, found = ", ".join(wanted_key), ", ".join(primary_key) or "none"
+        add(
+            "primary key",
+            f"{table}: primary key ({wanted}) in the models, ({found}) in the database",
+        )
+
+    wanted_indexes = {_model_index(index) for index in model._meta.fields_to_index()}
+    live_indexes = {
+        (tuple(index.columns), index.unique)
+        for index in database.get_indexes(table)
+        if not (index.unique and list(index.columns) == primary_key)  # the key's own index
+    }
+    for columns_of, unique in sorted(wanted_indexes - live_indexes):
+        add("index", f"{_index_words(table, columns_of, unique)} missing")
+    for columns_of, unique in sorted(live_indexes - wanted_indexes):
+        add("index", f"{_index_words(table, columns_of, unique)} not in the models")
+
+    wanted_keys = {
+        (f.column_name, f.rel_model._meta.table_name, f.rel_field.column_name): f.on_delete
+        for f in model._meta.sorted_fields
+        if isinstance(f, peewee.ForeignKeyField)
+    }
+    live_keys = {
+        (key.column, key.dest_table, key.dest_column): key.on_delete
+        for key in database.get_foreign_keys(table)
+    }
+    for key in sorted(wanted_keys.keys() - live_keys.keys()):
+        add("foreign key", f"foreign key {_reference(table, key)} missing")
+    for key in sorted(live_keys.keys() - wanted_keys.keys()):
+        add("foreign key", f"foreign key {_reference(table, key)} not in the models")
+    for key in sorted(wanted_keys.keys() & live_keys.keys()):
+        wanted_rule, live_rule = wanted_keys[key], (live_keys[key] or "NO ACTION").upper()
+        # A model without on_delete leaves the rule to the engine's default: nothing to compare.
+        if wanted_rule is not None and wanted_rule.upper() != live_rule:
+            rules = f"ON DELETE {wanted_rule.upper()} in the models, {live_rule} in the database"
+            add("foreign key", f"foreign key {_reference(table, key)}: {rules}")
+    return differences
+
+
+def _nullability(null):
+    return "nullable" if null else "NOT NULL"
+
+
+def _model_index(index):
+    columns = tuple(field.column_name for field in index._expressions)
+    return columns, bool(index._unique)
+
+
+def _index_words(table, columns, unique):
+    return f"{'unique index' if unique else 'index'} {table}({', '.join(columns)})"
+
+
+def _reference(table, key):
+    column, parent, parent_column = key
+    return f"{table}.{column} -> {parent}.{parent_column}"
+
+
+def expected_triggers(database, migrations_dir, statuses):
+    """Return {trigger: table} that the applied migrations create on this engine.
+
+    A migration that creates triggers declares them as migration 003 does: a
+    ``DIALECTS`` dict of functions returning (name, CREATE, DROP) triples per engine.
+    Reading them from the files is exact for every engine and needs no reference
+    database; PostgreSQL's trigger functions (named ``name()``) are left out.
+    """
+    dialect = TRIGGER_DIALECTS.get(engine_for(database).name)
+    recorded = {m.version for m in statuses if m.state in (APPLIED, CHANGED, FAILED)}
+    expected = {}
+    for migration in discover(migrations_dir):
+        if migration.kind != "py" or migration.version not in recorded:
+            continue
+        dialects = getattr(load_module(migration), "DIALECTS", None)
+        if not isinstance(dialects, dict) or dialect not in dialects:
+            continue
+        for name, create, _ in dialects[dialect]():
+            match = TRIGGER_TABLE.search(create)
+            if not name.endswith("()") and match:
+                expected[name] = match[1]
+    return expected
+
+
+def live_triggers(database):
+    """Return {trigger: table} from the engine's catalogue."""
+    if isinstance(database, peewee.SqliteDatabase):
+        sql = "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        postgres = isinstance(database, peewee.PostgresqlDatabase)
+        schema = "current_schema()" if postgres else "DATABASE()"
+        sql = (
+            "SELECT DISTINCT trigger_name, event_object_table FROM information_schema.triggers "
+            f"WHERE trigger_schema = {schema}"
+        )
+    return dict(database.execute_sql(sql).fetchall())
+
+
+def _trigger_differences(database, migrations_dir, statuses):
+    wanted = expected_triggers(database, migrations_dir, statuses)
+    live = live_triggers(database)
+    differences = [
+        Difference("trigger", wanted[name], f"trigger {name} on {wanted[name]}: missing")
+        for name in sorted(wanted.keys() - live.keys())
+    ]
+    differences += [
+        Difference("trigger", live[name], f"trigger {name} on {live[name]}: not in the migrations")
+        for name in sorted(live.keys() - wanted.keys())
+    ]
+    return differences
