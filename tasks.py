@@ -357,14 +357,19 @@ def check(c, json=False, debug=False):
     help={
         "name": "what the migration does, e.g. 'add karma to users'",
         "sql": "write a .sql migration (-- migrate:up / -- migrate:down) instead of Python",
+        "auto": "write the migration from the database to the models (columns, indexes)",
         "debug": DEBUG_HELP,
     }
 )
-def new_migration(c, name, sql=False, debug=False):
-    """Write the next-numbered migration skeleton in migrations/."""
+def new_migration(c, name, sql=False, auto=False, debug=False):
+    """Write the next-numbered migration skeleton (or, --auto, the catch-up) in migrations/."""
     with _errors_as_exit(c, debug):
-        path = commands.new_migration(_settings(c), name, sql=sql)
-    print(f"created {path}")
+        path = commands.new_migration(_settings(c), name, sql=sql, auto=auto)
+    print(
+        f"created {path}"
+        if path
+        else "nothing to generate: the database is in step with the models"
+    )
 
 
 db = Collection(

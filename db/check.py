@@ -23,6 +23,7 @@ their own words, so a loose comparison would be guesswork (tests/test_schema.py 
 the migrations and the models agree on them).
 """
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -61,6 +62,8 @@ class Difference:
     kind: str  # table, column, type, null, primary key, index, foreign key, trigger, migration
     table: str | None
     detail: str
+    # What db.autogen acts on, for kinds column (its name) and index ((columns, unique)).
+    subject: object = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def check_database(database, migrations_dir, models=ALL_MODELS):
@@ -98,18 +101,18 @@ def _table_differences(database, model):
     table = model._meta.table_name
     differences = []
 
-    def add(kind, detail):
-        differences.append(Difference(kind, table, detail))
+    def add(kind, detail, subject=None):
+        differences.append(Difference(kind, table, detail, subject))
 
     fields = {field.column_name: field for field in model._meta.sorted_fields}
     columns = {column.name: column for column in database.get_columns(table)}
     field_types = database._field_types  # the engine's declared type per peewee field type
     for name in sorted(columns.keys() - fields.keys()):
-        add("column", f"{table}.{name}: column not in the models")
+        add("column", f"{table}.{name}: column not in the models", name)
     for name, field in fields.items():
         column = columns.get(name)
         if column is None:
-            add("column", f"{table}.{name}: column missing")
+            add("column", f"{table}.{name}: column missing", name)
             continue
         wanted = type_family(field_types.get(field.field_type, field.field_type))
         found = type_family(column.data_type)
@@ -134,10 +137,10 @@ def _table_differences(database, model):
         for index in database.get_indexes(table)
         if not (index.unique and list(index.columns) == primary_key)  # the key's own index
     }
-    for columns_of, unique in sorted(wanted_indexes - live_indexes):
-        add("index", f"{_index_words(table, columns_of, unique)} missing")
-    for columns_of, unique in sorted(live_indexes - wanted_indexes):
-        add("index", f"{_index_words(table, columns_of, unique)} not in the models")
+    for index in sorted(wanted_indexes - live_indexes):
+        add("index", f"{_index_words(table, *index)} missing", index)
+    for index in sorted(live_indexes - wanted_indexes):
+        add("index", f"{_index_words(table, *index)} not in the models", index)
 
     wanted_keys = {
         (f.column_name, f.rel_model._meta.table_name, f.rel_field.column_name): f.on_delete

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import peewee
 
-from db import backups, maintenance, schema_dump
+from db import autogen, backups, maintenance, schema_dump
 from db import check as checks
 from db import diagram as diagrams
 from db import explain as explains
@@ -335,8 +335,12 @@ def _require_migrated(runner):
         )
 
 
-def new_migration(settings, description, sql=False):
-    """Write the next-numbered migration skeleton; return its path."""
+def new_migration(settings, description, sql=False, auto=False):
+    """Write the next-numbered migration skeleton (with ``auto``: the migration from the
+    database to the models, see db.autogen); return its path, or None when ``auto`` finds
+    the database in step."""
+    if auto and sql:
+        raise ConfigError("new-migration --auto writes a Python migration: drop --sql")
     slug = slugify(description)
     if not slug:
         raise ConfigError(
@@ -344,9 +348,17 @@ def new_migration(settings, description, sql=False):
             "e.g. 'add karma to users'"
         )
     files = discover(settings.migrations_dir)
-    kind, template = ("sql", SQL_TEMPLATE) if sql else ("py", PYTHON_TEMPLATE)
+    kind, text = ("sql", SQL_TEMPLATE) if sql else ("py", PYTHON_TEMPLATE)
+    text = text.format(title=description.strip())
+    if auto:
+        if not database_exists(settings.url):
+            raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
+        with opened(settings, create=False) as database:
+            text = autogen.migration_text(database, settings.migrations_dir, description.strip())
+        if text is None:
+            return None
     path = settings.migrations_dir / f"{next_version(files)}_{slug}.{kind}"
-    path.write_text(template.format(title=description.strip()), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 

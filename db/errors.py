@@ -84,6 +84,10 @@ class NotMigrated(DbError):
     """Seeding or populating needs a fully migrated database."""
 
 
+class CannotGenerate(DbError):
+    """db.new-migration --auto met a difference it cannot write as a migration."""
+
+
 class ResetCancelled(DbError):
     """The person at the terminal did not confirm db.reset."""
 

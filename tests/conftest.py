@@ -9,6 +9,7 @@ The ``db_path`` family is SQLite only.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +122,14 @@ def migrations_dir(tmp_path):
     folder = tmp_path / "migrations"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def project_migrations(migrations_dir):
+    """A copy of the project's migrations in ``migrations_dir``, to edit or add to."""
+    for path in MIGRATIONS_DIR.glob("[0-9]*"):
+        shutil.copy(path, migrations_dir / path.name)
+    return migrations_dir
 
 
 def file_writer(folder):

@@ -6,7 +6,6 @@ Every drift is made for real, through SQL or by editing a migration file, on eac
 """
 
 import json
-import shutil
 
 import pytest
 
@@ -16,14 +15,6 @@ from db.runner import Runner
 from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
 
 IN_STEP = "in step with the models and migrations"
-
-
-@pytest.fixture
-def project_migrations(migrations_dir):
-    """A copy of the project's migrations, to edit."""
-    for path in MIGRATIONS_DIR.glob("[0-9]*"):
-        shutil.copy(path, migrations_dir / path.name)
-    return migrations_dir
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ TASK_OPTIONS = {
     "db.rollback": ["to", "steps", "dry-run", "debug"],
     "db.status": ["json", "check", "debug"],
     "db.transfer": ["to", "force", "batch", "debug"],
-    "db.new-migration": ["name", "sql", "debug"],
+    "db.new-migration": ["name", "sql", "auto", "debug"],
     "db.backup": ["output", "compress", "keep", "verify", "debug"],
     "db.backups": ["debug"],
     "db.verify": ["path", "debug"],

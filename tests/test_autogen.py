@@ -1,0 +1,167 @@
+"""db.new-migration --auto: the migration from a drifted database back to the models.
+
+Every drift is made for real, by SQL, on each engine (the ``engine`` fixtures of
+conftest.py), in a database migrated from a copy of the project's migrations; the task
+runs as a subprocess, and db.migrate, db.check and db.rollback judge what it wrote.
+Columns the models add are tested through ``migration_text`` with a model given.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from db.autogen import migration_text
+from db.check import check_database
+from db.errors import CannotGenerate
+from db.models import ALL_MODELS, BaseModel, Tag, counter
+from db.runner import Runner
+from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
+
+IN_STEP = "nothing to generate: the database is in step with the models"
+
+
+@pytest.fixture
+def drifted_db(engine_db, project_migrations):
+    """A migrated database of the engine under test, open for SQL by hand."""
+    Runner(engine_db, project_migrations).migrate()
+    return engine_db
+
+
+@pytest.fixture
+def cli(engine_url, project_migrations):
+    """Run an invoke task on the database under test and the copied migrations."""
+
+    def run(*args):
+        return run_invoke(*args, url=engine_url, migrations_dir=project_migrations)
+
+    return run
+
+
+def drop_index(database, table, columns):
+    name = next(i.name for i in database.get_indexes(table) if i.columns == columns)
+    on_table = f" ON {table}" if isinstance(database, pw.MySQLDatabase) else ""
+    database.execute_sql(f"DROP INDEX {name}{on_table}")
+
+
+def run_ruff(*args):
+    ruff = Path(sys.executable).parent / "ruff"
+    config = ("--config", MIGRATIONS_DIR.parent / "pyproject.toml")
+    return subprocess.run([str(ruff), *map(str, (*args, *config))], capture_output=True, text=True)
+
+
+def make_drift(database):
+    """A column added by hand and an index dropped by hand."""
+    database.execute_sql("ALTER TABLE images ADD COLUMN karma INTEGER")
+    drop_index(database, "tags", ["trending"])
+
+
+def check_lines(cli):
+    result = cli("db.check")
+    return result.returncode, result.stdout
+
+
+def test_auto_catches_up_and_its_down_brings_the_drift_back(cli, drifted_db, project_migrations):
+    make_drift(drifted_db)
+    drifted_db.close()
+
+    result = cli("db.new-migration", "catch up", "--auto")
+
+    assert result.returncode == 0, result.stderr
+    written = project_migrations / "004_catch_up.py"
+    assert result.stdout.strip() == f"created {written}"
+    text = written.read_text()
+    imports = [line for line in text.splitlines() if line.startswith(("import", "from"))]
+    assert imports == ["import peewee as pw"]  # never db.models: migrations are frozen
+    assert 'migrator.drop_column("images", "karma")' in text
+    assert run_ruff("format", "--check", written).returncode == 0  # lint-clean as written
+    assert run_ruff("check", written).returncode == 0
+    assert cli("db.migrate").returncode == 0
+    assert check_lines(cli)[0] == 0
+
+    assert cli("db.rollback", "--steps", "1").returncode == 0
+    code, listed = check_lines(cli)
+    assert code == 1
+    assert "images.karma: column not in the models" in listed
+    assert "index tags(trending) missing" in listed
+
+
+def test_in_step_writes_nothing(cli, drifted_db, project_migrations):
+    drifted_db.close()
+    before = sorted(project_migrations.iterdir())
+
+    result = cli("db.new-migration", "catch up", "--auto")
+
+    assert (result.returncode, result.stdout.strip()) == (0, IN_STEP)
+    assert sorted(project_migrations.iterdir()) == before
+
+
+def test_a_missing_table_is_refused(cli, drifted_db, project_migrations):
+    drifted_db.execute_sql("DROP TABLE user_likes")  # no trigger, nothing points at it
+    drifted_db.close()
+
+    result = cli("db.new-migration", "catch up", "--auto")
+
+    one_error_line(result, None, "table user_likes is missing", "by hand")
+    assert not (project_migrations / "004_catch_up.py").exists()
+
+
+def test_auto_and_sql_together_are_refused(cli, project_migrations):
+    result = cli("db.new-migration", "catch up", "--auto", "--sql")
+
+    one_error_line(result, 2, "--auto", "--sql")
+    assert not list(project_migrations.glob("004*"))
+
+
+def test_a_pending_migration_is_refused(cli, drifted_db, write_migration):
+    drifted_db.close()
+    write_migration("004_later.sql", "-- migrate:up\n-- migrate:down\n")
+
+    one_error_line(cli("db.new-migration", "catch up", "--auto"), None, "004_later", "db.migrate")
+
+
+def tags_with(**extra):
+    """A copy of the Tag model with the extra fields (models that grew a column)."""
+    fields = {f.name: f.clone() for f in Tag._meta.sorted_fields} | extra
+    meta = type("Meta", (), {"table_name": "tags"})
+    model = type("GrownTag", (BaseModel,), {**fields, "Meta": meta})
+    return tuple(model if m is Tag else m for m in ALL_MODELS)
+
+
+def apply_text(database, migrations_dir, text):
+    (migrations_dir / "004_grow.py").write_text(text, encoding="utf-8")
+    return Runner(database, migrations_dir).migrate()
+
+
+def test_a_column_the_models_add_is_added_with_its_literal_field(drifted_db, project_migrations):
+    drifted_db.execute_sql("INSERT INTO tags (name) VALUES ('dawn')")  # a table with rows
+    models = tags_with(
+        colour=pw.CharField(max_length=7, default="grey", index=True),
+        score=counter(),  # NOT NULL, a server default and a CHECK
+        note=pw.TextField(null=True),
+    )
+
+    text = migration_text(drifted_db, project_migrations, "grow", models)
+
+    grey = """pw.CharField(max_length=7, default="grey", constraints=[pw.SQL("DEFAULT 'grey'")])"""
+    assert grey in text
+    assert 'pw.Check("score >= 0")' in text
+    assert "pw.TextField(null=True)" in text
+    assert "allow_not_null=True" in text
+    assert apply_text(drifted_db, project_migrations, text) == ["004_grow"]
+    assert check_database(drifted_db, project_migrations, models) == []
+    row = drifted_db.execute_sql("SELECT colour, score FROM tags").fetchone()
+    assert tuple(row) == ("grey", 0)
+
+    Runner(drifted_db, project_migrations).rollback(steps=1)
+    (project_migrations / "004_grow.py").unlink()
+    assert check_database(drifted_db, project_migrations) == []
+
+
+def test_a_not_null_column_without_a_default_is_refused(drifted_db, project_migrations):
+    models = tags_with(weight=pw.IntegerField())
+
+    with pytest.raises(CannotGenerate, match=r"tags\.weight is NOT NULL without a default"):
+        migration_text(drifted_db, project_migrations, "grow", models)
