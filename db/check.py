@@ -59,7 +59,8 @@ TRIGGER_TABLE = re.compile(r"\bON\s+[`\"]?(\w+)", re.IGNORECASE)
 class Difference:
     """One way the database is not in step: ``detail`` is the line a person acts on."""
 
-    kind: str  # table, column, type, null, primary key, index, foreign key, trigger, migration
+    # table, column, type, null, primary key, index, check, foreign key, trigger, migration
+    kind: str
     table: str | None
     detail: str
     # What db.autogen acts on, for kinds column (its name) and index ((columns, unique)).
@@ -142,6 +143,11 @@ def _table_differences(database, model):
     for index in sorted(live_indexes - wanted_indexes):
         add("index", f"{_index_words(table, *index)} not in the models", index)
 
+    checked_columns = _columns_with_checks(database, table, columns)
+    for name, field in fields.items():
+        if getattr(field, "rules", None) and name in columns and name not in checked_columns:
+            add("check", f"{table}.{name}: CHECK constraint missing")
+
     wanted_keys = {
         (f.column_name, f.rel_model._meta.table_name, f.rel_field.column_name): f.on_delete
         for f in model._meta.sorted_fields
@@ -204,6 +210,51 @@ def expected_triggers(database, migrations_dir, statuses):
             if not name.endswith("()") and match:
                 expected[name] = match[1]
     return expected
+
+
+def live_checks(database, table):
+    """Return the expressions of the table's CHECK constraints, as the engine keeps them."""
+    if isinstance(database, peewee.SqliteDatabase):
+        (sql,) = database.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return _check_clauses(sql)
+    if isinstance(database, peewee.PostgresqlDatabase):
+        query = (
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c "
+            "JOIN pg_class t ON t.oid = c.conrelid "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE c.contype = 'c' AND t.relname = %s AND n.nspname = current_schema()"
+        )
+    else:
+        query = (
+            "SELECT check_clause FROM information_schema.check_constraints "
+            "WHERE constraint_schema = DATABASE() AND table_name = %s"
+        )
+    return [expression for (expression,) in database.execute_sql(query, (table,)).fetchall()]
+
+
+def _check_clauses(sql):
+    """Return the expressions of every CHECK (...) in an SQLite CREATE TABLE statement."""
+    clauses = []
+    for match in re.finditer(r"\bCHECK\s*\(", sql, re.IGNORECASE):
+        depth, start = 1, match.end()
+        for position in range(start, len(sql)):
+            depth += {"(": 1, ")": -1}.get(sql[position], 0)
+            if depth == 0:
+                clauses.append(sql[start:position])
+                break
+    return clauses
+
+
+def _columns_with_checks(database, table, columns):
+    """Return the columns that some CHECK constraint of the table mentions."""
+    expressions = live_checks(database, table)
+    return {
+        name
+        for name in columns
+        if any(re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", e) for e in expressions)
+    }
 
 
 def live_triggers(database):

@@ -157,7 +157,8 @@ def test_a_column_made_nullable_by_hand_is_caught(tmp_path):
     )
     database.execute_sql("CREATE INDEX analytics_mr ON analytics (metric, recorded_at)")
 
-    assert details(database, MIGRATIONS_DIR) == [
+    assert sorted(details(database, MIGRATIONS_DIR)) == [
+        "analytics.metric: CHECK constraint missing",  # the hand-written table has none
         "analytics.metric: NOT NULL in the models, nullable in the database",
         "analytics.recorded_at: datetime in the models, text in the database",
     ]
@@ -174,3 +175,26 @@ def test_a_dropped_foreign_key_is_missing(engine, checked_db, project_migrations
     assert details(checked_db, project_migrations) == [
         "foreign key image_tags.tag_id -> tags.id missing"
     ]
+
+
+def test_a_dropped_check_constraint_is_missing(engine, checked_db, project_migrations):
+    if engine == "sqlite":
+        pytest.skip("SQLite cannot drop a CHECK constraint without rebuilding its table")
+    if engine == "postgres":
+        (name,) = checked_db.execute_sql(
+            "SELECT conname FROM pg_constraint WHERE contype = 'c' "
+            "AND conrelid = 'images'::regclass AND pg_get_constraintdef(oid) LIKE '%%privacy%%'"
+        ).fetchone()
+        checked_db.execute_sql(f'ALTER TABLE images DROP CONSTRAINT "{name}"')
+    else:
+        # MariaDB keeps a column's CHECK with the column: redefine the column without it.
+        column_type, default = checked_db.execute_sql(
+            "SELECT column_type, column_default FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = 'images' "
+            "AND column_name = 'privacy'"
+        ).fetchone()
+        checked_db.execute_sql(
+            f"ALTER TABLE images MODIFY privacy {column_type} NOT NULL DEFAULT {default}"
+        )
+
+    assert details(checked_db, project_migrations) == ["images.privacy: CHECK constraint missing"]
