@@ -8,15 +8,19 @@ tests between two engines (db.transfer): with ``engine`` too, a test runs once p
 The ``db_path`` family is SQLite only.
 """
 
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from db import backups
 from db.engines import open_database
 from db.models import bind_models
 from db.runner import Runner
@@ -114,6 +118,20 @@ def gallery(migrated_db, db_path):
 def backups_dir(tmp_path):
     """Where the backup tests write backups (not created yet)."""
     return tmp_path / "backups"
+
+
+@pytest.fixture
+def foreign_backup(tmp_path):
+    """Another application's SQLite file, with a manifest that matches it: a sound file
+    that is not a CloneGallery backup."""
+    foreign = tmp_path / "notes.db"
+    with closing(sqlite3.connect(foreign)) as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+        connection.commit()
+    digest, size = backups.file_digest(foreign)
+    manifest = {"engine": "sqlite", "sha256": digest, "size": size, "row_counts": {"notes": 0}}
+    backups.manifest_path(foreign).write_text(json.dumps(manifest))
+    return foreign
 
 
 @pytest.fixture

@@ -92,15 +92,8 @@ def test_a_tampered_manifest_fails_verification(migrated_db, gallery, backups_di
     assert backups.verify_backup(info.path) == [f"{info.path}: images: 8 rows, the manifest says 9"]
 
 
-def test_another_applications_database_is_not_a_clonegallery_backup(tmp_path):
-    foreign = tmp_path / "notes.db"
-    with closing(sqlite3.connect(foreign)) as connection:
-        connection.execute("CREATE TABLE notes (text TEXT)")
-        connection.commit()
-    digest, size = backups.file_digest(foreign)
-    backups.manifest_path(foreign).write_text(
-        json.dumps({"engine": "sqlite", "sha256": digest, "size": size, "row_counts": {"notes": 0}})
-    )
+def test_another_applications_database_is_not_a_clonegallery_backup(foreign_backup):
+    foreign = foreign_backup
 
     (problem,) = backups.verify_backup(foreign)
     assert "not a CloneGallery database" in problem

@@ -105,15 +105,8 @@ def test_a_damaged_backup_is_refused_and_the_live_database_untouched(
     assert db_path.read_bytes() == before
 
 
-def test_another_applications_database_is_refused(cli, db_path, gallery, tmp_path):
-    foreign = tmp_path / "notes.db"
-    with closing(sqlite3.connect(foreign)) as connection:
-        connection.execute("CREATE TABLE notes (text TEXT)")
-        connection.commit()
-    digest, size = backups.file_digest(foreign)
-    backups.manifest_path(foreign).write_text(
-        json.dumps({"engine": "sqlite", "sha256": digest, "size": size, "row_counts": {"notes": 0}})
-    )
+def test_another_applications_database_is_refused(cli, db_path, gallery, foreign_backup):
+    foreign = foreign_backup
     before = db_path.read_bytes()
 
     one_error_line(cli("db.restore", str(foreign), "--yes"), 1, "not a CloneGallery database")
