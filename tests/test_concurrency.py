@@ -85,6 +85,35 @@ def invoke_env(url, migrations_dir):
     return env
 
 
+def start_migrate(path, migrations_dir, stdout=subprocess.DEVNULL):
+    return subprocess.Popen(
+        invoke_command("db.migrate"),
+        env=invoke_env(sqlite_url(path), migrations_dir),
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def kill_after_a_while(path, migrations_dir, seconds):
+    process = start_migrate(path, migrations_dir)
+    time.sleep(seconds)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def kill_after_line(path, migrations_dir, line_start, jitter):
+    """SIGKILL a db.migrate as soon as it prints a line starting with ``line_start``."""
+    process = start_migrate(path, migrations_dir, stdout=subprocess.PIPE)
+    for line in process.stdout:
+        if line.startswith(line_start):
+            time.sleep(jitter)
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+
+
 @pytest.fixture
 def slow_migrations(migrations_dir, write_migration):
     """Migrations that take long enough to be killed in the middle of."""
@@ -167,16 +196,14 @@ def test_a_migrate_killed_at_any_moment_leaves_history_matching_the_schema(
     states_seen = set()
     for attempt in range(KILLS):
         path = tmp_path / f"killed-{attempt}.db"
-        process = subprocess.Popen(
-            invoke_command("db.migrate"),
-            env=invoke_env(sqlite_url(path), slow_migrations),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # Spread the kills over the whole run, with a little jitter.
-        time.sleep(duration * (attempt + rng.random()) / KILLS)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        if attempt % 2:
+            # Spread over the whole run, with a little jitter.
+            kill_after_a_while(path, slow_migrations, duration * (attempt + rng.random()) / KILLS)
+        else:
+            # Right after a progress line, so kills land between and inside migrations
+            # however fast or slow this machine runs today.
+            line = rng.choice(["applying 001", "applied 001", "applied 002", "applied 003"])
+            kill_after_line(path, slow_migrations, line, jitter=rng.random() * 0.05)
 
         if path.exists():
             versions, schema = fingerprint(path)
