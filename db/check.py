@@ -11,6 +11,8 @@ transfer_incomplete are left out), through peewee's introspection:
 - each column's type, loosely: its family (integer, text, real, datetime, boolean), as the
   engine declares the model's field type and as it reports the column's;
 - nullability and the primary key's columns;
+- server defaults (``DEFAULT ...`` in the models), in a form the engines' renderings share
+  (see ``_comparable_default``);
 - indexes, unique or not, by their column lists (names differ between engines);
 - foreign keys as column -> table.column, with their ON DELETE rule where the model
   declares one (peewee reads the rule on every engine);
@@ -18,9 +20,9 @@ transfer_incomplete are left out), through peewee's introspection:
   ``expected_triggers``), against the engine's catalogue;
 - every migration whose state is not ``applied`` (db.runner's status).
 
-CHECK constraints and column defaults are not compared: the engines render them in
-their own words, so a loose comparison would be guesswork (tests/test_schema.py proves
-the migrations and the models agree on them).
+A CHECK constraint's text is not compared, only that a column with a rule has one: the
+engines rewrite the expressions in their own words, so a loose comparison would be
+guesswork (tests/test_schema.py proves the migrations and the models agree on them).
 """
 
 import dataclasses
@@ -52,6 +54,8 @@ TYPE_FAMILIES = (
 )
 # engine name -> the key of a trigger migration's DIALECTS (see migrations/003_add_triggers.py)
 TRIGGER_DIALECTS = {"SQLite": "sqlite", "PostgreSQL": "postgres", "MySQL": "mysql"}
+SEQUENCE_DEFAULT = re.compile(r"nextval\(", re.IGNORECASE)
+DEFAULT_CAST = re.compile(r"::[\w ]+(\[\])?")
 TRIGGER_TABLE = re.compile(r"\bON\s+[`\"]?(\w+)", re.IGNORECASE)
 
 
@@ -59,12 +63,15 @@ TRIGGER_TABLE = re.compile(r"\bON\s+[`\"]?(\w+)", re.IGNORECASE)
 class Difference:
     """One way the database is not in step: ``detail`` is the line a person acts on."""
 
-    # table, column, type, null, primary key, index, check, foreign key, trigger, migration
+    # table, column, type, null, default, primary key, index, check, foreign key, trigger, migration
     kind: str
     table: str | None
     detail: str
     # What db.autogen acts on, for kinds column (its name) and index ((columns, unique)).
     subject: object = dataclasses.field(default=None, compare=False, repr=False)
+    # For tables, columns and indexes: True when only the models have it, False when only
+    # the database has it.
+    missing: bool | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def check_database(database, migrations_dir, models=ALL_MODELS):
@@ -75,9 +82,10 @@ def check_database(database, migrations_dir, models=ALL_MODELS):
     declared = {model._meta.table_name: model for model in models}
     for table in sorted(live | declared.keys()):
         if table not in live:
-            differences.append(Difference("table", table, f"table {table}: missing"))
+            differences.append(Difference("table", table, f"table {table}: missing", None, True))
         elif table not in declared:
-            differences.append(Difference("table", table, f"table {table}: not in the models"))
+            detail = f"table {table}: not in the models"
+            differences.append(Difference("table", table, detail, None, False))
         else:
             differences += _table_differences(database, declared[table])
     differences += _trigger_differences(database, migrations_dir, statuses)
@@ -102,18 +110,18 @@ def _table_differences(database, model):
     table = model._meta.table_name
     differences = []
 
-    def add(kind, detail, subject=None):
-        differences.append(Difference(kind, table, detail, subject))
+    def add(kind, detail, subject=None, missing=None):
+        differences.append(Difference(kind, table, detail, subject, missing))
 
     fields = {field.column_name: field for field in model._meta.sorted_fields}
     columns = {column.name: column for column in database.get_columns(table)}
     field_types = database._field_types  # the engine's declared type per peewee field type
     for name in sorted(columns.keys() - fields.keys()):
-        add("column", f"{table}.{name}: column not in the models", name)
+        add("column", f"{table}.{name}: column not in the models", name, missing=False)
     for name, field in fields.items():
         column = columns.get(name)
         if column is None:
-            add("column", f"{table}.{name}: column missing", name)
+            add("column", f"{table}.{name}: column missing", name, missing=True)
             continue
         wanted = type_family(field_types.get(field.field_type, field.field_type))
         found = type_family(column.data_type)
@@ -122,6 +130,10 @@ def _table_differences(database, model):
         if field.null != column.null:
             wanted, found = _nullability(field.null), _nullability(column.null)
             add("null", f"{table}.{name}: {wanted} in the models, {found} in the database")
+        wanted, found = _model_default(field), _live_default(column)
+        if _comparable_default(wanted) != _comparable_default(found):
+            wanted, found = _default_words(wanted), _default_words(found)
+            add("default", f"{table}.{name}: {wanted} in the models, {found} in the database")
 
     primary_key = database.get_primary_keys(table)
     wanted_key = [f.column_name for f in model._meta.get_primary_keys()]
@@ -139,9 +151,9 @@ def _table_differences(database, model):
         if not (index.unique and list(index.columns) == primary_key)  # the key's own index
     }
     for index in sorted(wanted_indexes - live_indexes):
-        add("index", f"{_index_words(table, *index)} missing", index)
+        add("index", f"{_index_words(table, *index)} missing", index, missing=True)
     for index in sorted(live_indexes - wanted_indexes):
-        add("index", f"{_index_words(table, *index)} not in the models", index)
+        add("index", f"{_index_words(table, *index)} not in the models", index, missing=False)
 
     checked_columns = _columns_with_checks(database, table, columns)
     for name, field in fields.items():
@@ -168,6 +180,37 @@ def _table_differences(database, model):
             rules = f"ON DELETE {wanted_rule.upper()} in the models, {live_rule} in the database"
             add("foreign key", f"foreign key {_reference(table, key)}: {rules}")
     return differences
+
+
+def _model_default(field):
+    """The field's server default as SQL text (``pw.SQL("DEFAULT ...")``), or None."""
+    for constraint in field.constraints or ():
+        sql = getattr(constraint, "sql", None)
+        if isinstance(sql, str) and sql.upper().startswith("DEFAULT "):
+            return sql[len("DEFAULT ") :].strip()
+    return None
+
+
+def _live_default(column):
+    default = column.default
+    if default is None or SEQUENCE_DEFAULT.match(str(default)):
+        return None  # a PostgreSQL serial's nextval(...) is the key, not a default
+    return str(default)
+
+
+def _comparable_default(sql):
+    """Each engine's rendering of one default, brought to one form: lower case, no casts
+    (PostgreSQL's ``'public'::character varying``), no call parentheses (MariaDB's
+    ``current_timestamp()``), booleans as 0/1 (MySQL keeps them as integers)."""
+    if sql is None:
+        return None
+    text = DEFAULT_CAST.sub("", sql.strip()).lower()
+    text = text.removesuffix("()").strip("()")
+    return {"false": "0", "true": "1"}.get(text, text)
+
+
+def _default_words(sql):
+    return "no DEFAULT" if sql is None else f"DEFAULT {DEFAULT_CAST.sub('', sql)}"
 
 
 def _nullability(null):

@@ -7,10 +7,12 @@ Every drift is made for real, through SQL or by editing a migration file, on eac
 
 import json
 
+import peewee as pw
 import pytest
 
-from db.check import Difference, check_database, type_family
+from db.check import Difference, _comparable_default, check_database, type_family
 from db.engines import open_database
+from db.models import ALL_MODELS, BaseModel, Tag, server_default
 from db.runner import Runner
 from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
 
@@ -160,6 +162,7 @@ def test_a_column_made_nullable_by_hand_is_caught(tmp_path):
     assert sorted(details(database, MIGRATIONS_DIR)) == [
         "analytics.metric: CHECK constraint missing",  # the hand-written table has none
         "analytics.metric: NOT NULL in the models, nullable in the database",
+        "analytics.recorded_at: DEFAULT CURRENT_TIMESTAMP in the models, no DEFAULT in the database",
         "analytics.recorded_at: datetime in the models, text in the database",
     ]
     database.close()
@@ -198,3 +201,36 @@ def test_a_dropped_check_constraint_is_missing(engine, checked_db, project_migra
         )
 
     assert details(checked_db, project_migrations) == ["images.privacy: CHECK constraint missing"]
+
+
+def test_a_default_changed_by_hand_is_caught(engine, checked_db, project_migrations):
+    if engine == "sqlite":
+        pytest.skip("SQLite cannot change a column's default without rebuilding its table")
+    checked_db.execute_sql("ALTER TABLE users ALTER COLUMN role SET DEFAULT 'editor'")
+
+    assert details(checked_db, project_migrations) == [
+        "users.role: DEFAULT 'visitor' in the models, DEFAULT 'editor' in the database"
+    ]
+
+
+def test_a_default_the_models_changed_is_caught(checked_db, project_migrations):
+    fields = {f.name: f.clone() for f in Tag._meta.sorted_fields}
+    # Migration 001 gives trending DEFAULT FALSE.
+    fields["trending"] = pw.BooleanField(
+        default=True, index=True, constraints=[server_default("TRUE")]
+    )
+    meta = type("Meta", (), {"table_name": "tags"})
+    tags = type("TrendingTag", (BaseModel,), {**fields, "Meta": meta})
+    models = tuple(tags if model is Tag else model for model in ALL_MODELS)
+
+    (difference,) = check_database(checked_db, project_migrations, models)
+
+    assert difference.kind == "default"
+    assert difference.detail.startswith("tags.trending: DEFAULT TRUE in the models, DEFAULT ")
+
+
+def test_defaults_compare_across_the_engines_renderings():
+    assert _comparable_default("'public'::character varying") == "'public'"  # PostgreSQL
+    assert _comparable_default("current_timestamp()") == "current_timestamp"  # MariaDB
+    assert _comparable_default("FALSE") == _comparable_default("0")  # MySQL booleans
+    assert _comparable_default("'public'") != _comparable_default("'private'")
