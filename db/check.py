@@ -131,7 +131,9 @@ def _table_differences(database, model):
             wanted, found = _nullability(field.null), _nullability(column.null)
             add("null", f"{table}.{name}: {wanted} in the models, {found} in the database")
         wanted, found = _model_default(field), _live_default(column)
-        if _comparable_default(wanted) != _comparable_default(found):
+        if _comparable_default(wanted) != _comparable_default(found) and not _fills_in(
+            field, found
+        ):
             wanted, found = _default_words(wanted), _default_words(found)
             add("default", f"{table}.{name}: {wanted} in the models, {found} in the database")
 
@@ -144,11 +146,9 @@ def _table_differences(database, model):
             f"{table}: primary key ({wanted}) in the models, ({found}) in the database",
         )
 
-    wanted_indexes = {_model_index(index) for index in model._meta.fields_to_index()}
+    wanted_indexes = set(model_indexes(model))
     live_indexes = {
-        (tuple(index.columns), index.unique)
-        for index in database.get_indexes(table)
-        if not (index.unique and list(index.columns) == primary_key)  # the key's own index
+        (tuple(index.columns), index.unique) for index in table_indexes(database, table)
     }
     for index in sorted(wanted_indexes - live_indexes):
         add("index", f"{_index_words(table, *index)} missing", index, missing=True)
@@ -191,6 +191,23 @@ def _model_default(field):
     return None
 
 
+def _fills_in(field, found):
+    """A live default may stand in for a literal Python default the models give (db.new-
+    migration --auto adds a NOT NULL column that way, to fill the rows there are)."""
+    python = field.default
+    literal = isinstance(python, (bool, int, float, str)) and found is not None
+    return literal and _comparable_default(sql_literal(python)) == _comparable_default(found)
+
+
+def sql_literal(value):
+    """Return a Python literal (bool, number, text) as SQL."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
 def _live_default(column):
     default = column.default
     if default is None or SEQUENCE_DEFAULT.match(str(default)):
@@ -217,9 +234,22 @@ def _nullability(null):
     return "nullable" if null else "NOT NULL"
 
 
-def _model_index(index):
-    columns = tuple(field.column_name for field in index._expressions)
-    return columns, bool(index._unique)
+def model_indexes(model):
+    """Return the model's indexes as (columns, unique) pairs."""
+    return [
+        (tuple(field.column_name for field in index._expressions), bool(index._unique))
+        for index in model._meta.fields_to_index()
+    ]
+
+
+def table_indexes(database, table):
+    """Return the live table's indexes (peewee's IndexMetadata), less its primary key's."""
+    primary_key = database.get_primary_keys(table)
+    return [
+        index
+        for index in database.get_indexes(table)
+        if not (index.unique and list(index.columns) == primary_key)
+    ]
 
 
 def _index_words(table, columns, unique):

@@ -15,12 +15,14 @@ import pytest
 
 from db.autogen import migration_text
 from db.check import check_database
+from db.engines import open_database
 from db.errors import CannotGenerate
-from db.models import ALL_MODELS, BaseModel, Tag, counter
+from db.models import ALL_MODELS, NOT_BLANK, BaseModel, Image, Tag, checked, counter, timestamp
 from db.runner import Runner
 from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
 
 IN_STEP = "nothing to generate: the database is in step with the models"
+IN_STEP_LINE = "in step with the models and migrations\n"
 
 
 @pytest.fixture
@@ -37,6 +39,7 @@ def cli(engine_url, project_migrations):
     def run(*args):
         return run_invoke(*args, url=engine_url, migrations_dir=project_migrations)
 
+    run.url = engine_url
     return run
 
 
@@ -98,14 +101,101 @@ def test_in_step_writes_nothing(cli, drifted_db, project_migrations):
     assert sorted(project_migrations.iterdir()) == before
 
 
-def test_a_missing_table_is_refused(cli, drifted_db, project_migrations):
+def test_a_missing_table_is_created_from_its_model_and_dropped_by_down(
+    cli, drifted_db, project_migrations
+):
     drifted_db.execute_sql("DROP TABLE user_likes")  # no trigger, nothing points at it
     drifted_db.close()
 
     result = cli("db.new-migration", "catch up", "--auto")
 
-    one_error_line(result, None, "table user_likes is missing", "by hand")
-    assert not (project_migrations / "004_catch_up.py").exists()
+    assert result.returncode == 0, result.stderr
+    written = project_migrations / "004_catch_up.py"
+    text = written.read_text()
+    assert "class UserLikes(Frozen):" in text
+    assert "class Images(Frozen):" in text  # a stub: the key its foreign key points at
+    assert run_ruff("format", "--check", written).returncode == 0
+    assert run_ruff("check", written).returncode == 0
+    assert cli("db.migrate").returncode == 0
+    assert check_lines(cli) == (0, IN_STEP_LINE)  # keys, ON DELETE, defaults, indexes
+
+    assert cli("db.rollback", "--steps", "1").returncode == 0
+    assert check_lines(cli) == (1, "table user_likes: missing\nmigration 004_catch_up: pending\n")
+
+
+LEGACY_TABLES = (
+    "CREATE TABLE legacy_shelves (id INTEGER NOT NULL PRIMARY KEY, label VARCHAR(40) NOT NULL)",
+    "CREATE TABLE legacy_notes (id INTEGER NOT NULL PRIMARY KEY, "
+    "shelf_id INTEGER NOT NULL REFERENCES legacy_shelves (id), "
+    "body TEXT NOT NULL, stars INTEGER DEFAULT 3)",
+    "CREATE INDEX legacy_notes_stars ON legacy_notes (stars)",
+)
+
+
+def table_shape(database, table):
+    """What down must build again: columns, nullability, defaults, indexes, keys."""
+    columns = [(c.name, c.null, c.default) for c in database.get_columns(table)]
+    indexes = sorted((tuple(i.columns), i.unique) for i in database.get_indexes(table))
+    keys = [(k.column, k.dest_table, k.dest_column) for k in database.get_foreign_keys(table)]
+    return columns, indexes, keys
+
+
+def test_tables_not_in_the_models_are_dropped_and_down_builds_them_again(
+    cli, drifted_db, project_migrations
+):
+    for statement in LEGACY_TABLES:
+        drifted_db.execute_sql(statement)
+    before = [table_shape(drifted_db, t) for t in ("legacy_shelves", "legacy_notes")]
+    drifted_db.close()
+
+    result = cli("db.new-migration", "catch up", "--auto")
+
+    assert result.returncode == 0, result.stderr
+    written = project_migrations / "004_catch_up.py"
+    assert run_ruff("format", "--check", written).returncode == 0
+    assert cli("db.migrate").returncode == 0  # the notes go before the shelves they point at
+    assert check_lines(cli) == (0, IN_STEP_LINE)
+
+    assert cli("db.rollback", "--steps", "1").returncode == 0
+    code, listed = check_lines(cli)
+    assert code == 1
+    assert listed.splitlines() == [
+        "table legacy_notes: not in the models",
+        "table legacy_shelves: not in the models",
+        "migration 004_catch_up: pending",
+    ]
+    database = open_database(cli.url, create=False)
+    try:
+        after = [table_shape(database, t) for t in ("legacy_shelves", "legacy_notes")]
+    finally:
+        database.close()
+    assert after == before
+
+
+class Comment(BaseModel):
+    """A model the database has no table for yet."""
+
+    image = pw.ForeignKeyField(Image, column_name="image_id", on_delete="CASCADE")
+    body = checked(pw.TextField(), NOT_BLANK)
+    posted_at = timestamp()
+
+    class Meta:
+        table_name = "comments"
+        indexes = ((("image", "posted_at"), False),)
+
+
+def test_a_new_model_gets_its_table_keys_checks_and_indexes(drifted_db, project_migrations):
+    models = (*ALL_MODELS, Comment)
+
+    text = migration_text(drifted_db, project_migrations, "grow", models)
+
+    assert 'pw.Check("LENGTH(TRIM(body)) > 0")' in text
+    assert apply_text(drifted_db, project_migrations, text) == ["004_grow"]
+    assert check_database(drifted_db, project_migrations, models) == []
+
+    Runner(drifted_db, project_migrations).rollback(steps=1)
+    (project_migrations / "004_grow.py").unlink()
+    assert check_database(drifted_db, project_migrations) == []
 
 
 def test_auto_and_sql_together_are_refused(cli, project_migrations):

@@ -162,7 +162,8 @@ def test_a_column_made_nullable_by_hand_is_caught(tmp_path):
     assert sorted(details(database, MIGRATIONS_DIR)) == [
         "analytics.metric: CHECK constraint missing",  # the hand-written table has none
         "analytics.metric: NOT NULL in the models, nullable in the database",
-        "analytics.recorded_at: DEFAULT CURRENT_TIMESTAMP in the models, no DEFAULT in the database",
+        "analytics.recorded_at: DEFAULT CURRENT_TIMESTAMP in the models, no DEFAULT in the "
+        "database",
         "analytics.recorded_at: datetime in the models, text in the database",
     ]
     database.close()
