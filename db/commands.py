@@ -19,6 +19,7 @@ from db import check as checks
 from db import diagram as diagrams
 from db import explain as explains
 from db import transfer as transfers
+from db.access import as_system
 from db.config import mask_url
 from db.engines import database_exists, engine_for, open_database
 from db.errors import BackupError, ConfigError, DatabaseFailed, IncompleteTransfer, NotMigrated
@@ -108,7 +109,8 @@ def opened(settings, create=True, allow_incomplete=False):
     With ``create=False`` a database that does not exist yet is not created: an
     empty in-memory stand-in is opened instead (to plan or to report). The target of
     an unfinished db.transfer is refused unless ``allow_incomplete``; a MySQL restore
-    killed in the middle of its swap is finished first.
+    killed in the middle of its swap is finished first. Writes through the models inside
+    run as maintenance code (db.access.as_system).
     """
     url = settings.url
     if not create and not database_exists(url):
@@ -118,7 +120,8 @@ def opened(settings, create=True, allow_incomplete=False):
         backups.finish_interrupted_restore(database)
         if not allow_incomplete:
             _refuse_incomplete_transfer(database, settings.url)
-        yield database
+        with as_system():  # the tasks are maintenance code: seeders, the generator
+            yield database
     except peewee.DatabaseError as exc:
         raise DatabaseFailed(f"{mask_url(settings.url)}: {exc}") from exc
     finally:

@@ -40,6 +40,10 @@ class ValidationError(DbError):
     exit_code = 2
 
 
+class PermissionDenied(DbError):
+    """The acting user may not do this (db.access's rules), or no user was said to act."""
+
+
 class SourceFileError(DbError):
     """A migration or seeder file is misnamed, duplicated or malformed."""
 

@@ -5,9 +5,11 @@ Bind the models to an open database once, then use them as any Peewee model::
     from db.models import ALL_MODELS, Image, User, bind_models
 
     bind_models(database)                      # e.g. db.engines.open_database(url)
-    ada = User.create(email="ada@example.com", name="Ada", role="editor")
-    Image.create(uploader=ada, title="Dawn", url="https://cdn.example.com/dawn.jpg",
-                 width=1920, height=1080, size=482_113, format="JPEG")
+    with as_system():                          # maintenance code; the app uses acting_as
+        ada = User.create(email="ada@example.com", name="Ada", role="editor")
+    with acting_as(ada):
+        Image.create(uploader=ada, title="Dawn", url="https://cdn.example.com/dawn.jpg",
+                     width=1920, height=1080, size=482_113, format="JPEG")
 
 The schema itself is created by the migrations in ``migrations/``; the models
 declare the same columns, constraints and indexes, which ``tests/test_schema.py``
@@ -33,6 +35,10 @@ What deleting a row does to the rows that point at it (ON DELETE):
 - an album or a tag takes its links with it (CASCADE on album_images and
   image_tags).
 
+Who may write what is db.access's: writes run inside ``acting_as(user)`` (or
+``as_system()`` for maintenance code) and are checked; reads go through the query
+helpers (``Image.visible_to(viewer)`` and friends), which keep private rows their owner's.
+
 The counters tags.count, albums.image_count and users.uploads belong to the
 triggers of migration 003: insert rows with them at 0 and let the database count.
 Timestamps are naive UTC, as SQL's CURRENT_TIMESTAMP is.
@@ -45,6 +51,7 @@ from decimal import Decimal
 
 import peewee as pw
 
+from db import access
 from db.errors import ValidationError
 
 ROLES = ("admin", "editor", "visitor")
@@ -213,7 +220,53 @@ class BaseModel(pw.Model):
         ]
         if problems:
             raise ValidationError("; ".join(problems))
-        return super().save(force_insert=force_insert, only=only)
+        access.check_save(self, inserting)
+        with access.instance_write():
+            return super().save(force_insert=force_insert, only=only)
+
+    def delete_instance(self, recursive=False, delete_nullable=False):
+        """Delete the row if the acting user may (db.access); raise PermissionDenied if not."""
+        access.check_delete(self)
+        with access.instance_write():
+            return super().delete_instance(recursive=recursive, delete_nullable=delete_nullable)
+
+    # Class-level write queries skip the per-row rules: db.access lets only admins and
+    # maintenance code (as_system) build them. save() and delete_instance() pass.
+
+    @classmethod
+    def insert(cls, *args, **kwargs):
+        access.check_query(cls)
+        return super().insert(*args, **kwargs)
+
+    @classmethod
+    def insert_many(cls, rows, fields=None):
+        access.check_query(cls)
+        return super().insert_many(rows, fields)
+
+    @classmethod
+    def insert_from(cls, query, fields):
+        access.check_query(cls)
+        return super().insert_from(query, fields)
+
+    @classmethod
+    def replace(cls, *args, **kwargs):
+        access.check_query(cls)
+        return super().replace(*args, **kwargs)
+
+    @classmethod
+    def replace_many(cls, rows, fields=None):
+        access.check_query(cls)
+        return super().replace_many(rows, fields)
+
+    @classmethod
+    def update(cls, *args, **kwargs):
+        access.check_query(cls)
+        return super().update(*args, **kwargs)
+
+    @classmethod
+    def delete(cls):
+        access.check_query(cls)
+        return super().delete()
 
     def _problem_with(self, field, inserting):
         where = f"{self._meta.table_name}.{field.column_name}"
@@ -289,9 +342,62 @@ class Image(BaseModel):
     size = checked(pw.BigIntegerField(), POSITIVE)  # bytes
     format = choice(IMAGE_FORMATS, max_length=8)
 
+    OWNER = "uploader"  # whose private image it is (db.access)
+
     class Meta:
         table_name = "images"
         indexes = ((("uploader", "uploaded_at"), False),)
+
+    # --- What a viewer (a User, or None for an anonymous visitor) may see ----------------
+
+    @classmethod
+    def visible_to(cls, viewer):
+        """Images ``viewer`` may see (public, their own, all for an admin), newest first."""
+        newest_first = (cls.uploaded_at.desc(), cls.id)
+        return cls.select().where(access.visible_filter(cls, viewer)).order_by(*newest_first)
+
+    @classmethod
+    def uploaded_by(cls, user, viewer):
+        """``user``'s uploads that ``viewer`` may see."""
+        return cls.visible_to(viewer).where(cls.uploader == user.id)
+
+    @classmethod
+    def liked_by(cls, user, viewer):
+        """Images ``user`` likes that ``viewer`` may see, most recently liked first."""
+        return (
+            cls.visible_to(viewer)
+            .join(UserLike, on=(UserLike.image == cls.id))
+            .where(UserLike.user == user.id)
+            .order_by(UserLike.liked_at.desc(), cls.id)
+        )
+
+    @classmethod
+    def tagged(cls, name, viewer):
+        """Images filed under the tag named exactly ``name`` that ``viewer`` may see."""
+        return (
+            cls.visible_to(viewer)
+            .join(ImageTag, on=(ImageTag.image == cls.id))
+            .join(Tag, on=(Tag.id == ImageTag.tag))
+            .where(Tag.name == name)
+        )
+
+    @classmethod
+    def in_album(cls, album, viewer):
+        """The album's images in order, if ``viewer`` may see the album: only those images
+        ``viewer`` may see (a private image in a public album stays its owner's)."""
+        return (
+            cls.visible_to(viewer)
+            .join(AlbumImage, on=(AlbumImage.image == cls.id))
+            .join(Album, on=(Album.id == AlbumImage.album))
+            .where(AlbumImage.album == album.id, access.visible_filter(Album, viewer))
+            .order_by(AlbumImage.position, cls.id)
+        )
+
+    @classmethod
+    def search(cls, text, viewer):
+        """Images whose title or caption contains ``text`` as typed (``%`` and ``_`` are
+        plain characters, not wildcards), case-insensitively, that ``viewer`` may see."""
+        return cls.visible_to(viewer).where(cls.title.contains(text) | cls.caption.contains(text))
 
 
 class Tag(BaseModel):
@@ -326,8 +432,21 @@ class Album(BaseModel):
     image_count = counter()  # kept by triggers
     created_at = timestamp()
 
+    OWNER = "created_by"  # whose private album it is (db.access)
+
     class Meta:
         table_name = "albums"
+
+    @classmethod
+    def visible_to(cls, viewer):
+        """Albums ``viewer`` (a User, or None) may see, newest first."""
+        newest_first = (cls.created_at.desc(), cls.id)
+        return cls.select().where(access.visible_filter(cls, viewer)).order_by(*newest_first)
+
+    @classmethod
+    def created_by_user(cls, user, viewer):
+        """``user``'s albums that ``viewer`` may see."""
+        return cls.visible_to(viewer).where(cls.created_by == user.id)
 
 
 class ImageTag(BaseModel):

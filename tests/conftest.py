@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from db import backups
+from db.access import as_system
 from db.engines import open_database
 from db.models import bind_models
 from db.runner import Runner
@@ -77,6 +78,14 @@ def one_error_line(result, exit_code, *names):
     for name in names:
         assert name in line, f"{name!r} not named in {line!r}"
     return line
+
+
+@pytest.fixture(autouse=True)
+def maintenance_code():
+    """Tests write as maintenance code (db.access.as_system) unless they say who acts:
+    tests/test_access.py runs its writes inside acting_as(user)."""
+    with as_system():
+        yield
 
 
 @pytest.fixture
