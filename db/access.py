@@ -204,7 +204,9 @@ def _acting_user(row_or_model):
 def _refusal(user, action, row):
     if user is _SYSTEM:
         return None
-    rule = RULES[row._meta.table_name]
+    rule = RULES.get(row._meta.table_name)
+    if rule is None:
+        return f"{row._meta.table_name} has no access rule yet (add one to db.access.RULES)"
     return rule(user, action, row)
 
 
@@ -324,7 +326,7 @@ def _what(row):
 
 
 def _singular(row):
-    return NOUNS[row._meta.table_name]
+    return NOUNS.get(row._meta.table_name, row._meta.table_name)
 
 
 NOUNS = {

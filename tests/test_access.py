@@ -9,6 +9,7 @@ gallery.
 
 import contextvars
 
+import peewee as pw
 import pytest
 
 from db.access import acting_as, as_system, can
@@ -17,6 +18,7 @@ from db.errors import PermissionDenied
 from db.models import (
     Album,
     AlbumImage,
+    BaseModel,
     Image,
     ImageTag,
     Tag,
@@ -430,3 +432,16 @@ def test_wildcards_in_a_search_are_plain_characters(engine_migrated_db):
     assert list(Image.search("%", None)) == []  # no seeded title holds a "%"
     assert list(Image.search("_", None)) == []
     assert len(list(Image.search("a", None))) > 0  # while a plain letter matches
+
+
+def test_a_table_without_a_rule_is_refused_by_name(world):
+    class Note(BaseModel):
+        body = pw.TextField()
+
+        class Meta:
+            table_name = "notes"
+
+    with acting_as(world.user(MAYA)), pytest.raises(PermissionDenied) as refused:
+        Note(body="hello").save()
+
+    assert "notes has no access rule yet (add one to db.access.RULES)" in str(refused.value)
