@@ -39,7 +39,7 @@ def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gall
         assert connection.execute("SELECT COUNT(*) FROM images").fetchone() == (8,)
     manifest = json.loads(backups.manifest_path(info.path).read_text())
     assert manifest["engine"] == "sqlite"
-    assert manifest["schema_version"] == "003"
+    assert manifest["schema_version"] == "004"
     assert manifest["row_counts"]["users"] == 5
     assert (manifest["sha256"], manifest["size"]) == backups.file_digest(info.path)
     assert manifest["tool"] == "clonegallery-db" and manifest["created_at"]
@@ -59,7 +59,7 @@ def test_the_cli_backs_up_verifies_and_lists(cli, gallery, backups_dir):
 
     assert cli("db.verify", str(path)).stdout.startswith(f"OK: {path}")
     listing = cli("db.backups").stdout
-    assert path.name in listing and "003" in listing and "yes" in listing
+    assert path.name in listing and "004" in listing and "yes" in listing
 
 
 def corrupt(path, how):

@@ -223,7 +223,7 @@ def test_the_cli_writes_a_private_backup_and_manifest_that_verify_and_are_listed
         assert stat.S_IMODE(written.stat().st_mode) == 0o600, written
     manifest = json.loads(backups.manifest_path(path).read_text())
     assert manifest["engine"] == MANIFEST_ENGINE[engine]
-    assert manifest["schema_version"] == "003"
+    assert manifest["schema_version"] == "004"
     assert manifest["row_counts"] == row_counts(engine_gallery)
     assert (manifest["sha256"], manifest["size"]) == backups.file_digest(path)
     assert manifest["compressed"] == ("zstd" if path.suffix == ".zst" else False)
@@ -237,7 +237,7 @@ def test_the_cli_writes_a_private_backup_and_manifest_that_verify_and_are_listed
     assert ok(cli("db.verify", str(path))).stdout.startswith(f"OK: {path}")
     (listed,) = [line for line in ok(cli("db.backups")).stdout.splitlines() if path.name in line]
     schema, verified = listed.split()[-3:-1]
-    assert (schema, verified) == ("003", "yes")
+    assert (schema, verified) == ("004", "yes")
 
 
 # --- db.restore: the round trip -----------------------------------------------------------
@@ -254,7 +254,7 @@ def test_restore_brings_back_the_backed_up_gallery_and_its_counters_keep_countin
 
     restored = ok(cli("db.restore", str(path), "--yes"))
 
-    assert f"restored {path} (schema 003" in restored.stdout
+    assert f"restored {path} (schema 004" in restored.stdout
     assert checksum(engine_gallery) == at_backup
     assert_the_counters_follow(engine_gallery)
 
@@ -289,7 +289,7 @@ def test_a_backup_of_an_older_schema_restores_and_migrate_brings_it_forward(
 
     assert checksum(engine_gallery) == at_002
     assert "current version: 002" in ok(cli("db.status")).stdout
-    assert "applied 1 migrations" in ok(cli("db.migrate")).stdout
+    assert "applied 2 migrations" in ok(cli("db.migrate")).stdout
     assert_the_counters_follow(engine_gallery)
 
 
@@ -627,7 +627,7 @@ def test_a_restore_waits_for_a_connection_in_the_way_then_says_so_and_changes_no
     change_the_gallery(engine_gallery)
     before = checksum(engine_gallery)
     with held(engine_gallery, "images"):
-        manifest = backups.check_restorable(path, engine_gallery, "003")
+        manifest = backups.check_restorable(path, engine_gallery, "004")
         started = time.monotonic()
         with pytest.raises(BackupError, match=r"in use|locked"):
             backups.restore_backup(engine_gallery, path, manifest, backups_dir, timeout=1)
@@ -749,7 +749,7 @@ def test_a_backup_taken_while_a_writer_inserts_restores_a_prefix_of_its_rows(
     written = len(writer_values(engine_gallery))
 
     assert backups.verify_backup(path, engine_gallery) == []
-    manifest = backups.check_restorable(path, engine_gallery, "003")
+    manifest = backups.check_restorable(path, engine_gallery, "004")
     backups.restore_backup(engine_gallery, path, manifest, backups_dir)
 
     values = writer_values(engine_gallery)

@@ -77,11 +77,11 @@ def test_an_edited_applied_migration_is_changed(checked_db, project_migrations):
 
 def test_a_pending_migration_is_listed(checked_db, project_migrations, write_migration):
     write_migration(
-        "004_add_karma.py",
+        "005_add_karma.py",
         "def up(migrator, db):\n    pass\n\n\ndef down(migrator, db):\n    pass\n",
     )
 
-    assert details(checked_db, project_migrations) == ["migration 004_add_karma: pending"]
+    assert details(checked_db, project_migrations) == ["migration 005_add_karma: pending"]
 
 
 def test_types_compare_by_family():
@@ -106,14 +106,14 @@ def test_task_prints_a_line_per_difference_and_exits_1(
     engine_url, checked_db, project_migrations, write_migration
 ):
     checked_db.execute_sql("ALTER TABLE tags ADD COLUMN colour TEXT")
-    write_migration("004_x.sql", "-- x\n\n-- migrate:up\n\n-- migrate:down\n")
+    write_migration("005_x.sql", "-- x\n\n-- migrate:up\n\n-- migrate:down\n")
 
     result = run_invoke("db.check", url=engine_url, migrations_dir=project_migrations)
 
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [
         "tags.colour: column not in the models",
-        "migration 004_x: pending",
+        "migration 005_x: pending",
     ]
 
 

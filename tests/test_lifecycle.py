@@ -51,7 +51,7 @@ def set_up(cli, engine_url):
 def test_setup_on_a_fresh_checkout_gives_the_full_sample_gallery(cli, engine_url):
     result = ok(cli("db.setup"))
 
-    assert "set up: applied 3 migration(s), ran 6 seeder(s)" in result.stdout
+    assert "set up: applied 4 migration(s), ran 6 seeder(s)" in result.stdout
     counts = row_counts(engine_url)
     assert {table: counts[table] for table in SAMPLE_COUNTS} == SAMPLE_COUNTS
     assert counts["image_tags"] > 0 and counts["album_images"] > 0
@@ -113,7 +113,7 @@ def test_reset_data_only_keeps_schema_and_history_and_seed_restores_the_data(cli
 
     ok(cli("db.reset", "--data-only", "--yes"))
     emptied = row_counts(set_up)
-    assert emptied["migrations"] == 3
+    assert emptied["migrations"] == 4
     assert all(count == 0 for table, count in emptied.items() if table != "migrations")
     assert schema(set_up) == before_schema
 

@@ -398,7 +398,7 @@ def test_rebuilding_the_images_table_keeps_its_links_likes_and_count_triggers(
     UserLike.create(user=ada, image=image)
     triggers_before = schema_objects(fresh_db, "trigger")
 
-    write_migration("004_longer_titles.py", ALTER_IMAGE_TITLE)
+    write_migration("005_longer_titles.py", ALTER_IMAGE_TITLE)
     runner.migrate()
     make_image(ada, title="Dusk")
 
@@ -406,7 +406,7 @@ def test_rebuilding_the_images_table_keeps_its_links_likes_and_count_triggers(
     assert UserLike.select().count() == 1
     assert schema_objects(fresh_db, "trigger") == triggers_before
     assert User.get_by_id(ada.id).uploads == 2
-    assert runner.rollback() == ["004_longer_titles"]
+    assert runner.rollback() == ["005_longer_titles"]
     assert ImageTag.select().count() == 1
 
 
