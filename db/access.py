@@ -41,6 +41,7 @@ from db.errors import PermissionDenied
 ADMIN, EDITOR, VISITOR = "admin", "editor", "visitor"
 PUBLIC = "public"
 SETTING = "clonegallery.user_id"  # read by migration 004's policies on PostgreSQL
+ACTION_WORDS = {"change_role": "change the role of"}
 
 _UNSET, _SYSTEM = object(), object()
 _acting = ContextVar("clonegallery_acting", default=_UNSET)
@@ -113,8 +114,9 @@ def _bound_database():
 
 
 def can(user, action, row):
-    """Return whether ``user`` (None: anonymous) may ``action`` ("view", "create", "edit",
-    "delete") the model instance ``row``."""
+    """Return whether ``user`` (None: anonymous) may ``action`` the model instance ``row``:
+    "view", "create", "edit", "delete" any row, "change_role" a User. To like an image is
+    to create a UserLike; to manage tags, to create, edit or delete a Tag."""
     return _refusal(user, action, row) is None
 
 
@@ -122,7 +124,8 @@ def require(user, action, row):
     """Raise PermissionDenied, naming who, what and why, unless ``user`` may do it."""
     reason = _refusal(user, action, row)
     if reason is not None:
-        raise PermissionDenied(f"{_who(user)} may not {action} {_what(row)}: {reason}")
+        doing = ACTION_WORDS.get(action, action)
+        raise PermissionDenied(f"{_who(user)} may not {doing} {_what(row)}: {reason}")
 
 
 def visible_filter(model, viewer):
@@ -153,8 +156,8 @@ def check_save(row, inserting):
         return
     require(user, "edit", stored)
     after = type(row)(**{**stored.__data__, **row.__data__})
-    if _value(after, "role") != _value(stored, "role") and _role(user) != ADMIN:
-        raise PermissionDenied(f"{_who(user)} may not change roles: only an admin may")
+    if _value(after, "role") != _value(stored, "role"):
+        require(user, "change_role", stored)
     reason = _refusal(user, "edit", after)
     if reason is not None:
         raise PermissionDenied(f"{_who(user)} may not make {_what(stored)} so: {reason}")
@@ -269,6 +272,8 @@ def _user_rule(user, action, row):
         return None
     if action == "create":
         return None if _value(row, "role") == VISITOR else "only an admin gives a role"
+    if action == "change_role":
+        return "only an admin may"
     if user is not None and _value(row, "id") == user.id:
         return None
     return "it is another user's account"

@@ -304,6 +304,20 @@ def test_a_refusal_names_who_what_and_why(world):
     assert Image.get_by_id(image.id).title != "Mine now"
 
 
+def test_only_an_admin_changes_a_role_even_their_own(world):
+    liam, maya = world.user(LIAM), world.user(MAYA)
+
+    with acting_as(liam), pytest.raises(PermissionDenied) as refused:
+        set_role(liam, "admin")
+
+    assert str(refused.value) == (
+        f"visitor {LIAM} may not change the role of user {liam.id}: only an admin may"
+    )
+    assert User.get_by_id(liam.id).role == "visitor"
+    assert can(maya, "change_role", liam)
+    assert not can(world.user(DIEGO), "change_role", liam)
+
+
 def test_a_write_with_no_acting_user_is_refused(world):
     image = world.image(world.user(AMARA), "public")
     image.title = "Nobody said who"
