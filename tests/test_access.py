@@ -28,8 +28,9 @@ from db.models import (
 )
 from db.runner import Runner
 from db.seeders import Seeder
-from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT
+from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, sqlite_url
 from tests.factories import image_fields, make_album, make_image
+from tests.servers import drop_database, new_database_url
 
 README = PROJECT_ROOT / "README.md"
 
@@ -339,12 +340,45 @@ def test_an_anonymous_visitor_is_told_to_sign_in(world):
 # --- Isolation: a private image never shows up in another user's listings -----------------
 
 
+@pytest.fixture(scope="module")
+def seeded_galleries(tmp_path_factory):
+    """``gallery(engine)``: one migrated and seeded gallery per engine for this module (per
+    test worker), made on first use and dropped at the end."""
+    made = {}
+
+    def gallery(engine):
+        if engine not in made:
+            folder = tmp_path_factory.mktemp("seeded")
+            url = sqlite_url(folder / "g.db") if engine == "sqlite" else new_database_url(engine)
+            database = open_database(url)
+            made[engine] = (url, database)
+            Runner(database, MIGRATIONS_DIR).migrate()
+            Seeder(database, PROJECT_ROOT / "seeders").seed()
+        return made[engine][1]
+
+    yield gallery
+    for engine, (url, database) in made.items():
+        database.close()
+        if engine != "sqlite":
+            drop_database(url)
+
+
 @pytest.fixture
-def shared_gallery(engine_migrated_db):
+def seeded(engine, seeded_galleries):
+    """The seeded gallery of the engine under test, models bound; what a test writes is
+    rolled back."""
+    database = seeded_galleries(engine)
+    bind_models(database)
+    with database.atomic() as transaction:
+        yield database
+        transaction.rollback()
+
+
+@pytest.fixture
+def shared_gallery(seeded):
     """The seeded gallery on the engine under test, with Amara's private image where other
     users look: in her public album, under the tag ai-art (seeded), liked by Sofia before
     it went private."""
-    Seeder(engine_migrated_db, PROJECT_ROOT / "seeders").seed()
     amara, sofia = User.get(User.email == AMARA), User.get(User.email == SOFIA)
     secret = Image.get(Image.uploader == amara.id, Image.privacy == "private")
     album = Album.get(Album.created_by == amara.id, Album.privacy == "public")
@@ -412,8 +446,7 @@ HOSTILE = (
 
 
 @pytest.mark.parametrize("text", HOSTILE)
-def test_a_hostile_title_is_stored_and_found_as_typed(engine_migrated_db, text):
-    Seeder(engine_migrated_db, PROJECT_ROOT / "seeders").seed()
+def test_a_hostile_title_is_stored_and_found_as_typed(seeded, text):
     diego = User.get(User.email == DIEGO)
     before = Image.select().count()
 
@@ -426,8 +459,7 @@ def test_a_hostile_title_is_stored_and_found_as_typed(engine_migrated_db, text):
 
 
 @pytest.mark.parametrize("text", HOSTILE)
-def test_a_hostile_tag_name_is_stored_and_matched_as_typed(engine_migrated_db, text):
-    Seeder(engine_migrated_db, PROJECT_ROOT / "seeders").seed()
+def test_a_hostile_tag_name_is_stored_and_matched_as_typed(seeded, text):
     diego = User.get(User.email == DIEGO)
     image = Image.get(Image.uploader == diego.id, Image.privacy == "public")
 
@@ -440,8 +472,7 @@ def test_a_hostile_tag_name_is_stored_and_matched_as_typed(engine_migrated_db, t
     assert list(Image.tagged(text + "x", None)) == []
 
 
-def test_wildcards_in_a_search_are_plain_characters(engine_migrated_db):
-    Seeder(engine_migrated_db, PROJECT_ROOT / "seeders").seed()
+def test_wildcards_in_a_search_are_plain_characters(seeded):
 
     assert list(Image.search("%", None)) == []  # no seeded title holds a "%"
     assert list(Image.search("_", None)) == []

@@ -243,6 +243,7 @@ def test_while_a_backup_reads_the_pinned_file_writers_go_on_and_the_file_does_no
     assert backups.file_digest(db_path) != before
 
 
+@pytest.mark.slow
 def test_a_database_the_writers_keep_busy_is_backed_up_through_the_backup_api(
     migrated_db, gallery, db_path, backups_dir
 ):

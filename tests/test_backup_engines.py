@@ -773,6 +773,7 @@ def copy_postgres_database(source_url, target_url):
         )
 
 
+@pytest.mark.slow
 def test_a_restore_killed_at_any_moment_leaves_the_old_or_the_new_database(
     postgres,
     engine_migrated_db,

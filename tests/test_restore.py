@@ -161,6 +161,7 @@ def test_restore_waits_for_a_writer_then_says_who_is_in_the_way(
     assert checksum(sqlite_url(live)) == before
 
 
+@pytest.mark.slow
 def test_a_restore_killed_at_any_moment_leaves_the_old_or_the_new_database(
     migrated_db, db_path, db_url, backups_dir, tmp_path
 ):
