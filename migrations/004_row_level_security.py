@@ -7,6 +7,10 @@ unset or empty means anonymous. Two functions read it for the policies:
     clonegallery_acting_user()   the setting, or NULL when anonymous
     clonegallery_acting_role()   that user's users.role, or NULL (anonymous, unknown user)
 
+The rows that belong to an image or album — ``album_images``, ``image_tags``,
+``user_likes``, ``ai_generation_meta`` — get one policy each, ``<table>_of_visible_rows``:
+seen and written only when the acting user may see the image (and the album) they link.
+
 ``images`` and ``albums`` get row-level security and two permissive policies each, which
 PostgreSQL ORs together (a row's owner is its ``uploader_id`` or ``created_by``):
 
@@ -52,6 +56,13 @@ ACTING_USER = "clonegallery_acting_user"
 ACTING_ROLE = "clonegallery_acting_role"
 # (table, the column naming the user who owns a row), frozen.
 OWNED_TABLES = (("images", "uploader_id"), ("albums", "created_by"))
+# Tables whose rows belong to images (and albums): (table, ((parent, column), ...)), frozen.
+LINKED_TABLES = (
+    ("album_images", (("images", "image_id"), ("albums", "album_id"))),
+    ("image_tags", (("images", "image_id"),)),
+    ("user_likes", (("images", "image_id"),)),
+    ("ai_generation_meta", (("images", "image_id"),)),
+)
 # The PL/pgSQL functions of 003's counter triggers, frozen.
 TRIGGER_FUNCTIONS = (
     "image_tags_after_insert",
@@ -83,6 +94,11 @@ def postgres_statements(schema):
     return [
         *acting_functions(schema),
         *(statement for table, owner in OWNED_TABLES for statement in policies(table, owner)),
+        *(
+            statement
+            for table, parents in LINKED_TABLES
+            for statement in link_policy(table, parents)
+        ),
         *trigger_functions_as_owner(schema),
     ]
 
@@ -129,6 +145,27 @@ def policies(table, owner):
             f"CREATE POLICY {table}_created_as_oneself ON {table} AS RESTRICTIVE FOR INSERT "
             f"WITH CHECK ({owner} = {user} OR {role} = 'admin')",
             f"DROP POLICY {table}_created_as_oneself ON {table}",
+        ),
+    ]
+
+
+def link_policy(table, parents):
+    """Return the (up, down) pairs that show and let write a link row only when the acting
+    user may see every row it links (the EXISTS reads images and albums under their own
+    policies): a private image's tags, likes, album places and prompt stay its owner's."""
+    visible = " AND ".join(
+        f"EXISTS (SELECT FROM {parent} WHERE {parent}.id = {table}.{column})"
+        for parent, column in parents
+    )
+    return [
+        (
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+        ),
+        (
+            f"CREATE POLICY {table}_of_visible_rows ON {table} FOR ALL "
+            f"USING ({visible}) WITH CHECK ({visible})",
+            f"DROP POLICY {table}_of_visible_rows ON {table}",
         ),
     ]
 

@@ -49,11 +49,12 @@ ALBUM_IMAGES = [("alice-trip", "alice-private"), ("alice-trip", "bob-private")]
 PUBLIC_IMAGES = {"alice-public", "bob-public"}
 RLS_VIOLATION = "new row violates row-level security policy"
 
+LINK_TABLES = {"album_images", "image_tags", "user_likes", "ai_generation_meta"}
 POLICIES = {
     f"{table}_{policy}"
     for table in ("images", "albums")
     for policy in ("visible", "writable", "created_as_oneself")
-}
+} | {f"{table}_of_visible_rows" for table in LINK_TABLES}
 ACTING_FUNCTIONS = {"clonegallery_acting_role", "clonegallery_acting_user"}
 # The functions of 003's counter triggers.
 TRIGGER_FUNCTIONS = {
@@ -279,6 +280,31 @@ def test_a_visitor_never_sees_another_users_private_image_not_even_through_an_al
     assert in_the_album == {"alice-private"}  # Bob's private image is in it, unseen
 
 
+def test_the_rows_of_another_users_private_image_stay_hidden_too(owner, alice):
+    owner.execute_sql("INSERT INTO tags (name) VALUES ('secret')")
+    owner.execute_sql(
+        "INSERT INTO image_tags (image_id, tag_id) SELECT 'bob-private', id FROM tags"
+    )
+    owner.execute_sql("INSERT INTO user_likes (user_id, image_id) VALUES ('bob', 'bob-private')")
+    owner.execute_sql(
+        "INSERT INTO ai_generation_meta (image_id, model, prompt) "
+        "VALUES ('bob-private', 'sdxl', 'a secret prompt')"
+    )
+    about_bobs = "SELECT image_id FROM {} WHERE image_id = 'bob-private'"
+
+    seen = {table: ids(alice, about_bobs.format(table)) for table in sorted(LINK_TABLES)}
+
+    assert seen == {table: set() for table in sorted(LINK_TABLES)}
+    assert ids(owner, about_bobs.format("ai_generation_meta")) == {"bob-private"}
+
+
+def test_a_visitor_cannot_link_another_users_private_image(owner, alice):
+    with pytest.raises(peewee.ProgrammingError, match=RLS_VIOLATION):
+        add_to_album(alice, "alice-diary", "ed-private")
+
+    assert ids(owner, "SELECT image_id FROM album_images WHERE album_id = 'alice-diary'") == set()
+
+
 def test_an_editor_reads_no_more_than_a_visitor(ed):
     assert images(ed) == {"ed-private", *PUBLIC_IMAGES}
     assert albums(ed) == {"alice-trip"}
@@ -459,7 +485,7 @@ def test_rolling_004_back_removes_all_it_added(owner):
     Runner(owner, MIGRATIONS_DIR).rollback(steps=1)
 
     assert added == {
-        "tables under row-level security": {"albums", "images"},
+        "tables under row-level security": {"albums", "images", *LINK_TABLES},
         "policies": POLICIES,
         "functions": ACTING_FUNCTIONS,
         "functions running as their owner": TRIGGER_FUNCTIONS,
