@@ -6,11 +6,13 @@ import time
 
 import pytest
 
+from db.engines import engine_for, open_database
 from db.errors import (
     ConfigError,
     DriftError,
     FailedMigrationError,
     IrreversibleMigration,
+    LockTimeout,
     MigrationFailed,
     OutOfOrderError,
     UnknownVersion,
@@ -485,3 +487,21 @@ def test_repair_with_nothing_failed_does_nothing(runner, abc):
 
     assert runner.repair() == []
     assert {m.state for m in runner.status()} == {APPLIED}
+
+
+def test_a_postgres_migration_lock_held_elsewhere_times_out_with_a_clear_line(
+    engine, engine_url, engine_db
+):
+    if engine != "postgres":
+        pytest.skip("PostgreSQL's advisory lock; SQLite locks a file, MySQL waits in GET_LOCK")
+    holder = open_database(engine_url)
+    try:
+        with engine_for(holder).migration_lock(holder):
+            started = time.monotonic()
+            waiting = engine_for(engine_db).migration_lock(engine_db, timeout=0.3)
+            held_elsewhere = r"has held the migration lock .* than 0.3 s"
+            with pytest.raises(LockTimeout, match=held_elsewhere), waiting:
+                pass
+            assert time.monotonic() - started >= 0.3
+    finally:
+        holder.close()

@@ -7,7 +7,6 @@ a REPEATABLE READ transaction, export its snapshot, count, and hand the snapshot
 never the command line or ``PGPASSWORD`` (visible to ``ps`` on some systems).
 """
 
-import time
 from contextlib import contextmanager
 
 import peewee
@@ -16,7 +15,7 @@ from db.backups.manifest import new_manifest
 from db.backups.servers import ServerBackups, schema_version, table_rows
 from db.clients import POSTGRES_CLIENT_PACKAGE, find_tool, libpq_environment, run_tool
 from db.engines import engine_for_url
-from db.engines.base import database_name_of, quoted
+from db.engines.base import database_name_of, quoted, retry_until
 from db.errors import BackupError
 
 
@@ -61,21 +60,23 @@ class PostgresBackups(ServerBackups):
 def _rename_when_unused(maintenance, live, fresh, retired, timeout, live_exists):
     # ALTER DATABASE ... RENAME fails while anyone is connected to that database; both
     # renames sit in one transaction, so the live name always names a whole database.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with maintenance.atomic():
-                if live_exists:
-                    maintenance.execute_sql(_rename(maintenance, live, retired))
-                maintenance.execute_sql(_rename(maintenance, fresh, live))
-            return
-        except peewee.OperationalError as exc:
-            if time.monotonic() > deadline:
-                raise BackupError(
-                    f"database {live} is in use by other connections for more than {timeout} s "
-                    f"({exc}); stop the app and retry; nothing restored"
-                ) from exc
-            time.sleep(0.2)
+    def rename():
+        with maintenance.atomic():
+            if live_exists:
+                maintenance.execute_sql(_rename(maintenance, live, retired))
+            maintenance.execute_sql(_rename(maintenance, fresh, live))
+        return True
+
+    retry_until(
+        rename,
+        timeout,
+        interval=0.2,
+        timed_out=lambda error: BackupError(
+            f"database {live} is in use by other connections for more than {timeout} s "
+            f"({error}); stop the app and retry; nothing restored"
+        ),
+        retry_on=peewee.OperationalError,
+    )
 
 
 def _rename(database, old, new):

@@ -15,7 +15,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
@@ -30,6 +29,7 @@ from db.backups.files import (
     fsync,
 )
 from db.backups.manifest import BackupInfo, backup_name, new_manifest, write_manifest
+from db.engines.base import retry_until
 from db.engines.sqlite import sqlite_path
 from db.errors import BackupError
 
@@ -333,15 +333,16 @@ def _held_exclusively(live, timeout):
     if not live.exists():
         yield
         return
-    deadline = time.monotonic() + timeout
     with closing(sqlite3.connect(live, timeout=min(timeout, 5), isolation_level=None)) as guard:
-        while not _locked_out_of_wal(guard):
-            if time.monotonic() > deadline:
-                raise BackupError(
-                    f"{live} is in use by another process (it holds the database for more "
-                    f"than {timeout} s); stop it and retry; nothing restored"
-                )
-            time.sleep(0.2)
+        retry_until(
+            lambda: _locked_out_of_wal(guard),
+            timeout,
+            interval=0.2,
+            timed_out=lambda _: BackupError(
+                f"{live} is in use by another process (it holds the database for more "
+                f"than {timeout} s); stop it and retry; nothing restored"
+            ),
+        )
         try:
             yield
         finally:

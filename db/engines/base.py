@@ -1,5 +1,6 @@
 """The Engine interface, and what engines share."""
 
+import time
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -168,6 +169,24 @@ class ServerEngine(Engine):
 
     def drop_database(self, maintenance, name):
         raise NotImplementedError
+
+
+def retry_until(attempt, timeout, interval, timed_out, retry_on=()):
+    """Call ``attempt()`` every ``interval`` seconds until it returns true (an exception of
+    a ``retry_on`` type counts as a failed attempt); once ``timeout`` seconds have passed,
+    raise ``timed_out(error)`` instead, chained to ``error``: the failed attempt's
+    exception, or None. For waits on other processes: a lock, a busy database."""
+    deadline = time.monotonic() + timeout
+    while True:
+        error = None
+        try:
+            if attempt():
+                return
+        except retry_on as exc:
+            error = exc
+        if time.monotonic() > deadline:
+            raise timed_out(error) from error
+        time.sleep(interval)
 
 
 def insert_statement(database, table, columns):

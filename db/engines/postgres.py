@@ -1,6 +1,5 @@
 """PostgreSQL: advisory locks, transactional DDL, COPY for bulk loads (psycopg 3)."""
 
-import time
 from contextlib import contextmanager
 
 import peewee
@@ -11,6 +10,7 @@ from db.engines.base import (
     ServerEngine,
     database_name_of,
     quoted,
+    retry_until,
 )
 from db.errors import LockTimeout
 
@@ -49,14 +49,15 @@ class PostgresEngine(ServerEngine):
     def migration_lock(self, database, timeout=LOCK_TIMEOUT_SECONDS):
         # A session-level advisory lock: PostgreSQL releases it when the
         # connection ends, so a crashed process never leaves it behind.
-        deadline = time.monotonic() + timeout
-        while not _try_lock(database):
-            if time.monotonic() > deadline:
-                raise LockTimeout(
-                    f"another process has held the migration lock of {database.database} "
-                    f"for more than {timeout} s; is a migration still running?"
-                )
-            time.sleep(0.1)
+        retry_until(
+            lambda: _try_lock(database),
+            timeout,
+            interval=0.1,
+            timed_out=lambda _: LockTimeout(
+                f"another process has held the migration lock of {database.database} "
+                f"for more than {timeout} s; is a migration still running?"
+            ),
+        )
         try:
             yield
         finally:
