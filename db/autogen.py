@@ -115,10 +115,10 @@ def migration_text(database, migrations_dir, title, models=ALL_MODELS):
         return None
     declared = {model._meta.table_name: model for model in models}
     up, down, functions = _plan(database, declared, differences)
-    code = up.body() + down.body() + "".join(functions)
-    noqa = "" if "pw." in code else "  # noqa: F401  (no field to write this time)"
-    text = TEMPLATE.format(title=title, up=up.body(), down=down.body(), noqa=noqa)
-    return text + "".join(functions)
+    up_code, down_code, tables_code = up.body(), down.body(), "".join(functions)
+    uses_pw = "pw." in up_code + down_code + tables_code
+    noqa = "" if uses_pw else "  # noqa: F401  (no field to write this time)"
+    return TEMPLATE.format(title=title, up=up_code, down=down_code, noqa=noqa) + tables_code
 
 
 def _plan(database, declared, differences):
