@@ -14,9 +14,11 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from db import commands, report
+from db.backups import Retention
 from db.config import Settings, database_name, mask_url, resolve_url
 from db.errors import ConfigError, DbError, ResetCancelled
 from db.populate import DEFAULT_IMAGES, GalleryPlan
+from db.schedule import parse_duration
 from db.transfer import DEFAULT_BATCH
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -110,7 +112,8 @@ def restore(c, path, yes=False, debug=False):
     with _errors_as_exit(c, debug):
         settings = _settings(c)
         if not yes:
-            _confirm("db.restore", f"replace {database_name(settings.url)} with {path}", settings)
+            plan = commands.restore_plan(settings, path)
+            _confirm("db.restore", report.restore_question(plan), settings)
         result = commands.restore(settings, path)
     print(report.restored(result))
 
@@ -226,34 +229,83 @@ def repair(c, debug=False):
 
 
 @task(
+    auto_shortflags=False,  # too many options to give each a letter that means something
     help={
-        "output": "where to write the backup (default: backups/clonegallery-<UTC time>.db, "
+        "output": "where to write the backup (default: backups/<database name>-<UTC time>.db, "
         ".pgdump on PostgreSQL, .sql on MySQL)",
         "compress": "compress with zstd (FILE.zst; pg_dump's custom format is compressed already)",
-        "keep": "after the new backup verified, delete this tool's oldest backups beyond N",
+        "keep": "after the new backup verified, keep only the newest N of this database's",
+        "keep-daily": "...and the newest of each of the last N days that have one",
+        "keep-weekly": "...and the newest of each of the last N weeks that have one",
+        "keep-monthly": "...and the newest of each of the last N months that have one",
         "verify": "verify the backup before reporting success",
+        "every": "run until stopped, one verified backup every DURATION (30s, 15m, 6h, 1d)",
+        "debug": DEBUG_HELP,
+    },
+)
+def backup(
+    c,
+    output=None,
+    compress=False,
+    keep=None,
+    keep_daily=None,
+    keep_weekly=None,
+    keep_monthly=None,
+    verify=False,
+    every=None,
+    debug=False,
+):
+    """Take a consistent online backup of the database, with a manifest."""
+    with _errors_as_exit(c, debug):
+        options = {
+            "output": output,
+            "compress": compress,
+            "retention": Retention(
+                last=_whole_number("--keep", keep),
+                daily=_whole_number("--keep-daily", keep_daily),
+                weekly=_whole_number("--keep-weekly", keep_weekly),
+                monthly=_whole_number("--keep-monthly", keep_monthly),
+            ),
+        }
+        if every is None:
+            print(report.backed_up(commands.backup(_settings(c), verify=verify, **options)))
+            return
+        period = parse_duration("--every", every)
+        stopped = commands.backup_every(
+            _settings(c),
+            period,
+            on_backup=lambda result: print(report.backed_up(result), flush=True),
+            on_failure=lambda error: _report_failure(c, debug, error),
+            **options,
+        )
+    print(f"stopped by {stopped}; no backup was in progress or it was discarded", flush=True)
+
+
+def _report_failure(c, debug, error):
+    """Print a failed run of a repeating task as one line (the traceback with --debug)."""
+    if debug or c.config.db.debug:
+        traceback.print_exception(error)
+    print(f"error: {error}", file=sys.stderr, flush=True)
+
+
+@task(
+    help={
+        "all": "list the backups of every database in the folder, with a column saying whose",
+        "max-age": "exit 3 unless this database's newest verified backup is younger "
+        "than DURATION (e.g. 26h): a check for cron, CI or a monitor",
         "debug": DEBUG_HELP,
     }
 )
-def backup(c, output=None, compress=False, keep=None, verify=False, debug=False):
-    """Take a consistent online backup of the database, with a manifest."""
+def backups(c, all=False, max_age=None, debug=False):
+    """List this database's backups: time, size, schema version, whether each verified."""
     with _errors_as_exit(c, debug):
-        result = commands.backup(
-            _settings(c),
-            output=output,
-            keep=_whole_number("--keep", keep),
-            verify=verify,
-            compress=compress,
-        )
-    print(report.backed_up(result))
-
-
-@task(help={"debug": DEBUG_HELP})
-def backups(c, debug=False):
-    """List the backups: time, size, schema version, whether each verified."""
-    with _errors_as_exit(c, debug):
-        infos = commands.list_backups(_settings(c))
-    print(report.backups_table(infos))
+        settings = _settings(c)
+        limit = None if max_age is None else parse_duration("--max-age", max_age)
+        listing = commands.list_backups(settings, everyone=all)
+        print(report.backups_table(listing))
+        if limit is not None:
+            newest = commands.require_recent_backup(settings, limit)
+            print(report.recent_enough(newest, limit))
 
 
 @task(help={"path": "the backup file to check", "debug": DEBUG_HELP})

@@ -14,19 +14,27 @@ from pathlib import Path
 
 import peewee
 
-from db import autogen, backups, maintenance, schema_dump
+from db import autogen, backups, maintenance, schedule, schema_dump
 from db import check as checks
 from db import diagram as diagrams
 from db import explain as explains
 from db import transfer as transfers
 from db.access import as_system
 from db.config import mask_url
-from db.engines import database_exists, engine_for, open_database
-from db.errors import BackupError, ConfigError, DatabaseFailed, IncompleteTransfer, NotMigrated
+from db.engines import database_exists, engine_for, engine_for_url, open_database
+from db.errors import (
+    BackupError,
+    BackupTooOld,
+    ConfigError,
+    DatabaseFailed,
+    IncompleteTransfer,
+    NotMigrated,
+)
 from db.history import History, SeederHistory, TransferMarker
 from db.loader import discover, next_version, slugify
 from db.populate import populate as populate_gallery
 from db.runner import APPLIED, Runner
+from db.schedule import format_age, utc_moment
 from db.seeders import Seeder
 from db.stats import database_stats
 
@@ -212,21 +220,62 @@ def populate(settings, plan, on_progress=None):
         return populate_gallery(runner.database, plan, on_progress)
 
 
-def backup(settings, output=None, keep=None, verify=False, compress=False):
-    """Back up the database (verifying it when asked, or before pruning); return a
-    BackupResult."""
-    if keep is not None and keep < 1:
-        raise ConfigError(f"--keep must be 1 or more, not {keep}")
+def backup(settings, output=None, retention=None, verify=False, compress=False):
+    """Back up the database (verifying it when asked, or before pruning by ``retention``,
+    a backups.Retention); return a BackupResult."""
+    retention = retention or backups.Retention()
     if not database_exists(settings.url):
         raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to back up")
     with opened(settings, create=False) as database:
         info = backups.create_backup(
             database, settings.url, settings.backups_dir, output, compress=compress
         )
-    if verify or keep is not None:
+        owner = backups.Owner.known(database, settings.url)
+    if verify or retention.active:
         info = _verified(info, settings.url)
-    pruned = backups.prune_backups(info.path.parent, keep) if keep is not None else []
+    pruned = backups.prune_backups(info.path.parent, owner, retention)
     return BackupResult(info, pruned)
+
+
+def backup_every(settings, period, on_backup, on_failure, **options):
+    """Back up the database every ``period`` (a timedelta), each backup verified, until
+    SIGTERM or Ctrl-C; each BackupResult goes to ``on_backup``, each failed run to
+    ``on_failure`` (the next period tries again). Return the name of the signal that
+    stopped it; a backup in progress then is discarded."""
+    if options.get("output") is not None:
+        raise ConfigError("--every writes into the backups folder: drop --output")
+    # What no later run could mend is refused now, not once a period.
+    engine_for_url(settings.url).check_url(settings.url)
+    backups.writable_folder(settings.backups_dir)
+    with schedule.stop_on_signals():
+        try:
+            schedule.run_every(
+                period, lambda: on_backup(backup(settings, verify=True, **options)), on_failure
+            )
+        except schedule.Stopped as stop:
+            return str(stop)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What db.restore is about to do: which backup, of which database, into which."""
+
+    path: Path
+    backup_of: object  # the Owner the backup's manifest names (None: it names none)
+    target: object  # the Owner of the configured database
+
+    @property
+    def foreign(self):
+        """Whether the backup is of another database than the one it would replace."""
+        return self.backup_of is None or not self.target.is_same(self.backup_of)
+
+
+def restore_plan(settings, path):
+    """Return the RestorePlan of restoring ``path`` (nothing is checked or changed yet)."""
+    manifest = backups.read_manifest(path)
+    return RestorePlan(
+        Path(path), backups.Owner.from_manifest(manifest), backups.current_owner(settings.url)
+    )
 
 
 def restore(settings, path):
@@ -246,9 +295,38 @@ def verify(settings, path):
     return _verified(backups.BackupInfo(Path(path), backups.read_manifest(path)), settings.url)
 
 
-def list_backups(settings):
-    """Return the backups in the backups folder, newest first."""
-    return backups.list_backups(settings.backups_dir)
+@dataclass(frozen=True)
+class BackupListing:
+    """What db.backups shows: the backups of ``owner`` (None: of every database)."""
+
+    owner: object
+    backups: list
+
+
+def list_backups(settings, everyone=False):
+    """Return a BackupListing of the backups folder: the configured database's backups,
+    newest first, or with ``everyone`` every backup there."""
+    owner = None if everyone else backups.current_owner(settings.url)
+    return BackupListing(owner, backups.list_backups(settings.backups_dir, owner))
+
+
+def require_recent_backup(settings, max_age, now=None):
+    """Raise BackupTooOld unless the configured database's newest verified backup is
+    younger than ``max_age`` (a timedelta); return that backup."""
+    owner = backups.current_owner(settings.url)
+    newest = next(
+        (info for info in backups.list_backups(settings.backups_dir, owner) if info.verified),
+        None,
+    )
+    if newest is None:
+        raise BackupTooOld(f"{owner.describe()} has no verified backup in {settings.backups_dir}")
+    age = (now or utc_moment()) - backups.created_moment(newest)
+    if age > max_age:
+        raise BackupTooOld(
+            f"the newest verified backup of {owner.describe()} is {format_age(age)} old "
+            f"(--max-age {format_age(max_age)}): {newest.path}"
+        )
+    return newest
 
 
 def stats(settings):

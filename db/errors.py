@@ -6,7 +6,8 @@ there is one, the fix. `tasks.py` turns them into one line on stderr and the
 class's `exit_code`; nothing else in the package prints them.
 
 Exit codes: 1 = an operation failed, 2 = bad input or configuration,
-3 = `db.status --check` found the database not up to date.
+3 = a check found the database wanting (`db.status --check`: not up to date;
+`db.backups --max-age`: no recent enough verified backup).
 """
 
 
@@ -98,6 +99,12 @@ class ResetCancelled(DbError):
 
 class BackupError(DbError):
     """A backup could not be written, or a backup file failed verification."""
+
+
+class BackupTooOld(DbError):
+    """``db.backups --max-age`` found no verified backup of the database young enough."""
+
+    exit_code = 3
 
 
 class TransferFailed(DbError):

@@ -15,16 +15,20 @@
     marker.read()                          # IncompleteTransferInfo(...), or None
     marker.clear()                         # once the copy is proved, or by db.reset
 
+    DatabaseIdentity(database).ensure()    # the database_identity table: "3f2c…" (kept for good)
+
 Runners write these inside the same transaction as the work they record, so a
 row exists exactly when that work was committed.
 """
 
 import datetime
+import uuid
 from dataclasses import dataclass
 
 import peewee
 from playhouse.migrate import SchemaMigrator
 
+from db.engines import engine_for
 from db.errors import HistoryTableError
 
 
@@ -232,7 +236,52 @@ class TransferMarker(BookkeepingTable):
         self.drop_table()
 
 
+class DatabaseIdentity(BookkeepingTable):
+    """The ``database_identity`` table: one random id that names this database for good,
+    wherever it is (a renamed file, a moved server), so that its backups are known as its
+    own. A restore keeps the id of the database it replaces."""
+
+    table_name = "database_identity"
+
+    def fields(self):
+        return {
+            "id": peewee.CharField(max_length=36, primary_key=True),
+            "created_at": peewee.DateTimeField(),
+        }
+
+    def read(self):
+        """Return the database's id, or None when it has none yet."""
+        if not self.exists():
+            return None
+        rows = self.rows()
+        return rows[0].id if rows else None
+
+    def ensure(self):
+        """Return the database's id, giving it one first if it has none."""
+        current = self.read()
+        if current is not None:
+            return current
+        with engine_for(self.database).transaction(self.database):  # waits for writers
+            self.ensure_table()
+            if not self.Record.select().exists():  # a concurrent run may have given one
+                self.Record.create(id=str(uuid.uuid4()), created_at=utc_now())
+        return self.read()
+
+    def write(self, database_id):
+        """Make ``database_id`` this database's id (a restored copy takes the replaced
+        database's)."""
+        with engine_for(self.database).transaction(self.database):
+            self.ensure_table()
+            self.Record.delete().execute()
+            self.Record.create(id=database_id, created_at=utc_now())
+
+
 # The toolkit's own tables: not part of the app's schema (diagrams and checks skip them).
 BOOKKEEPING_TABLES = frozenset(
-    {History.table_name, SeederHistory.table_name, TransferMarker.table_name}
+    {
+        History.table_name,
+        SeederHistory.table_name,
+        TransferMarker.table_name,
+        DatabaseIdentity.table_name,
+    }
 )

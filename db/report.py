@@ -4,6 +4,9 @@ import json
 
 from tqdm import tqdm
 
+from db.backups.owner import Owner
+from db.schedule import format_age
+
 PROGRESS_LINES = 10  # without a terminal, a line per tenth of the work
 
 
@@ -93,19 +96,41 @@ def verified(info):
     return f"OK: {info.path} ({_backup_summary(info)})"
 
 
-def backups_table(infos):
-    """Return db.backups: one line per backup, newest first."""
+def backups_table(listing):
+    """Return db.backups: one line per backup, newest first; with --all, whose each is."""
+    infos, everyone = listing.backups, listing.owner is None
     if not infos:
-        return "no backups"
-    lines = [f"{'created (UTC)':<20} {'size':>10} {'schema':<7} {'verified':<9} file"]
+        return "no backups" if everyone else f"no backups of {listing.owner.describe()}"
+    heading = f"{'created (UTC)':<20} {'size':>10} {'schema':<7} {'verified':<9} file"
+    lines = [heading + ("  database" if everyone else "")]
     for info in infos:
         manifest = info.manifest or {}
-        created = (manifest.get("created_at") or "?")[:19].replace("T", " ")
+        created = str(manifest.get("created_at") or "?")[:19].replace("T", " ")
         size = _size(info.path.stat().st_size)
         schema = manifest.get("schema_version") or "-"
         state = "yes" if info.verified else ("no manifest" if not info.manifest else "no")
-        lines.append(f"{created:<20} {size:>10} {schema:<7} {state:<9} {info.path.name}")
+        line = f"{created:<20} {size:>10} {schema!s:<7} {state:<9} {info.path.name}"
+        if everyone:
+            owner = Owner.from_manifest(info.manifest)
+            line += f"  {owner.describe() if owner else '?'}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def recent_enough(info, limit):
+    """Return the line of db.backups --max-age when the newest verified backup is young
+    enough."""
+    return f"OK: the newest verified backup is younger than {format_age(limit)}: {info.path.name}"
+
+
+def restore_question(plan):
+    """Return what db.restore asks to confirm: the backup, and whose it is when it is not
+    the configured database's own."""
+    question = f"replace {plan.target.short_name} with {plan.path}"
+    if plan.foreign:
+        whose = plan.backup_of.describe() if plan.backup_of else "an unknown database"
+        question += f", a backup of another database ({whose})"
+    return question
 
 
 def _backup_summary(info):

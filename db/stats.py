@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from db.backups import list_backups
+from db.backups import Owner, created_moment, list_backups
 from db.config import mask_url
 from db.engines import engine_for
 from db.engines.base import quoted
@@ -71,7 +71,7 @@ class TableStats:
 
 @dataclass(frozen=True)
 class BackupAge:
-    """The newest backup in the backups folder and how old it is."""
+    """The database's newest backup in the backups folder and how old it is."""
 
     path: object
     created_at: datetime.datetime
@@ -119,30 +119,21 @@ def database_stats(database, url, backups_dir):
         wal,
         reader.index_usage if reader.counts_usage(database) else None,
         tables,
-        latest_backup(backups_dir),
+        latest_backup(backups_dir, Owner.known(database, url)),
         notes,
     )
 
 
-def latest_backup(folder, now=None):
-    """Return the BackupAge of the newest backup in ``folder``, or None when there is none."""
-    infos = list_backups(folder)
+def latest_backup(folder, owner, now=None):
+    """Return the BackupAge of the newest backup of ``owner`` (an Owner) in ``folder``, or
+    None when there is none."""
+    infos = list_backups(folder, owner)
     if not infos:
         return None
     info = infos[0]
-    created = _backup_time(info)
+    created = created_moment(info)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return BackupAge(info.path, created, max(0.0, (now - created).total_seconds()))
-
-
-def _backup_time(info):
-    # As list_backups orders them: the manifest's time, else the file's.
-    text = (info.manifest or {}).get("created_at")
-    if text:
-        moment = datetime.datetime.fromisoformat(text)
-        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
-    mtime = info.path.stat().st_mtime
-    return datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc)
 
 
 def _row_count(database, table):

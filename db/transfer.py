@@ -62,12 +62,13 @@ from db.errors import (
     TransferInterrupted,
     one_line,
 )
-from db.history import History, SeederHistory, TransferMarker
+from db.history import DatabaseIdentity, History, SeederHistory, TransferMarker
 from db.models import TRIGGER_COUNTERS
 from db.runner import Runner
 
 COPIED, CHECKED = "rows copied", "rows checked"  # the stages on_progress reports
-NOT_COPIED = (History.table_name, TransferMarker.table_name)  # made on the target itself
+# Made on the target itself; the target keeps its own identity (its backups stay its own).
+NOT_COPIED = (History.table_name, TransferMarker.table_name, DatabaseIdentity.table_name)
 WHAT_NOW = "run invoke db.transfer --force again, or invoke db.reset on it"
 
 
@@ -193,7 +194,7 @@ def refuse_same_database(source, source_url, target_url):
 
 def _empty_target(target, target_name, force):
     engine = engine_for(target)
-    tables = engine.tables(target)
+    tables = [t for t in engine.tables(target) if t != DatabaseIdentity.table_name]
     if tables and not force:
         listed = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
         raise ConfigError(

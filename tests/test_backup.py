@@ -147,7 +147,8 @@ def test_pruning_never_deletes_the_newest_verified_backup(migrated_db, gallery, 
     middle = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
     newest = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
 
-    deleted = backups.prune_backups(backups_dir, keep=1)
+    owner = backups.Owner.known(migrated_db, sqlite_url(migrated_db.database))
+    deleted = backups.prune_backups(backups_dir, owner, backups.Retention(last=1))
 
     assert deleted == [middle.path]
     assert oldest.path.exists() and newest.path.exists()

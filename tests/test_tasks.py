@@ -49,8 +49,11 @@ TASK_OPTIONS = {
     "db.status": ["json", "check", "debug"],
     "db.transfer": ["to", "force", "batch", "debug"],
     "db.new-migration": ["name", "sql", "auto", "debug"],
-    "db.backup": ["output", "compress", "keep", "verify", "debug"],
-    "db.backups": ["debug"],
+    "db.backup": [
+        "output", "compress", "keep", "keep-daily", "keep-weekly", "keep-monthly", "verify",
+        "every", "debug",
+    ],  # fmt: skip
+    "db.backups": ["all", "max-age", "debug"],
     "db.verify": ["path", "debug"],
     "db.restore": ["path", "yes", "debug"],
     "db.schema": ["output", "debug"],

@@ -2,8 +2,9 @@
 
     info = create_backup(database, url, folder=Path("backups"))   # BackupInfo(path, manifest)
     verify_backup(info.path, url)            # [] when sound, else the problems found
-    list_backups(Path("backups"))            # [BackupInfo, ...], newest first
-    prune_backups(Path("backups"), keep=7)   # paths deleted
+    owner = Owner.known(database, url)       # the database, as manifests name it
+    list_backups(Path("backups"), owner)     # its BackupInfos, newest first (None: all)
+    prune_backups(Path("backups"), owner, Retention(last=7, daily=7))   # paths deleted
     manifest = check_restorable(info.path, url, latest_known_version="003")
     restore_backup(url, info.path, manifest, safety_folder=Path("backups"))
 
@@ -12,22 +13,27 @@ Each engine backs up with its own means (``sqlite.py``: the online backup API;
 what they share is here and in ``manifest.py`` (the JSON sidecar that makes a file a
 backup) and ``files.py`` (private files renamed into place only once complete, zstd).
 
-Retention only ever deletes this tool's backups (those with a manifest), only after
-the new backup verified, and never the newest verified one.
+Every backup records the database it was taken of (``owner.py``): many databases can
+share one backups folder, and each sees only its own backups. Retention only ever
+deletes this tool's backups of that database, only after the new backup verified, and
+never the newest verified one.
 """
 
 import os
 import sqlite3
+import uuid
 from pathlib import Path
 
 import peewee
 
 from db.backups import sqlite
-from db.backups.files import file_digest, finished_file
+from db.backups.files import file_digest, finished_file, remove_leftovers
 from db.backups.manifest import (
     BackupInfo,
+    Retention,
     backup_name,
     checksum_problems,
+    created_moment,
     list_backups,
     manifest_path,
     mark_verified,
@@ -36,15 +42,20 @@ from db.backups.manifest import (
     write_manifest,
 )
 from db.backups.mysql import MySQLBackups, finish_interrupted_swap
+from db.backups.owner import Owner, engine_of
 from db.backups.postgres import PostgresBackups
-from db.config import scheme_of
 from db.engines import database_exists, engine_for, open_database
 from db.errors import BackupError, ConfigError, ToolFailed
+from db.history import DatabaseIdentity
 
 __all__ = [
     "BackupInfo",
+    "Owner",
+    "Retention",
     "check_restorable",
     "create_backup",
+    "created_moment",
+    "current_owner",
     "file_digest",
     "list_backups",
     "manifest_path",
@@ -56,13 +67,8 @@ __all__ = [
 ]
 
 FORMATS = {"sqlite": sqlite, "postgresql": PostgresBackups(), "mysql": MySQLBackups()}
-ENGINE_OF_SCHEME = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
-
-
-def engine_of(url):
-    """Return the manifest's name of the URL's engine: sqlite, postgresql or mysql."""
-    scheme = scheme_of(url).split("+")[0]
-    return ENGINE_OF_SCHEME.get(scheme, scheme)
+# The setting that moves the backups folder, for the messages that name it.
+FOLDER_SETTING = "INVOKE_DB_BACKUPS (db.backups in invoke.yaml)"
 
 
 def create_backup(database, url, folder=Path("backups"), output=None, compress=False):
@@ -70,14 +76,31 @@ def create_backup(database, url, folder=Path("backups"), output=None, compress=F
     return its BackupInfo."""
     engine = engine_of(url)
     live = sqlite.live_file(url) if engine == "sqlite" else None
-    target = _target_path(Path(folder), output, backup_name(engine, compress), live)
+    name = backup_name(engine, compress, Owner.at(url).file_prefix())
+    target = _target_path(Path(folder), output, name, live)
+    remove_leftovers(target.parent)
     try:
-        with finished_file(target) as partial:
-            manifest = FORMATS[engine].dump(database, url, partial, compress)
-        write_manifest(target, manifest)
+        owner = Owner.of(database, url)  # its first backup gives the database its id
+        manifest = _written_with_manifest(
+            target, lambda partial: FORMATS[engine].dump(database, url, partial, compress), owner
+        )
     except (OSError, sqlite3.Error, peewee.DatabaseError, BackupError, ToolFailed) as exc:
         raise BackupError(f"backup to {target} failed: {exc}; no backup was written") from exc
     return BackupInfo(target, manifest)
+
+
+def _written_with_manifest(target, dump, owner):
+    """Write the backup ``target`` with ``dump(partial)`` and its manifest, so that the
+    file is under its final name only once its manifest is: either both or neither."""
+    try:
+        with finished_file(target) as partial:
+            manifest = {**dump(partial), "database": owner.as_manifest()}
+            write_manifest(target, manifest)
+    except BaseException:
+        if not target.exists():
+            manifest_path(target).unlink(missing_ok=True)
+        raise
+    return manifest
 
 
 def verify_backup(path, url=None):
@@ -133,7 +156,14 @@ def check_restorable(path, url, latest_known_version):
 def restore_backup(url, path, manifest, safety_folder, timeout=30):
     """Replace the database of ``url`` with the backup ``path`` (checked by
     check_restorable), so that it holds either the old or the new data, never a mix;
-    return the safety backup taken of the replaced database (None when it did not exist)."""
+    return the safety backup taken of the replaced database (None when it did not exist).
+
+    The restored database keeps the id of the one it replaces (a backup of production
+    restored into staging does not make staging's backups production's); one that did
+    not exist keeps the backup's id when the backup was its own, else gets a new one.
+    """
+    safety_folder = writable_folder(safety_folder)
+    replaced = current_owner(url)
 
     def take_safety():
         if not database_exists(url):
@@ -144,9 +174,46 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30):
         finally:
             database.close()
 
-    return FORMATS[manifest["engine"]].restore(
+    safety = FORMATS[manifest["engine"]].restore(
         url, Path(path), manifest, safety_folder, take_safety, timeout=timeout
     )
+    safety = _claimed(safety, replaced)
+    # The safety backup may have given the replaced database its first id.
+    replaced = Owner.from_manifest(safety.manifest) if safety else replaced
+    keep_id = replaced.id or (None if replaced.owns(manifest) else str(uuid.uuid4()))
+    if keep_id is not None:
+        _stamp_identity(url, keep_id)
+    return safety
+
+
+def _stamp_identity(url, database_id):
+    database = open_database(url, create=False)
+    try:
+        DatabaseIdentity(database).write(database_id)
+    finally:
+        database.close()
+
+
+def _claimed(safety, owner):
+    """Return the safety backup with its owner in its manifest (an SQLite safety backup
+    is the replaced file itself, whose manifest is written by sqlite.restore)."""
+    if safety is None or Owner.from_manifest(safety.manifest) is not None:
+        return safety
+    manifest = {**safety.manifest, "database": owner.as_manifest()}
+    write_manifest(safety.path, manifest)
+    return BackupInfo(safety.path, manifest)
+
+
+def current_owner(url):
+    """Return the Owner of the database at ``url``, with its id when it exists and has
+    one; nothing is written."""
+    if not database_exists(url):
+        return Owner.at(url)
+    database = open_database(url, create=False)
+    try:
+        return Owner.known(database, url)
+    finally:
+        database.close()
 
 
 def finish_interrupted_restore(database):
@@ -167,10 +234,30 @@ def _manifest_problems(path):
     return manifest, []
 
 
+def writable_folder(folder):
+    """Create the backups folder if need be; raise ConfigError naming it, and the setting
+    that moves it, when it cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"backups folder {folder} cannot be created ({exc.strerror}); "
+            f"point {FOLDER_SETTING} at a folder you can write"
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"backups folder {folder} is not writable by this user; "
+            f"point {FOLDER_SETTING} at a folder you can write"
+        )
+    return folder
+
+
 def _target_path(folder, output, name, live):
     if output is None:
-        folder.mkdir(parents=True, exist_ok=True)
-        return (folder / name).resolve()
+        return (writable_folder(folder) / name).resolve()
+    if Path(output).expanduser().is_symlink():
+        raise ConfigError(f"--output {output} is a symbolic link; name a new, plain file")
     target = Path(output).expanduser().resolve()
     if not target.parent.is_dir():
         raise ConfigError(f"--output {output}: folder {target.parent} does not exist")

@@ -12,6 +12,7 @@ the right trade for a backup that must not take longer than the copy it replaces
 
 import hashlib
 import os
+import re
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -39,6 +40,33 @@ def finished_file(target):
     finally:
         with suppress(FileNotFoundError):
             partial.unlink()
+
+
+# What finished_file calls a file in the making: ".NAME.partial-PID", maybe with a suffix
+# (".plain": the uncompressed copy beside a file being compressed).
+PARTIAL_NAME = re.compile(r"^\..+\.partial-(\d+)(\.[a-z]+)?$")
+
+
+def remove_leftovers(folder):
+    """Delete the files in the making that killed runs left in ``folder`` (those whose
+    process is gone; a run still going keeps its own); return their paths."""
+    removed = []
+    for path in Path(folder).glob(".*.partial-*"):
+        found = PARTIAL_NAME.match(path.name)
+        if found and not _process_alive(int(found.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def create_private(path):

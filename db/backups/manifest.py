@@ -16,7 +16,7 @@ from db.backups.files import file_digest, finished_file
 from db.errors import ConfigError
 
 TOOL = "clonegallery-db"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: the database it was taken of (see owner.py)
 MANIFEST_SUFFIX = ".json"
 # What the backups of each engine are called (compressed ones end in .zst as well).
 BACKUP_SUFFIXES = (".db", ".db.zst", ".pgdump", ".sql", ".sql.zst")
@@ -94,8 +94,9 @@ def mark_verified(info):
     return BackupInfo(info.path, manifest)
 
 
-def list_backups(folder):
-    """Return the backups in ``folder`` (with or without a manifest), newest first."""
+def list_backups(folder, owner=None):
+    """Return the backups in ``folder``, newest first: those of ``owner`` (an Owner), or
+    every one (with or without a manifest) when ``owner`` is None."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -105,18 +106,84 @@ def list_backups(folder):
         if path.is_file() and path.name.endswith(BACKUP_SUFFIXES) and not path.name.startswith(".")
     ]
     infos = [BackupInfo(path, read_manifest(path)) for path in files]
-    return sorted(infos, key=_created_at, reverse=True)
+    if owner is not None:
+        infos = [info for info in infos if _made_by_us(info) and owner.owns(info.manifest)]
+    return sorted(infos, key=created_at, reverse=True)
 
 
-def prune_backups(folder, keep):
-    """Delete this tool's oldest backups beyond ``keep``; never the newest verified one."""
-    if keep < 1:
-        raise ConfigError(f"--keep must be 1 or more, not {keep}")
-    ours = [info for info in list_backups(folder) if _made_by_us(info)]
+@dataclass(frozen=True)
+class Retention:
+    """How many backups to keep: the newest ``last``, and the newest of each of the last
+    ``daily`` days, ``weekly`` ISO weeks and ``monthly`` months that have one (UTC),
+    as restic's ``forget --keep-last/--keep-daily/...`` does. None keeps nothing by
+    that rule; a backup kept by any rule stays."""
+
+    last: int | None = None
+    daily: int | None = None
+    weekly: int | None = None
+    monthly: int | None = None
+
+    def __post_init__(self):
+        for rule, value in self.rules().items():
+            if value is not None and value < 1:
+                raise ConfigError(f"{self.option(rule)} must be 1 or more, not {value}")
+
+    def rules(self):
+        return {
+            "last": self.last,
+            "daily": self.daily,
+            "weekly": self.weekly,
+            "monthly": self.monthly,
+        }
+
+    @staticmethod
+    def option(rule):
+        return {"last": "--keep"}.get(rule, f"--keep-{rule}")
+
+    @property
+    def active(self):
+        """Whether any rule is set (else nothing is ever pruned)."""
+        return any(value is not None for value in self.rules().values())
+
+    def kept(self, infos):
+        """Return the paths of the backups (newest first) that the rules keep."""
+        kept = {info.path for info in infos[: self.last or 0]}
+        for rule, period in PERIODS.items():
+            count = getattr(self, rule)
+            if count:
+                kept |= _newest_of_each_period(infos, period, count)
+        return kept
+
+
+def _newest_of_each_period(infos, period, count):
+    """Return the paths of the newest backup of each of the ``count`` latest periods."""
+    newest, seen = set(), set()
+    for info in infos:
+        key = period(created_moment(info))
+        if key not in seen and len(seen) < count:
+            seen.add(key)
+            newest.add(info.path)
+    return newest
+
+
+PERIODS = {
+    "daily": lambda moment: moment.date(),
+    "weekly": lambda moment: moment.isocalendar()[:2],
+    "monthly": lambda moment: (moment.year, moment.month),
+}
+
+
+def prune_backups(folder, owner, retention):
+    """Delete the backups of ``owner`` in ``folder`` that ``retention`` does not keep;
+    return their paths. Only this tool's backups, and never the newest verified one."""
+    if not retention.active:
+        return []
+    ours = list_backups(folder, owner)
+    kept = retention.kept(ours)
     newest_verified = next((info for info in ours if info.verified), None)
     deleted = []
-    for info in ours[keep:]:
-        if info is newest_verified:
+    for info in ours:
+        if info.path in kept or info is newest_verified:
             continue
         info.path.unlink()
         manifest_path(info.path).unlink(missing_ok=True)
@@ -124,13 +191,14 @@ def prune_backups(folder, keep):
     return deleted
 
 
-def backup_name(engine, compress):
-    """Return a new backup's file name: clonegallery-<UTC time><suffix>."""
+def backup_name(engine, compress, prefix="clonegallery"):
+    """Return a new backup's file name: <prefix>-<UTC time><suffix>, the prefix being the
+    database's name (see Owner.file_prefix)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     suffix = {"sqlite": ".db", "postgresql": ".pgdump", "mysql": ".sql"}[engine]
     if compress and engine != "postgresql":  # pg_dump's custom format is compressed already
         suffix += ".zst"
-    return f"clonegallery-{stamp}{suffix}"
+    return f"{prefix}-{stamp}{suffix}"
 
 
 def now_text():
@@ -141,11 +209,22 @@ def _made_by_us(info):
     return bool(info.manifest and info.manifest.get("tool") == TOOL)
 
 
-def _created_at(info):
-    if info.manifest and info.manifest.get("created_at"):
-        return info.manifest["created_at"]
-    moment = datetime.datetime.fromtimestamp(info.path.stat().st_mtime, datetime.timezone.utc)
-    return moment.isoformat()
+def created_at(info):
+    """Return when a backup was made (UTC): its manifest's time, else its file's."""
+    return created_moment(info).isoformat()
+
+
+def created_moment(info):
+    """Return when a backup was made, as an aware UTC datetime."""
+    recorded = info.manifest.get("created_at") if info.manifest else None
+    if isinstance(recorded, str):
+        try:
+            moment = datetime.datetime.fromisoformat(recorded)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return moment.astimezone(datetime.timezone.utc)
+    return datetime.datetime.fromtimestamp(info.path.stat().st_mtime, datetime.timezone.utc)
 
 
 def _tool_version():

@@ -1,0 +1,85 @@
+"""Doing a job again and again, every so long, until told to stop: ``db.backup --every``.
+
+    period = parse_duration("--every", "6h")         # timedelta(hours=6)
+    with stop_on_signals():                           # SIGTERM, like Ctrl-C, ends the loop
+        run_every(period, job, on_failure)            # returns when stopped
+
+Each run starts one period after the previous one started (at once when a run took
+longer than the period). A run that fails is reported through ``on_failure`` and tried
+again at the next period: a server restarting or a disk filling up does not end the
+loop. A stop signal interrupts the run in progress where it stands (the job cleans up
+as it would after Ctrl-C: a backup in the making is deleted) and ends the loop.
+"""
+
+import datetime
+import re
+import signal
+import time
+from contextlib import contextmanager
+
+from db.errors import ConfigError, DbError
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION = re.compile(r"(\d+)([smhdw])")
+
+
+class Stopped(BaseException):  # not an Exception: only the loop's owner catches it
+    """A stop signal (SIGTERM, SIGINT) arrived."""
+
+
+def parse_duration(option, text):
+    """Return the timedelta of ``text`` such as 30s, 15m, 6h, 1d, 2w or 1h30m; raise
+    ConfigError naming ``option`` when it is not one."""
+    cleaned = str(text).strip().lower()
+    parts = DURATION.findall(cleaned)
+    if not cleaned or "".join(f"{n}{u}" for n, u in parts) != cleaned:
+        raise ConfigError(
+            f"{option} {text!r} is not a duration: write a number and a unit "
+            "(s, m, h, d, w), e.g. 30s, 15m, 6h, 1d or 1h30m"
+        )
+    seconds = sum(int(number) * UNITS[unit] for number, unit in parts)
+    if seconds < 1:
+        raise ConfigError(f"{option} {text!r} must be at least 1s")
+    return datetime.timedelta(seconds=seconds)
+
+
+def format_age(delta):
+    """Return a duration in the units parse_duration reads, largest first (e.g. 1d2h)."""
+    seconds = max(0, int(delta.total_seconds()))
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        count, seconds = divmod(seconds, UNITS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts[:2]) or "0s"
+
+
+def utc_moment():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@contextmanager
+def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
+    """Raise Stopped in the main thread when one of ``signals`` arrives, for the block."""
+
+    def stop(number, frame):
+        raise Stopped(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, stop) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run_every(period, job, on_failure, clock=time.monotonic, sleep=time.sleep):
+    """Call ``job()`` every ``period`` until Stopped is raised; a DbError or OSError of a
+    run goes to ``on_failure(error)`` and the loop goes on."""
+    while True:
+        started = clock()
+        try:
+            job()
+        except (DbError, OSError) as exc:
+            on_failure(exc)
+        sleep(max(0.0, started + period.total_seconds() - clock()))
