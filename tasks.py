@@ -15,7 +15,7 @@ from invoke import Collection, Exit, task
 
 from db import commands, report
 from db.backups import Retention
-from db.config import Settings, database_name, mask_url, resolve_url
+from db.config import Settings, database_name, mask_url, resolve_recipients, resolve_url
 from db.errors import ConfigError, DbError, ResetCancelled
 from db.populate import DEFAULT_IMAGES, GalleryPlan
 from db.schedule import parse_duration
@@ -23,6 +23,7 @@ from db.transfer import DEFAULT_BATCH
 
 PROJECT_DIR = Path(__file__).resolve().parent
 DEBUG_HELP = "show the full traceback when something fails"
+IDENTITY_HELP = "the age identity file that decrypts an encrypted backup (or db.backup_identity)"
 
 
 def _settings(c):
@@ -31,6 +32,8 @@ def _settings(c):
         migrations_dir=_project_path(c.config.db.migrations),
         seeders_dir=_project_path(c.config.db.seeders),
         backups_dir=_project_path(c.config.db.backups),
+        backup_recipients=resolve_recipients(c.config.db.backup_recipients),
+        backup_identity=c.config.db.backup_identity,
     )
 
 
@@ -104,17 +107,18 @@ def reset(c, yes=False, data_only=False, debug=False):
     help={
         "path": "the backup to restore (a file made by db.backup)",
         "yes": "do not ask for confirmation (for scripts and CI)",
+        "identity": IDENTITY_HELP,
         "debug": DEBUG_HELP,
     }
 )
-def restore(c, path, yes=False, debug=False):
+def restore(c, path, yes=False, identity=None, debug=False):
     """Replace the database with a verified backup, after a safety backup of it."""
     with _errors_as_exit(c, debug):
         settings = _settings(c)
         if not yes:
             plan = commands.restore_plan(settings, path)
             _confirm("db.restore", report.restore_question(plan), settings)
-        result = commands.restore(settings, path)
+        result = commands.restore(settings, path, identity=identity)
     print(report.restored(result))
 
 
@@ -240,6 +244,7 @@ def repair(c, debug=False):
         "keep-monthly": "...and the newest of each of the last N months that have one",
         "verify": "verify the backup before reporting success",
         "every": "run until stopped, one verified backup every DURATION (30s, 15m, 6h, 1d)",
+        "encrypt": "encrypt with age to db.backup_recipients / CLONEGALLERY_BACKUP_RECIPIENTS",
         "debug": DEBUG_HELP,
     },
 )
@@ -253,6 +258,7 @@ def backup(
     keep_monthly=None,
     verify=False,
     every=None,
+    encrypt=False,
     debug=False,
 ):
     """Take a consistent online backup of the database, with a manifest."""
@@ -260,6 +266,7 @@ def backup(
         options = {
             "output": output,
             "compress": compress,
+            "encrypt": encrypt,
             "retention": Retention(
                 last=_whole_number("--keep", keep),
                 daily=_whole_number("--keep-daily", keep_daily),
@@ -308,11 +315,11 @@ def backups(c, all=False, max_age=None, debug=False):
             print(report.recent_enough(newest, limit))
 
 
-@task(help={"path": "the backup file to check", "debug": DEBUG_HELP})
-def verify(c, path, debug=False):
+@task(help={"path": "the backup file to check", "identity": IDENTITY_HELP, "debug": DEBUG_HELP})
+def verify(c, path, identity=None, debug=False):
     """Check a backup against its manifest: checksum, integrity, foreign keys, row counts."""
     with _errors_as_exit(c, debug):
-        info = commands.verify(_settings(c), path)
+        info = commands.verify(_settings(c), path, identity=identity)
     print(report.verified(info))
 
 
@@ -455,6 +462,8 @@ ns.configure(
             "migrations": "migrations",
             "seeders": "seeders",
             "backups": "backups",
+            "backup_recipients": None,
+            "backup_identity": None,
             "debug": False,
         }
     }

@@ -20,6 +20,7 @@ from db import diagram as diagrams
 from db import explain as explains
 from db import transfer as transfers
 from db.access import as_system
+from db.backups import encryption
 from db.config import mask_url
 from db.engines import database_exists, engine_for, engine_for_url, open_database
 from db.errors import (
@@ -220,21 +221,38 @@ def populate(settings, plan, on_progress=None):
         return populate_gallery(runner.database, plan, on_progress)
 
 
-def backup(settings, output=None, retention=None, verify=False, compress=False):
+def backup(settings, output=None, retention=None, verify=False, compress=False, encrypt=False):
     """Back up the database (verifying it when asked, or before pruning by ``retention``,
-    a backups.Retention); return a BackupResult."""
+    a backups.Retention; encrypted to the configured recipients with ``encrypt``);
+    return a BackupResult."""
     retention = retention or backups.Retention()
+    recipients = _recipients(settings) if encrypt else None  # a bad key: refused first
     if not database_exists(settings.url):
         raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to back up")
     with opened(settings, create=False) as database:
         info = backups.create_backup(
-            database, settings.url, settings.backups_dir, output, compress=compress
+            database,
+            settings.url,
+            settings.backups_dir,
+            output,
+            compress=compress,
+            recipients=recipients,
+            verify=verify or retention.active,
         )
         owner = backups.Owner.known(database, settings.url)
-    if verify or retention.active:
-        info = _verified(info, settings.url)
     pruned = backups.prune_backups(info.path.parent, owner, retention)
     return BackupResult(info, pruned)
+
+
+def _recipients(settings):
+    return encryption.parse_recipients(settings.backup_recipients or "")
+
+
+def _identities(settings, identity):
+    """Return the identities of ``identity`` (a path) or of the configured identity
+    file, or None when neither is given."""
+    path = identity or settings.backup_identity
+    return encryption.read_identities(path) if path else None
 
 
 def backup_every(settings, period, on_backup, on_failure, **options):
@@ -278,21 +296,27 @@ def restore_plan(settings, path):
     )
 
 
-def restore(settings, path):
-    """Restore the database from a verified backup, after a safety backup of the
-    current one; return a RestoreResult."""
+def restore(settings, path, identity=None):
+    """Restore the database from a verified backup (decrypted with the ``identity``
+    file, or the configured one, when encrypted), after a safety backup of the current
+    one; return a RestoreResult."""
     versions = [f.version for f in discover(settings.migrations_dir)]
     latest_known = max(versions, key=int) if versions else None
+    identities = _identities(settings, identity)
     # Every check that needs no loading runs before the live database is touched.
-    manifest = backups.check_restorable(path, settings.url, latest_known)
-    safety = backups.restore_backup(settings.url, path, manifest, settings.backups_dir)
+    manifest = backups.check_restorable(path, settings.url, latest_known, identities)
+    safety = backups.restore_backup(
+        settings.url, path, manifest, settings.backups_dir, identities=identities
+    )
     return RestoreResult(Path(path), manifest, safety)
 
 
-def verify(settings, path):
-    """Verify a backup file (a server backup on the configured server); mark it verified
-    and return its BackupInfo, or raise."""
-    return _verified(backups.BackupInfo(Path(path), backups.read_manifest(path)), settings.url)
+def verify(settings, path, identity=None):
+    """Verify a backup file (a server backup on the configured server; an encrypted one
+    decrypted with the ``identity`` file, or the configured one); mark it verified and
+    return its BackupInfo, or raise."""
+    info = backups.BackupInfo(Path(path), backups.read_manifest(path))
+    return _verified(info, settings.url, _identities(settings, identity))
 
 
 @dataclass(frozen=True)
@@ -372,8 +396,8 @@ def _diagram_format(output):
     return kind
 
 
-def _verified(info, url):
-    problems = backups.verify_backup(info.path, url)
+def _verified(info, url, identities=None):
+    problems = backups.verify_backup(info.path, url, identities)
     if problems:
         raise BackupError(f"{problems[0]} ({len(problems)} problem(s) in all)")
     return backups.mark_verified(info)

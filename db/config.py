@@ -34,6 +34,8 @@ class Settings:
     migrations_dir: Path
     seeders_dir: Path = Path("seeders")
     backups_dir: Path = Path("backups")
+    backup_recipients: object = None  # age/SSH public keys: text, or a list of texts
+    backup_identity: Path | None = None  # the file of the key that decrypts backups
 
 
 def resolve_url(configured=None, project_dir=Path(".")):
@@ -77,3 +79,12 @@ def database_name(url):
     database name on a server."""
     name = db_url.parse(url)["database"]
     return Path(name).name if scheme_of(url).startswith("sqlite") else name
+
+
+RECIPIENTS_VARIABLE = "CLONEGALLERY_BACKUP_RECIPIENTS"
+
+
+def resolve_recipients(configured=None):
+    """Return the public keys backups are encrypted to: CLONEGALLERY_BACKUP_RECIPIENTS,
+    else the configured ``db.backup_recipients`` (None when neither is set)."""
+    return os.environ.get(RECIPIENTS_VARIABLE) or configured

@@ -140,6 +140,8 @@ def _backup_summary(info):
     size = _size(manifest["size"])
     if manifest.get("compressed") and manifest.get("content_size"):
         size += f" zstd of {_size(manifest['content_size'])}"
+    if manifest.get("encrypted"):
+        size += ", age-encrypted"
     return f"{size}, {rows:,} rows, schema {manifest['schema_version']}{verified_note}"
 
 

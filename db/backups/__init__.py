@@ -21,14 +21,17 @@ never the newest verified one.
 
 import os
 import sqlite3
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import peewee
 
-from db.backups import sqlite
-from db.backups.files import file_digest, finished_file, remove_leftovers
+from db.backups import encryption, sqlite
+from db.backups.files import create_private, file_digest, finished_file, remove_leftovers
 from db.backups.manifest import (
+    ENCRYPTED_SUFFIX,
     BackupInfo,
     Retention,
     backup_name,
@@ -37,6 +40,7 @@ from db.backups.manifest import (
     list_backups,
     manifest_path,
     mark_verified,
+    now_text,
     prune_backups,
     read_manifest,
     write_manifest,
@@ -71,22 +75,111 @@ FORMATS = {"sqlite": sqlite, "postgresql": PostgresBackups(), "mysql": MySQLBack
 FOLDER_SETTING = "INVOKE_DB_BACKUPS (db.backups in invoke.yaml)"
 
 
-def create_backup(database, url, folder=Path("backups"), output=None, compress=False):
-    """Take a consistent snapshot of the open ``database`` (whose URL is ``url``);
-    return its BackupInfo."""
+def create_backup(
+    database,
+    url,
+    folder=Path("backups"),
+    output=None,
+    compress=False,
+    recipients=None,
+    verify=False,
+):
+    """Take a consistent snapshot of the open ``database`` (whose URL is ``url``),
+    compressed and then encrypted to ``recipients`` (see encryption.py) when asked, and
+    verified when asked; return its BackupInfo.
+
+    An encrypted backup is verified before it is encrypted, so that the machine that
+    makes backups needs no key that can read them: afterwards its checksum proves the
+    stored file is still the one that verified."""
     engine = engine_of(url)
     live = sqlite.live_file(url) if engine == "sqlite" else None
-    name = backup_name(engine, compress, Owner.at(url).file_prefix())
+    name = backup_name(engine, compress, Owner.at(url).file_prefix(), encrypted=bool(recipients))
     target = _target_path(Path(folder), output, name, live)
     remove_leftovers(target.parent)
+
+    def dump(partial):
+        return FORMATS[engine].dump(database, url, partial, compress)
+
+    def verified_dump(partial):
+        manifest = dump(partial)
+        if manifest.get("verified_at"):  # a MySQL dump is verified as it is made
+            return manifest
+        found = FORMATS[engine].check(partial, manifest, url)
+        _raise_problems([f"{target}: {problem}" for problem in found])
+        return {**manifest, "verified_at": now_text()}
+
     try:
         owner = Owner.of(database, url)  # its first backup gives the database its id
-        manifest = _written_with_manifest(
-            target, lambda partial: FORMATS[engine].dump(database, url, partial, compress), owner
-        )
+        if recipients:
+            writer = _encrypted(verified_dump if verify else dump, recipients)
+        else:
+            writer = dump
+        info = BackupInfo(target, _written_with_manifest(target, writer, owner))
     except (OSError, sqlite3.Error, peewee.DatabaseError, BackupError, ToolFailed) as exc:
         raise BackupError(f"backup to {target} failed: {exc}; no backup was written") from exc
-    return BackupInfo(target, manifest)
+    if verify and not info.verified:
+        _raise_problems(verify_backup(target, url))
+        info = mark_verified(info)
+    return info
+
+
+def _raise_problems(problems):
+    if problems:
+        raise BackupError(f"{problems[0]} ({len(problems)} problem(s) in all)")
+
+
+def _encrypted(dump, recipients):
+    """Return a dump(partial) that writes what ``dump`` writes, age-encrypted: the
+    manifest's checksum is the stored file's, ``plain_sha256`` what it decrypts to."""
+
+    def dump_encrypted(partial):
+        plain = partial.with_name(partial.name + ".plain")  # a left-over is removed later
+        try:
+            create_private(plain)
+            manifest = dump(plain)
+            digest, size = encryption.encrypt_file(plain, partial, recipients)
+        finally:
+            plain.unlink(missing_ok=True)
+        return {
+            **manifest,
+            "sha256": digest,
+            "size": size,
+            "plain_sha256": manifest["sha256"],
+            "plain_size": manifest["size"],
+            "encrypted": {
+                "format": "age",
+                "recipients": encryption.recipient_labels(recipients),
+            },
+        }
+
+    return dump_encrypted
+
+
+@contextmanager
+def readable_backup(path, manifest, identities):
+    """Yield (path, manifest) of the backup as its engine reads it: the file itself, or
+    a private decrypted copy (deleted afterwards) and the manifest of that copy. The
+    stored file's checksum is checked first; the copy must decrypt to the very bytes
+    the manifest recorded."""
+    if not manifest.get("encrypted"):
+        yield path, manifest
+        return
+    if identities is None:
+        raise ConfigError(
+            f"{path} is encrypted: give the identity file that decrypts it "
+            f"({encryption.IDENTITY_SETTING})"
+        )
+    problems = checksum_problems(path, manifest)
+    if problems:
+        raise BackupError(problems[0])
+    recipients = (manifest["encrypted"] or {}).get("recipients") or ()
+    with tempfile.TemporaryDirectory(prefix="clonegallery-decrypted-") as folder:
+        plain = Path(folder) / path.name.removesuffix(ENCRYPTED_SUFFIX)
+        create_private(plain)
+        written = encryption.decrypt_file(path, plain, identities, recipients)
+        if written != (manifest.get("plain_sha256"), manifest.get("plain_size")):
+            raise BackupError(f"{path}: what it decrypts to differs from the manifest")
+        yield plain, {**manifest, "sha256": written[0], "size": written[1], "encrypted": None}
 
 
 def _written_with_manifest(target, dump, owner):
@@ -103,10 +196,11 @@ def _written_with_manifest(target, dump, owner):
     return manifest
 
 
-def verify_backup(path, url=None):
+def verify_backup(path, url=None, identities=None):
     """Check a backup against its manifest; return the problems found (empty: sound).
 
-    Server backups are loaded into a scratch database on the server of ``url``.
+    Server backups are loaded into a scratch database on the server of ``url``; an
+    encrypted backup is decrypted with ``identities`` (encryption.read_identities) first.
     """
     path = Path(path)
     manifest, problems = _manifest_problems(path)
@@ -117,10 +211,15 @@ def verify_backup(path, url=None):
     engine = manifest.get("engine")
     if engine not in FORMATS:
         return [f"{path}: the manifest names no known engine ({engine!r})"]
-    return [f"{path}: {problem}" for problem in FORMATS[engine].check(path, manifest, url)]
+    try:
+        with readable_backup(path, manifest, identities) as (plain, plain_manifest):
+            found = FORMATS[engine].check(plain, plain_manifest, url)
+    except BackupError as exc:
+        return [str(exc)]
+    return [f"{path}: {problem}" for problem in found]
 
 
-def check_restorable(path, url, latest_known_version):
+def check_restorable(path, url, latest_known_version, identities=None):
     """Check that a backup may replace the database of ``url``; return its manifest, or
     raise BackupError saying why not.
 
@@ -140,8 +239,10 @@ def check_restorable(path, url, latest_known_version):
         ]
     if not problems and engine != "sqlite":
         problems = checksum_problems(path, manifest)
+    if not problems and manifest.get("encrypted") and identities is None:
+        problems = [f"{path} is encrypted: give --identity (or set db.backup_identity)"]
     if not problems and engine == "sqlite" and not manifest.get("verified_at"):
-        problems = verify_backup(path, url)
+        problems = verify_backup(path, url, identities)
     if problems:
         raise BackupError(f"{problems[0]}; nothing restored")
     version = manifest.get("schema_version")
@@ -153,7 +254,7 @@ def check_restorable(path, url, latest_known_version):
     return manifest
 
 
-def restore_backup(url, path, manifest, safety_folder, timeout=30):
+def restore_backup(url, path, manifest, safety_folder, timeout=30, identities=None):
     """Replace the database of ``url`` with the backup ``path`` (checked by
     check_restorable), so that it holds either the old or the new data, never a mix;
     return the safety backup taken of the replaced database (None when it did not exist).
@@ -174,9 +275,10 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30):
         finally:
             database.close()
 
-    safety = FORMATS[manifest["engine"]].restore(
-        url, Path(path), manifest, safety_folder, take_safety, timeout=timeout
-    )
+    with readable_backup(Path(path), manifest, identities) as (plain, plain_manifest):
+        safety = FORMATS[manifest["engine"]].restore(
+            url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout
+        )
     safety = _claimed(safety, replaced)
     # The safety backup may have given the replaced database its first id.
     replaced = Owner.from_manifest(safety.manifest) if safety else replaced

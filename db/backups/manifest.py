@@ -19,7 +19,9 @@ TOOL = "clonegallery-db"
 MANIFEST_FORMAT = 2  # 2: the database it was taken of (see owner.py)
 MANIFEST_SUFFIX = ".json"
 # What the backups of each engine are called (compressed ones end in .zst as well).
-BACKUP_SUFFIXES = (".db", ".db.zst", ".pgdump", ".sql", ".sql.zst")
+PLAIN_SUFFIXES = (".db", ".db.zst", ".pgdump", ".sql", ".sql.zst")
+ENCRYPTED_SUFFIX = ".age"
+BACKUP_SUFFIXES = PLAIN_SUFFIXES + tuple(suffix + ENCRYPTED_SUFFIX for suffix in PLAIN_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -191,13 +193,15 @@ def prune_backups(folder, owner, retention):
     return deleted
 
 
-def backup_name(engine, compress, prefix="clonegallery"):
+def backup_name(engine, compress, prefix="clonegallery", encrypted=False):
     """Return a new backup's file name: <prefix>-<UTC time><suffix>, the prefix being the
     database's name (see Owner.file_prefix)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     suffix = {"sqlite": ".db", "postgresql": ".pgdump", "mysql": ".sql"}[engine]
     if compress and engine != "postgresql":  # pg_dump's custom format is compressed already
         suffix += ".zst"
+    if encrypted:
+        suffix += ENCRYPTED_SUFFIX
     return f"{prefix}-{stamp}{suffix}"
 
 
