@@ -51,11 +51,11 @@ TASK_OPTIONS = {
     "db.new-migration": ["name", "sql", "auto", "debug"],
     "db.backup": [
         "output", "compress", "keep", "keep-daily", "keep-weekly", "keep-monthly", "verify",
-        "every", "debug",
+        "every", "encrypt", "debug",
     ],  # fmt: skip
     "db.backups": ["all", "max-age", "debug"],
-    "db.verify": ["path", "debug"],
-    "db.restore": ["path", "yes", "debug"],
+    "db.verify": ["path", "identity", "debug"],
+    "db.restore": ["path", "yes", "identity", "debug"],
     "db.schema": ["output", "debug"],
     "db.optimize": ["debug"],
     "db.explain": ["sql", "builtin", "debug"],
