@@ -7,6 +7,11 @@ the SQLite file ``clonegallery.db`` in the project folder::
     url = resolve_url(configured=None, project_dir=Path("."))
     print(mask_url(url))               # never shows the password
     scheme_of(url)                     # "sqlite", "postgresql", "mysql" (else ConfigError)
+    check_lasting_url(to_url, "--to")  # a URL given elsewhere, checked as resolve_url does
+
+Every task needs a database that outlives it: ``resolve_url`` refuses (ConfigError) an
+in-memory SQLite URL (``sqlite:///:memory:``, ``sqlite://``, ``sqlite:///file::memory:``,
+``?mode=memory``) and a server URL without a database name (``postgresql://app@db:5432/``).
 
 URLs are parsed by ``playhouse.db_url``; opening one is the engines' business
 (``db.engines.open_database``).
@@ -15,7 +20,7 @@ URLs are parsed by ``playhouse.db_url``; opening one is the engines' business
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from playhouse import db_url
 
@@ -39,11 +44,58 @@ class Settings:
 
 
 def resolve_url(configured=None, project_dir=Path(".")):
-    """Return the database URL: DATABASE_URL, else the configured one, else the default."""
-    url = os.environ.get("DATABASE_URL") or configured
-    if url:
-        return url
-    return f"sqlite:///{Path(project_dir).resolve() / DEFAULT_SQLITE_FILE}"
+    """Return the database URL: DATABASE_URL, else the configured one, else the default;
+    ConfigError when it cannot name a lasting database (see check_lasting_url)."""
+    if os.environ.get("DATABASE_URL"):
+        url, setting = os.environ["DATABASE_URL"], "DATABASE_URL"
+    elif configured:
+        url, setting = configured, "db.url"
+    else:
+        return f"sqlite:///{Path(project_dir).resolve() / DEFAULT_SQLITE_FILE}"
+    check_lasting_url(url, setting)
+    return url
+
+
+def check_lasting_url(url, setting):
+    """Raise ConfigError, naming ``setting``, unless the URL names a database that outlives
+    the process: a supported scheme, not an in-memory SQLite database, a database name on
+    a server."""
+    try:
+        db_url.parse(url)  # a bad port or IPv6 address raises, quoting only that part
+    except ValueError as exc:
+        raise ConfigError(f"{setting} is not a valid database URL: {exc}") from None
+    if scheme_of(url).startswith("sqlite"):
+        if is_in_memory_sqlite(url):
+            raise ConfigError(
+                f"{setting} {mask_url(url)} is an in-memory SQLite database, gone when the "
+                f"task ends: name a file instead, e.g. sqlite:///{DEFAULT_SQLITE_FILE}"
+            )
+    else:
+        require_database_name(url, setting)
+
+
+def is_in_memory_sqlite(url):
+    """Return whether an SQLite URL opens an in-memory (or private temporary) database."""
+    parsed = db_url.parse(url)
+    database = parsed["database"]  # playhouse turns an empty path into ":memory:"
+    if database == ":memory:" or str(parsed.get("mode", "")).lower() == "memory":
+        return True
+    # An SQLite URI filename (file::memory:); its query is the URL's, read above. SQLite
+    # decodes the path's %XX escapes, and an empty one is a private temporary database.
+    if database.lower().startswith("file:"):
+        return unquote(urlsplit(database).path) in ("", ":memory:")
+    return False
+
+
+def require_database_name(url, setting=None):
+    """Raise ConfigError unless a server URL names its database (``.../clonegallery``)."""
+    if db_url.parse(url)["database"]:
+        return
+    parts = urlsplit(url)
+    query = f"?{parts.query}" if parts.query else ""
+    example = f"{parts.scheme}://{parts.netloc}/{Path(DEFAULT_SQLITE_FILE).stem}{query}"
+    named = f"{setting} {mask_url(url)}" if setting else mask_url(url)
+    raise ConfigError(f"{named} has no database name: add it to the URL, e.g. {mask_url(example)}")
 
 
 def mask_url(url):

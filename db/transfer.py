@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from db.config import mask_url
+from db.config import check_lasting_url, mask_url
 from db.content import (
     DEFAULT_BATCH,
     TableDigest,
@@ -125,10 +125,12 @@ def transfer(
 
 
 def check_options(target_url, batch):
-    """Raise ConfigError unless the target's URL can name a database (its scheme, an
-    SQLite file's folder) and ``batch`` is a whole number of rows, 1 or more."""
+    """Raise ConfigError unless the target's URL can name a lasting database (its scheme,
+    not in memory, a server's database name, an SQLite file's folder) and ``batch`` is a
+    whole number of rows, 1 or more."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError(f"--batch must be a whole number >= 1, not {batch!r}")
+    check_lasting_url(target_url, "--to")
     engine_for_url(target_url).check_url(target_url)
 
 

@@ -2,8 +2,10 @@
 
 import pytest
 
-from db.config import mask_url, resolve_url
+from db.commands import IN_MEMORY_URL
+from db.config import is_in_memory_sqlite, mask_url, resolve_url
 from db.engines import open_database
+from db.errors import ConfigError
 from tests.conftest import run_invoke
 
 
@@ -24,6 +26,62 @@ def test_the_configured_url_is_used_without_database_url(no_database_url):
 
 def test_the_default_is_clonegallery_db_in_the_project_folder(no_database_url, tmp_path):
     assert resolve_url(None, tmp_path) == f"sqlite:///{tmp_path / 'clonegallery.db'}"
+
+
+def test_an_in_memory_database_url_is_refused_naming_where_it_came_from(monkeypatch):
+    with pytest.raises(ConfigError, match=r"^db\.url sqlite:///:memory: is an in-memory"):
+        resolve_url("sqlite:///:memory:")
+    monkeypatch.setenv("DATABASE_URL", "sqlite://")
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL sqlite:// is an in-memory"):
+        resolve_url("sqlite:///from-config.db")
+
+
+def test_a_server_url_without_a_database_name_is_refused_masked(no_database_url):
+    with pytest.raises(ConfigError) as refused:
+        resolve_url("mysql://root:s3cret@db:3306?charset=utf8mb4")
+
+    assert str(refused.value) == (
+        "db.url mysql://root:***@db:3306?charset=utf8mb4 has no database name: add it to "
+        "the URL, e.g. mysql://root:***@db:3306/clonegallery?charset=utf8mb4"
+    )
+
+
+def test_a_malformed_url_is_refused_without_showing_it(no_database_url):
+    with pytest.raises(ConfigError, match=r"^db\.url is not a valid database URL: Port") as refused:
+        resolve_url("postgresql://app:s3cret@db:54x2/gallery")
+
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "in_memory"),
+    [
+        ("sqlite:///:memory:", True),
+        ("sqlite://", True),
+        ("sqlite:///file::memory:?cache=shared", True),
+        ("sqlite:///file:?uri=true", True),
+        ("sqlite:///gallery.db?mode=memory", True),
+        ("sqlite:///gallery.db", False),
+        ("sqlite:///memory.db", False),
+        ("sqlite:////tmp/:memory:", False),  # a file of that name
+        ("sqlite:///file:gallery.db?uri=true", False),
+    ],
+)
+def test_in_memory_sqlite_urls_are_told_from_files(url, in_memory):
+    assert is_in_memory_sqlite(url) is in_memory
+
+
+def test_opening_a_server_url_without_a_database_name_is_one_masked_line():
+    with pytest.raises(ConfigError, match=r"^postgresql://postgres:\*\*\*@127\.0\.0\.1:5432/ has"):
+        open_database("postgresql://postgres:s3cret@127.0.0.1:5432/", create=False)
+
+
+def test_the_commands_in_memory_stand_in_still_opens():
+    database = open_database(IN_MEMORY_URL)
+    try:
+        assert database.execute_sql("SELECT 1").fetchone() == (1,)
+    finally:
+        database.close()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import peewee
 import sqlparse
 from playhouse import db_url
 
-from db.config import mask_url
+from db.config import mask_url, require_database_name
 from db.errors import ConfigError, ConnectionFailed, one_line
 
 LOCK_TIMEOUT_SECONDS = 600
@@ -124,6 +124,10 @@ class ServerEngine(Engine):
 
     maintenance_database = None
     create_right = None  # the privilege that lets a user create databases
+
+    def check_url(self, url):
+        # Without a name, playhouse raises a ValueError that quotes the password.
+        require_database_name(url)
 
     def exists(self, url):
         try:
