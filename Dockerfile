@@ -3,11 +3,21 @@
 #   docker build -t clonegallery-db .
 #   docker run --rm -v clonegallery-data:/app/data clonegallery-db                  # invoke db.setup
 #   docker run --rm -v clonegallery-data:/app/data clonegallery-db invoke db.status
+#   docker run --rm -v clonegallery-data:/app/data -v clonegallery-backups:/app/backups \
+#       clonegallery-db invoke db.backup
 #
 # docker-compose.yml builds and runs this image (docker compose up -d, run --rm db-migrate, ...).
-# The database is SQLite in /app/data unless DATABASE_URL names another (PostgreSQL, MySQL).
+# The database is SQLite in /app/data unless DATABASE_URL names another (PostgreSQL, MySQL);
+# backups go to /app/backups (INVOKE_DB_BACKUPS), a volume of their own.
 
-FROM python:3.12-slim
+# Debian pinned by name (bookworm), not left to the tag: the PostgreSQL client major comes with
+# the Debian release, and it must be the major of the server in docker-compose.yml. pg_dump
+# refuses a server newer than itself, and a newer pg_restore writes settings an older server
+# rejects (pg_restore 17 into PostgreSQL 16: unrecognized configuration parameter
+# "transaction_timeout"), so client and server are one major: bookworm's 15, postgres:15 in
+# docker-compose.yml. These are also the clients the test suite runs against (PostgreSQL 15,
+# MariaDB 10.11). A bare python:3.12-slim moves to the next Debian, and to other clients, alone.
+FROM python:3.12-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -15,9 +25,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# The sqlite3 shell, for `docker compose exec db sqlite3 /app/data/clonegallery.db`.
+# The engines' own clients, which db.backup, db.verify and db.restore run: pg_dump/pg_restore
+# (postgresql-client-15) and mariadb-dump/mariadb (mariadb-client). The sqlite3 shell, for
+# `docker compose exec db sqlite3 /app/data/clonegallery.db`.
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends sqlite3 \
+    && apt-get install --yes --no-install-recommends \
+        sqlite3 postgresql-client-15 mariadb-client \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 --user-group clonegallery
@@ -34,10 +47,13 @@ COPY tasks.py ./
 COPY migrations/ migrations/
 COPY seeders/ seeders/
 
-# The code stays root-owned (read-only to the user); only the data folder is the user's. A new
-# named volume mounted on /app/data copies this ownership, so the user can write to it.
-RUN mkdir /app/data && chown clonegallery:clonegallery /app/data
-ENV DATABASE_URL=sqlite:////app/data/clonegallery.db
+# The code stays root-owned (read-only to the user); only the data and backups folders are the
+# user's. A new named volume mounted on either copies this ownership, so the user can write to
+# it. Backups have a folder (a volume) of their own: losing the data volume must not lose them.
+RUN mkdir /app/data /app/backups \
+    && chown clonegallery:clonegallery /app/data /app/backups
+ENV DATABASE_URL=sqlite:////app/data/clonegallery.db \
+    INVOKE_DB_BACKUPS=/app/backups
 
 USER clonegallery
 

@@ -4,10 +4,13 @@ No Docker engine runs where the tests do, so these tests check what can go wrong
 one: the services of the seed documents exist and run the right tasks, the data lives in
 declared named volumes, every ``invoke`` task (and option) named anywhere exists in the real
 ``invoke --list``, no password is ever on a command line, and the image holds what the tasks
-need and runs them as a non-root user.
+need (the engines' dump and restore clients, of the compose server's major) and runs them as
+a non-root user who can write the data and backups folders. What the image's user can do is
+tested by running the tasks that way: tests/test_container.py.
 """
 
 import functools
+import itertools
 import json
 import re
 import shlex
@@ -16,6 +19,7 @@ from pathlib import PurePosixPath
 import pytest
 import yaml
 
+from db.schedule import parse_duration
 from tests.conftest import PROJECT_ROOT, run_invoke
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -23,18 +27,23 @@ DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 DOCKERIGNORE = PROJECT_ROOT / ".dockerignore"
 
 DATA_DIR = "/app/data"
+BACKUPS_DIR = "/app/backups"
 POSTGRES_DATA_DIR = "/var/lib/postgresql/data"
+# The PostgreSQL client major each Debian release ships (postgresql-client-N).
+DEBIAN_POSTGRES_CLIENT = {"bookworm": 15, "trixie": 17}
 ONE_SHOT_TASKS = {
     "db-migrate": ("db.migrate", []),
     "db-seed": ("db.seed", []),
     # No terminal to confirm on in a container: without --yes, db.reset refuses.
     "db-reset": ("db.reset", ["--yes"]),
 }
-TOOLKIT_SERVICES = ["db", *ONE_SHOT_TASKS]
+TOOLKIT_SERVICES = ["db", "db-backup", *ONE_SHOT_TASKS]
 SHELL_SEPARATORS = {"&&", "||", ";", "|", "&"}
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}: a value Compose substitutes.
 SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?::?[-?](?P<default>[^}]*))?\}")
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+# $${NAME:+WORD}: WORD when NAME is set, left by Compose ($$) to the container's shell.
+CONTAINER_CONDITIONAL = re.compile(r"\$\$\{(?P<name>\w+):\+(?P<word>[^}]*)\}")
 
 
 # -- reading the files -------------------------------------------------------------------
@@ -85,6 +94,41 @@ def dockerfile_arguments(keyword):
     return [arguments for found, arguments in dockerfile() if found == keyword]
 
 
+def dockerfile_environment():
+    """Return the variables the Dockerfile's ENV instructions set, the last one winning."""
+    variables = {}
+    for arguments in dockerfile_arguments("ENV"):
+        words = shlex.split(arguments)
+        if "=" in words[0]:
+            variables.update(word.split("=", 1) for word in words)
+        else:  # the legacy form: ENV NAME value
+            variables[words[0]] = " ".join(words[1:])
+    return variables
+
+
+def apt_installs():
+    """Return the ``apt-get install`` commands of the Dockerfile, each as a list of words."""
+    installs = []
+    for run in dockerfile_arguments("RUN"):
+        for command in re.split(r"&&|;", run):
+            words = shlex.split(command)
+            if words[:2] == ["apt-get", "install"]:
+                installs.append(words)
+    return installs
+
+
+def installed_packages():
+    """Return the Debian packages the Dockerfile installs."""
+    return {word for words in apt_installs() for word in words[2:] if not word.startswith("-")}
+
+
+def image_major(image):
+    """Return the major version of an image tag such as ``postgres:15-alpine``."""
+    found = re.fullmatch(r"[\w./-]+:(\d+)(?:[.-].*)?", image)
+    assert found, f"{image}: no major version in the tag"
+    return int(found.group(1))
+
+
 def exec_or_shell_form(arguments):
     """Return a CMD/ENTRYPOINT as Compose writes it: a list (exec form) or a string (shell)."""
     return json.loads(arguments) if arguments.startswith("[") else arguments
@@ -127,6 +171,25 @@ def shell_words(command):
         lexer.whitespace_split = True
         words.extend(lexer)
     return words
+
+
+def option_words(arguments):
+    """Yield the options among a task's arguments; a container-shell ``$${NAME:+--option}``
+    counts as the option it adds when NAME is set."""
+    for argument in arguments:
+        conditional = CONTAINER_CONDITIONAL.fullmatch(argument)
+        word = conditional["word"] if conditional else argument
+        if word.startswith("-"):
+            yield word
+
+
+def option_values(arguments):
+    """Return {option: the argument after it} of a task's ``--option VALUE`` arguments."""
+    return {
+        option: value
+        for option, value in itertools.pairwise([*arguments, None])
+        if option.startswith("-")
+    }
 
 
 def invoke_calls(command):
@@ -205,11 +268,11 @@ def test_each_one_shot_service_runs_its_task_once(services, name, expected_call)
     assert service.get("restart", "no") == "no", "a one-shot service is never restarted"
 
 
-def test_docker_compose_up_starts_db_only(services):
+def test_docker_compose_up_starts_db_and_its_scheduled_backups_only(services):
     """The one-shot services and PostgreSQL wait to be named, so `up` never resets anything."""
     always_started = {name for name, service in services.items() if not service.get("profiles")}
 
-    assert always_started == {"db"}
+    assert always_started == {"db", "db-backup"}
 
 
 def test_db_sets_up_the_database_on_start_then_stays_up_for_exec(services):
@@ -276,6 +339,72 @@ def test_the_toolkit_and_postgres_share_one_password_variable(services):
         assert (client["name"], client["default"]) == (server["name"], server["default"])
 
 
+# -- backups -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TOOLKIT_SERVICES)
+def test_every_toolkit_service_keeps_backups_in_their_own_volume(compose, services, name):
+    """Each service can back up and restore (db-migrate runs db.restore), into a volume that
+    is not the data's: losing one volume does not lose both."""
+    mounts = named_volumes(services[name])
+
+    assert mounts.get(BACKUPS_DIR) == "db-backups"
+    assert "db-backups" in compose.get("volumes", {})
+    assert mounts[BACKUPS_DIR] != mounts[DATA_DIR]
+    assert environment(services[name])["INVOKE_DB_BACKUPS"] == BACKUPS_DIR
+
+
+def test_db_backup_runs_scheduled_pruned_backups_until_stopped(services):
+    backup = services["db-backup"]
+    ((task, arguments),) = invoke_calls(backup["command"])
+    options = option_values(arguments)
+    every = SUBSTITUTION.fullmatch(options["--every"])
+    words = shell_words(backup["command"])
+
+    assert task == "db.backup"
+    assert (every["name"], every["default"]) == ("BACKUP_EVERY", "6h")
+    assert parse_duration("--every", every["default"])
+    keeps = {period: options[f"--keep-{period}"] for period in ("daily", "weekly", "monthly")}
+    assert keeps == {"daily": "7", "weekly": "4", "monthly": "6"}
+    assert backup.get("restart") == "unless-stopped"
+    # SIGTERM reaches invoke itself: tini passes it to the shell's child, which `exec` made
+    # invoke (a shell in between would die, leaving the backup to a SIGKILL).
+    assert backup.get("init") is True
+    assert words[words.index("invoke") - 1] == "exec"
+    assert backup["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_db_backup_encrypts_when_recipients_are_configured(services):
+    backup = services["db-backup"]
+    ((_, arguments),) = invoke_calls(backup["command"])
+    conditionals = [CONTAINER_CONDITIONAL.fullmatch(a) for a in arguments]
+    recipients = SUBSTITUTION.fullmatch(environment(backup)["CLONEGALLERY_BACKUP_RECIPIENTS"])
+
+    assert [(c["name"], c["word"]) for c in conditionals if c] == [
+        ("CLONEGALLERY_BACKUP_RECIPIENTS", "--encrypt")
+    ]
+    # From the shell or .env; unset, no encryption (and no empty argument).
+    assert (recipients["name"], recipients["default"]) == ("CLONEGALLERY_BACKUP_RECIPIENTS", "")
+
+
+def test_db_backup_is_healthy_while_its_newest_backup_is_recent(services):
+    backup = services["db-backup"]
+    healthcheck = backup["healthcheck"]
+    ((task, arguments),) = invoke_calls(healthcheck["test"])
+    max_age = SUBSTITUTION.fullmatch(option_values(arguments)["--max-age"])
+    ((_, backup_arguments),) = invoke_calls(backup["command"])
+    every = SUBSTITUTION.fullmatch(option_values(backup_arguments)["--every"])
+
+    assert task == "db.backups"
+    assert healthcheck["test"][0] == "CMD-SHELL" and "|| exit 1" in healthcheck["test"][1]
+    assert max_age["name"] == "BACKUP_MAX_AGE"
+    # A backup may be late, not missed: the default age allows for a run taking a while.
+    assert parse_duration("--max-age", max_age["default"]) > parse_duration(
+        "--every", every["default"]
+    )
+    assert healthcheck.get("start_period"), "the first backup needs time before it counts"
+
+
 # -- tasks and passwords in every command ------------------------------------------------
 
 
@@ -294,7 +423,7 @@ def test_every_task_a_container_runs_exists(services, invoke_tasks):
 def test_every_option_given_to_a_task_exists(services):
     for where, command in container_commands(services):
         for task, arguments in invoke_calls(command):
-            for option in (argument for argument in arguments if argument.startswith("-")):
+            for option in option_words(arguments):
                 assert option.split("=")[0] in task_options(task), (
                     f"{where}: `invoke {task}` has no option {option}"
                 )
@@ -328,10 +457,39 @@ def test_no_password_is_on_any_command_line(services):
 # -- the image ---------------------------------------------------------------------------
 
 
-def test_the_image_is_a_slim_official_python():
+def test_the_image_is_a_slim_official_python_on_a_named_debian():
+    """Named, so that the client tools' majors change only when this file does."""
     (base,) = dockerfile_arguments("FROM")
 
-    assert re.fullmatch(r"python:3\.\d+-slim", base), base
+    assert re.fullmatch(rf"python:3\.\d+-slim-({'|'.join(DEBIAN_POSTGRES_CLIENT)})", base), base
+
+
+def test_the_image_carries_the_engines_dump_and_restore_clients():
+    """pg_dump/pg_restore (postgresql-client-N), mariadb-dump/mariadb (mariadb-client),
+    without what they merely recommend; apt's lists do not stay in the image."""
+    packages = installed_packages()
+
+    assert any(re.fullmatch(r"postgresql-client-\d+", package) for package in packages), packages
+    assert "mariadb-client" in packages
+    for words in apt_installs():
+        assert "--no-install-recommends" in words, words
+    assert any("rm -rf /var/lib/apt/lists/*" in run for run in dockerfile_arguments("RUN"))
+
+
+def test_the_postgresql_client_is_the_major_of_its_debian_and_of_the_compose_server(services):
+    """pg_dump refuses a newer server; a newer pg_restore sends settings an older server does
+    not know (pg_restore 17 into 16: transaction_timeout): one major on both sides."""
+    (base,) = dockerfile_arguments("FROM")
+    debian = base.rsplit("-", 1)[1]
+    (client,) = (
+        int(package.rsplit("-", 1)[1])
+        for package in installed_packages()
+        if package.startswith("postgresql-client-")
+    )
+
+    assert client == DEBIAN_POSTGRES_CLIENT[debian], f"{debian} ships postgresql-client-15"
+    assert image_major(services["postgres"]["image"]) <= client
+    assert image_major(services["postgres"]["image"]) == client
 
 
 def test_the_image_installs_the_project_with_the_postgresql_driver():
@@ -360,6 +518,17 @@ def test_the_image_runs_as_a_non_root_user_who_owns_the_data_folder():
     assert any(re.search(rf"\b(useradd|adduser)\b.*\b{user}\b", run) for run in runs)
     # A new named volume takes the ownership of the folder it is mounted on.
     assert any(re.search(rf"chown\b.*\b{user}\b.*{DATA_DIR}\b", run) for run in runs)
+
+
+def test_the_image_keeps_backups_in_a_folder_its_user_owns_apart_from_the_data():
+    user = dockerfile_arguments("USER")[-1].split(":")[0]
+    runs = dockerfile_arguments("RUN")
+
+    assert dockerfile_environment()["INVOKE_DB_BACKUPS"] == BACKUPS_DIR
+    assert any(re.search(rf"\bmkdir\b.*{BACKUPS_DIR}\b", run) for run in runs)
+    assert any(re.search(rf"chown\b.*\b{user}\b.*{BACKUPS_DIR}\b", run) for run in runs)
+    assert not PurePosixPath(BACKUPS_DIR).is_relative_to(DATA_DIR)
+    assert dockerfile_environment()["DATABASE_URL"] == f"sqlite:///{DATA_DIR}/clonegallery.db"
 
 
 def test_the_build_context_holds_every_file_the_image_copies():
