@@ -31,7 +31,7 @@ from db.errors import (
     IncompleteTransfer,
     NotMigrated,
 )
-from db.history import History, SeederHistory, TransferMarker
+from db.history import DatabaseIdentity, History, SeederHistory, TransferMarker
 from db.loader import discover, next_version, slugify
 from db.populate import populate as populate_gallery
 from db.runner import APPLIED, Runner
@@ -209,8 +209,14 @@ def reset(settings, data_only=False):
         with engine.migration_lock(database):
             TransferMarker(database).clear()  # what an unfinished transfer left goes too
             if data_only:
-                return engine.empty_all_tables(database, keep=(History.table_name,))
-            return engine.drop_all_tables(database)
+                kept = (History.table_name, DatabaseIdentity.table_name)
+                return engine.empty_all_tables(database, keep=kept)
+            # The database stays itself: its backups from before the reset remain its own.
+            identity = DatabaseIdentity(database).read()
+            dropped = engine.drop_all_tables(database)
+            if identity is not None:
+                DatabaseIdentity(database).write(identity)
+            return [table for table in dropped if table != DatabaseIdentity.table_name]
 
 
 def populate(settings, plan, on_progress=None):

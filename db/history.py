@@ -269,7 +269,9 @@ class DatabaseIdentity(BookkeepingTable):
 
     def write(self, database_id):
         """Make ``database_id`` this database's id (a restored copy takes the replaced
-        database's)."""
+        database's); nothing changes when it is already."""
+        if self.read() == database_id:
+            return
         with engine_for(self.database).transaction(self.database):
             self.ensure_table()
             self.Record.delete().execute()

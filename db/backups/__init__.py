@@ -155,6 +155,14 @@ def _encrypted(dump, recipients):
     return dump_encrypted
 
 
+def _require_identities(path, manifest, identities):
+    if manifest.get("encrypted") and identities is None:
+        raise ConfigError(
+            f"{path} is encrypted: give the identity file that decrypts it "
+            f"({encryption.IDENTITY_SETTING})"
+        )
+
+
 @contextmanager
 def readable_backup(path, manifest, identities):
     """Yield (path, manifest) of the backup as its engine reads it: the file itself, or
@@ -164,11 +172,7 @@ def readable_backup(path, manifest, identities):
     if not manifest.get("encrypted"):
         yield path, manifest
         return
-    if identities is None:
-        raise ConfigError(
-            f"{path} is encrypted: give the identity file that decrypts it "
-            f"({encryption.IDENTITY_SETTING})"
-        )
+    _require_identities(path, manifest, identities)
     problems = checksum_problems(path, manifest)
     if problems:
         raise BackupError(problems[0])
@@ -239,8 +243,8 @@ def check_restorable(path, url, latest_known_version, identities=None):
         ]
     if not problems and engine != "sqlite":
         problems = checksum_problems(path, manifest)
-    if not problems and manifest.get("encrypted") and identities is None:
-        problems = [f"{path} is encrypted: give --identity (or set db.backup_identity)"]
+    if not problems:
+        _require_identities(path, manifest, identities)
     if not problems and engine == "sqlite" and not manifest.get("verified_at"):
         problems = verify_backup(path, url, identities)
     if problems:
