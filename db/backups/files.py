@@ -21,6 +21,8 @@ import zstandard
 from db.errors import BackupError
 
 CHUNK_BYTES = 1 << 20
+# Reading and hashing a whole file: fewer, larger system calls.
+WHOLE_FILE_CHUNK_BYTES = 4 << 20
 ZSTD_LEVEL = 3
 ZSTD_SUFFIX = ".zst"
 
@@ -77,11 +79,36 @@ def create_private(path):
 
 def file_digest(path):
     """Return (SHA-256 hex digest, size) of a file, read in chunks."""
+    with open(path, "rb", buffering=0) as stream:
+        return stream_digest(stream)
+
+
+def stream_digest(stream):
+    """Return (SHA-256 hex digest, size) of what is left to read in a binary stream."""
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
+    buffer = bytearray(WHOLE_FILE_CHUNK_BYTES)
+    while count := stream.readinto(buffer):
+        digest.update(memoryview(buffer)[:count])
+        size += count
+    return digest.hexdigest(), size
+
+
+def copy_with_digest(source, target):
+    """Copy ``source`` into the existing file ``target`` in one pass, each chunk read
+    once, hashed and written; return the (SHA-256, size) of what was written.
+
+    Hashing what is written (not the source on its own) is what proves the copy: a
+    write that fails (a full disk) raises OSError here instead of going unnoticed.
+    """
+    digest, size = hashlib.sha256(), 0
+    buffer = bytearray(WHOLE_FILE_CHUNK_BYTES)
+    with open(source, "rb", buffering=0) as reader, open(target, "r+b") as writer:
+        while count := reader.readinto(buffer):
+            chunk = memoryview(buffer)[:count]
             digest.update(chunk)
-            size += len(chunk)
+            writer.write(chunk)
+            size += count
+        writer.truncate()
     return digest.hexdigest(), size
 
 

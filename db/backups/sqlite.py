@@ -11,22 +11,27 @@ exactly what was committed when it started:
   few pages at a time) would restart each time a writer commits, maybe forever.
 """
 
+import errno
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from db.backups.files import (
     compress_file,
     compress_stream,
+    copy_with_digest,
     create_private,
     decompress_file,
-    file_digest,
-    finished_file,
     fsync,
+    fsync_folder,
+    remove_leftovers,
+    stream_digest,
 )
 from db.backups.manifest import BackupInfo, backup_name, new_manifest, write_manifest
 from db.engines.base import retry_until
@@ -36,6 +41,7 @@ from db.errors import BackupError
 ENGINE = "sqlite"
 CLONEGALLERY_TABLES = ("users", "images", "tags", "albums", "migrations")
 HEADER_BYTES = 100
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def live_file(url):
@@ -134,78 +140,196 @@ def restore(url, path, manifest, safety_folder, take_safety, timeout=30):
     """Replace the SQLite database of ``url`` with a backup, atomically; return the
     safety backup of the replaced database (None when there was none).
 
-    The live file first leaves WAL mode (so no ``-wal``/``-shm`` of the old database can
-    be replayed onto the new one) and is locked exclusively. The copy is built beside it
-    (0600) and checked against the manifest, then renamed over it. Killed at any moment,
-    this leaves either the old database or the new one, never a mix.
+    Nothing touches the live file until the backup is known good: the copy is built
+    beside it (0600, in one pass that hashes what it writes) and checked against the
+    manifest (checksum, SQLite header, schema version, row counts). Only then is the
+    live file taken out of WAL mode (so no ``-wal``/``-shm`` of the old database can be
+    replayed onto the new one) and locked exclusively, and the copy renamed over it.
+    Killed at any moment, this leaves either the old database or the new one, never a
+    mix; refused or failed, it leaves the live file as it was (a failure once it is
+    held puts its journal mode back).
 
-    The replaced file itself becomes the safety backup, through a hard link made just
-    before the rename (no copy), when the backups folder is on the same file system;
-    otherwise ``take_safety()`` makes a regular backup first.
+    The replaced file itself becomes the safety backup, through a hard link made while
+    it is held (no copy), when the backups folder can link to it; otherwise
+    ``take_safety()`` makes a regular backup first.
     """
     live, folder = live_file(url), Path(safety_folder)
-    _remove_stale_restores(live)
-    folder.mkdir(parents=True, exist_ok=True)
-    link_safety = live.exists() and _same_file_system(folder, live.parent)
-    safety = take_safety() if live.exists() and not link_safety else None
-    # The live file is held from before the copy until after the rename: nobody can
-    # write into the old database once its safety backup is being read.
-    with _held_exclusively(live, timeout), finished_file(live) as staged:
-        linked = _link_for_safety(live, folder) if link_safety else None
-        try:
-            copied, replaced = _copied_and_read(path, manifest, staged, linked and linked[0])
-            _check_copy(path, manifest, staged, copied)
-        except BaseException:
-            if linked:
-                linked[0].unlink(missing_ok=True)
-            raise
-    return _finish_safety(*linked, replaced) if linked else safety
+    remove_leftovers(live.parent)
+    staged = live.with_name(f".{live.name}.partial-{os.getpid()}")
+    try:
+        _stage(path, manifest, staged)
+        return _swap_in(path, staged, live, folder, take_safety, timeout)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
-def _copied_and_read(path, manifest, staged, replaced):
-    """Write the backup's content into ``staged`` and read the ``replaced`` file (if any),
-    side by side (the copy runs in the kernel, hashing lets other threads run); return
-    the (SHA-256, size) of the content written and of the replaced file."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
+def _stage(path, manifest, staged):
+    """Build the backup's content in ``staged`` and check it; raise BackupError (saying
+    nothing was restored) when it cannot be written or is not what the manifest says."""
+    try:
+        create_private(staged)
         if manifest.get("compressed"):
-            content = pool.submit(_decompressed, path, staged)
+            digest = _decompressed(path, staged)
         else:
-            pool.submit(shutil.copyfile, path, staged)  # copy_file_range where it can
-            content = pool.submit(file_digest, path)
-        old = pool.submit(file_digest, replaced) if replaced else None
-        return content.result(), old.result() if old else None
-
-
-def _check_copy(path, manifest, staged, digest):
-    """Raise BackupError unless the staged copy is the manifest's content, row for row."""
-    if digest != (manifest["content_sha256"], manifest["content_size"]):
-        raise BackupError(f"{path}: the copy does not match the manifest; nothing restored")
-    problems = count_problems(row_counts(staged), manifest)
+            digest = copy_with_digest(path, staged)
+    except OSError as exc:
+        raise BackupError(
+            f"{path}: could not copy it to {staged.parent} ({_reason(exc)}); nothing restored"
+        ) from exc
+    problems = _staged_problems(staged, manifest, digest)
     if problems:
         raise BackupError(f"{path}: {problems[0]}; nothing restored")
 
 
-def _link_for_safety(live, folder):
-    """Give the live file a second, private name in the backups folder; return
-    (that name, the backup's final name)."""
+def _reason(exc):
+    """Return what went wrong, in words: the OS's (or SQLite's) message."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device"
+    return (getattr(exc, "strerror", None) or str(exc)).lower()
+
+
+def _staged_problems(staged, manifest, digest):
+    """Return the problems of the copy of a backup: the very bytes its manifest
+    describes (the same SHA-256 as when it verified), read as they are."""
+    if digest != (manifest.get("content_sha256"), manifest.get("content_size")):
+        return ["the copy does not match the manifest's checksum (damaged or tampered)"]
+    problem = header_problem(staged)
+    if problem:
+        return [problem]
+    with closing(_open_untrusted(staged)) as connection:
+        counts, version = _counted(connection), _version_read(connection)
+    return claim_problems(counts, version, manifest)
+
+
+def _swap_in(path, staged, live, folder, take_safety, timeout):
+    """Rename the checked copy ``staged`` of the backup ``path`` over ``live``; return
+    the safety backup."""
+    if not live.exists():
+        _renamed_durably(staged, live)
+        return None
+    _take_permissions(staged, live)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(folder)
+    linkable = _can_link(staged, folder)
+    safety = None if linkable else take_safety()
+    try:
+        swapped = _swapped_while_held(staged, live, folder if linkable else None, timeout)
+    except (OSError, sqlite3.Error) as exc:
+        raise BackupError(
+            f"{live} could not be replaced ({_reason(exc)}); nothing restored"
+        ) from exc
+    if not linkable:
+        return safety
+    link, target, *described = swapped
+    try:
+        # Only now, when the live name is the new file, may the old one become private.
+        os.chmod(link, 0o600)
+        return _finish_safety(link, target, *described)
+    except OSError as exc:
+        raise BackupError(
+            f"{path} was restored, but the safety backup of the replaced database could "
+            f"not be finished ({_reason(exc)}): it is {target}"
+        ) from exc
+
+
+def _swapped_while_held(staged, live, folder, timeout):
+    """Rename ``staged`` over ``live`` while holding it; with a ``folder``, link the
+    replaced file into it first and return (that link, the safety backup's final name,
+    its schema version, row counts and digest).
+
+    The live file is held from before the safety link until after the rename: nobody
+    writes into the old database once it is the safety backup. It is read through a
+    descriptor opened before the hold and closed after it: closing any descriptor of a
+    file drops every POSIX lock this process holds on it, the hold's included.
+    """
+    with open(live, "rb", buffering=0) as replaced, _held_exclusively(live, timeout) as held:
+        if held.journal_mode == "wal":
+            _mark_wal(staged)  # the new database keeps the old one's journal mode
+        if folder is None:
+            _renamed_durably(staged, live)
+            return None
+        if os.fstat(replaced.fileno()).st_ino != os.stat(live).st_ino:
+            raise BackupError(f"{live} was replaced by another process meanwhile; nothing restored")
+        with _linked_for_safety(live, folder) as (link, target):
+            # The copy reaches the disk while the replaced file is read for its manifest.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                synced = pool.submit(fsync, staged)
+                described = _described(held.connection, replaced)
+                synced.result()
+            os.replace(staged, live)
+            fsync_folder(live.parent)
+    return link, target, *described
+
+
+def _renamed_durably(staged, live):
+    fsync(staged)
+    os.replace(staged, live)
+    fsync_folder(live.parent)
+
+
+def _take_permissions(staged, live):
+    """Give the copy the live file's mode (and owner, where allowed): the application
+    must be able to open the restored database as it opened the old one."""
+    status = os.stat(live)
+    os.chmod(staged, stat.S_IMODE(status.st_mode))
+    with suppress(PermissionError):
+        os.chown(staged, status.st_uid, status.st_gid)
+
+
+def _mark_wal(path):
+    """Set an SQLite file's header to WAL mode (bytes 18 and 19: 2), as an idle WAL
+    database that was closed cleanly has it."""
+    with open(path, "r+b") as stream:
+        stream.seek(18)
+        stream.write(b"\x02\x02")
+
+
+def _can_link(staged, folder):
+    """Return whether files beside the live database can be hard-linked into ``folder``
+    (tried with the staged copy: the same file system is not enough, a bind mount of
+    it refuses)."""
+    probe = folder / f"{staged.name}.probe"
+    try:
+        os.link(staged, probe)
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+@contextmanager
+def _linked_for_safety(live, folder):
+    """Give the held live file a second name in the backups folder for the block; yield
+    (that name, the safety backup's final name). The name goes again if the block fails."""
     target = folder / backup_name(ENGINE, compress=False)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    os.link(live, partial)
-    os.chmod(partial, 0o600)
-    return partial, target
+    link = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    os.link(live, link)
+    try:
+        yield link, target
+    except BaseException:
+        link.unlink(missing_ok=True)
+        raise
 
 
-def _finish_safety(partial, target, digest):
-    version, counts = _file_schema_version(partial), row_counts(partial)
+def _described(connection, replaced):
+    """Return the (schema version, row counts, (SHA-256, size)) of the replaced file,
+    read through the connection that holds it and an open reader of it."""
+    os.fsync(replaced.fileno())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(stream_digest, replaced)
+        version, counts = _version_read(connection), _counted(connection)
+        return version, counts, digest.result()
+
+
+def _finish_safety(partial, target, version, counts, digest):
     manifest = new_manifest(partial, ENGINE, version, counts, digest=digest)
-    fsync(partial)
-    os.replace(partial, target)
-    write_manifest(target, manifest)
+    try:
+        write_manifest(target, manifest)  # first: a backup is under its name with its manifest
+    finally:
+        # The replaced database is kept whatever happens (a partial name is a left-over).
+        os.replace(partial, target)
+        fsync_folder(target.parent)
     return BackupInfo(target, manifest)
-
-
-def _same_file_system(folder, other):
-    return os.stat(folder).st_dev == os.stat(other).st_dev
 
 
 @contextmanager
@@ -223,7 +347,11 @@ def readable_copy(path, manifest):
 
 
 def content_problems(path, manifest):
-    """Check an SQLite file: integrity, foreign keys, our tables, row counts."""
+    """Check an SQLite file against its manifest: an SQLite file at all, integrity,
+    foreign keys, our tables, schema version and row counts read from the file itself."""
+    problem = header_problem(path)
+    if problem:
+        return [problem]
     try:
         with closing(_open_untrusted(path)) as connection:
             integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
@@ -231,12 +359,33 @@ def content_problems(path, manifest):
                 return [f"integrity check failed: {integrity[0]}"]
             if connection.execute("PRAGMA foreign_key_check").fetchone():
                 return ["a row breaks a foreign key"]
+            counts, version = _counted(connection), _version_read(connection)
     except sqlite3.DatabaseError as exc:
         return [f"not a readable SQLite database ({exc})"]
-    counts = row_counts(path)
+    return claim_problems(counts, version, manifest)
+
+
+def header_problem(path):
+    """Return why a file is not an SQLite database, judged by its header (None: it is)."""
+    with open(path, "rb") as stream:
+        header = stream.read(len(SQLITE_HEADER))
+    if header == SQLITE_HEADER:
+        return None
+    return (
+        f"not an SQLite database (it does not start with {SQLITE_HEADER[:-1].decode()!r}), "
+        f"the manifest says {ENGINE}"
+    )
+
+
+def claim_problems(counts, version, manifest):
+    """Return what the manifest says of a CloneGallery database that the database
+    itself (its tables and rows ``counts``, its schema ``version``) contradicts."""
     missing = [t for t in CLONEGALLERY_TABLES if t not in counts]
     if missing:
         return [f"not a CloneGallery database (no {', '.join(missing)} table)"]
+    claimed = manifest.get("schema_version")
+    if version != claimed:
+        return [f"schema version {version} in the backup, the manifest says {claimed}"]
     return count_problems(counts, manifest)
 
 
@@ -265,9 +414,14 @@ def _counted(connection):
         )
     ]
     return {
-        table: connection.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
+        table: connection.execute(f"SELECT COUNT(*) FROM {_quoted(table)}").fetchone()[0]
         for table in tables
     }
+
+
+def _quoted(name):
+    # A backup file is untrusted: its table names may hold quotes.
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _version_read(connection):
@@ -276,7 +430,13 @@ def _version_read(connection):
         versions = [v for (v,) in connection.execute("SELECT version FROM migrations")]
     except sqlite3.OperationalError:  # no history table
         return None
-    return max(versions, key=int) if versions else None
+    return max(versions, key=_version_order) if versions else None
+
+
+def _version_order(version):
+    # An edited file may hold versions that are not numbers: they sort first.
+    text = str(version)
+    return (text.isdigit(), int(text) if text.isdigit() else 0, text)
 
 
 def _snapshot(database, target):
@@ -295,11 +455,6 @@ def _schema_version(database):
     return _version_read(database.connection())
 
 
-def _file_schema_version(path):
-    with closing(_open_untrusted(path)) as connection:
-        return _version_read(connection)
-
-
 def _open_untrusted(path):
     # A backup file is untrusted input: read-only, and no schema-defined code runs.
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -315,38 +470,53 @@ def _decompressed(path, staged):
         raise BackupError(f"{path}: {exc}; nothing restored") from exc
 
 
-def _remove_stale_restores(live):
-    for leftover in live.parent.glob(f".{live.name}.partial-*"):
-        leftover.unlink(missing_ok=True)
+@dataclass
+class _Hold:
+    """The connection holding the live database, and its journal mode before."""
+
+    connection: sqlite3.Connection
+    journal_mode: str
 
 
 @contextmanager
 def _held_exclusively(live, timeout):
-    """Hold the live database out of WAL mode and exclusively locked (no reader, no
-    writer) for the duration of the block; a database that does not exist is not held.
+    """Yield a _Hold of the live database out of WAL mode and exclusively locked (no
+    reader, no writer) for the duration of the block. A block that fails gets the
+    database back in its journal mode.
 
     Switching to DELETE mode checkpoints the WAL and removes -wal and -shm (so none of
     the old database's can be replayed onto the new one); SQLite allows it only while no
     other connection has the database open. The exclusive transaction then keeps others
-    out until the block ends.
+    out until the block ends. (After a successful block, the connection holds the old
+    file, renamed away: its journal mode stays DELETE, as a backup's.)
     """
-    if not live.exists():
-        yield
-        return
     with closing(sqlite3.connect(live, timeout=min(timeout, 5), isolation_level=None)) as guard:
-        retry_until(
-            lambda: _locked_out_of_wal(guard),
-            timeout,
-            interval=0.2,
-            timed_out=lambda _: BackupError(
-                f"{live} is in use by another process (it holds the database for more "
-                f"than {timeout} s); stop it and retry; nothing restored"
-            ),
-        )
+        hold = _Hold(guard, guard.execute("PRAGMA journal_mode").fetchone()[0])
         try:
-            yield
-        finally:
-            guard.execute("ROLLBACK")
+            retry_until(
+                lambda: _locked_out_of_wal(guard),
+                timeout,
+                interval=0.2,
+                timed_out=lambda _: BackupError(
+                    f"{live} is in use by another process (it holds the database for "
+                    f"more than {timeout} s); stop it and retry; nothing restored"
+                ),
+            )
+            yield hold
+        except BaseException:
+            _put_back(hold)
+            raise
+        guard.execute("ROLLBACK")
+
+
+def _put_back(hold):
+    """End the hold and give the database its journal mode back (best effort: the
+    failure that got here is the one to report)."""
+    with suppress(sqlite3.Error):
+        if hold.connection.in_transaction:
+            hold.connection.execute("ROLLBACK")
+        if hold.journal_mode == "wal":
+            hold.connection.execute("PRAGMA journal_mode = WAL")
 
 
 def _locked_out_of_wal(guard):
