@@ -146,3 +146,9 @@ def one_line(exc):
     """Return the first non-empty line of an exception's message (drivers add more)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def printable(text):
+    """Return ``text`` with control characters as blanks: what a file or a tool says must
+    not reach a terminal as escape codes."""
+    return "".join(c if c.isprintable() else " " for c in str(text)).strip()

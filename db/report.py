@@ -5,6 +5,7 @@ import json
 from tqdm import tqdm
 
 from db.backups.owner import Owner
+from db.errors import printable
 from db.schedule import format_age
 
 PROGRESS_LINES = 10  # without a terminal, a line per tenth of the work
@@ -105,14 +106,15 @@ def backups_table(listing):
     lines = [heading + ("  database" if everyone else "")]
     for info in infos:
         manifest = info.manifest or {}
-        created = str(manifest.get("created_at") or "?")[:19].replace("T", " ")
+        # A manifest is a file anyone with the folder may have written: shown, not obeyed.
+        created = printable(manifest.get("created_at") or "?")[:19].replace("T", " ")
         size = _size(info.path.stat().st_size)
-        schema = manifest.get("schema_version") or "-"
+        schema = printable(manifest.get("schema_version") or "-")[:7]
         state = "yes" if info.verified else ("no manifest" if not info.manifest else "no")
         line = f"{created:<20} {size:>10} {schema!s:<7} {state:<9} {info.path.name}"
         if everyone:
             owner = Owner.from_manifest(info.manifest)
-            line += f"  {owner.describe() if owner else '?'}"
+            line += f"  {printable(owner.describe()) if owner else '?'}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -128,7 +130,7 @@ def restore_question(plan):
     the configured database's own."""
     question = f"replace {plan.target.short_name} with {plan.path}"
     if plan.foreign:
-        whose = plan.backup_of.describe() if plan.backup_of else "an unknown database"
+        whose = printable(plan.backup_of.describe()) if plan.backup_of else "an unknown database"
         question += f", a backup of another database ({whose})"
     return question
 
