@@ -264,40 +264,44 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30, identities=No
     return the safety backup taken of the replaced database (None when it did not exist).
 
     The restored database keeps the id of the one it replaces (a backup of production
-    restored into staging does not make staging's backups production's); one that did
-    not exist keeps the backup's id when the backup was its own, else gets a new one.
+    restored into staging does not make staging's backups production's), written into
+    the restored copy before it is swapped in; the safety backup is the replaced
+    database's, under that same id.
     """
     safety_folder = writable_folder(safety_folder)
     replaced = current_owner(url)
+    kept = Owner.at(url, _kept_id(replaced, manifest))
 
     def take_safety():
         if not database_exists(url):
             return None
         database = open_database(url, create=False)
         try:
+            if DatabaseIdentity(database).read() is None:
+                DatabaseIdentity(database).write(kept.id)  # the id it keeps from now on
             return create_backup(database, url, safety_folder)
         finally:
             database.close()
 
+    def adopt(copy):
+        DatabaseIdentity(copy).write(kept.id)
+
     with readable_backup(Path(path), manifest, identities) as (plain, plain_manifest):
         safety = FORMATS[manifest["engine"]].restore(
-            url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout
+            url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout, adopt=adopt
         )
-    safety = _claimed(safety, replaced)
-    # The safety backup may have given the replaced database its first id.
-    replaced = Owner.from_manifest(safety.manifest) if safety else replaced
-    keep_id = replaced.id or (None if replaced.owns(manifest) else str(uuid.uuid4()))
-    if keep_id is not None:
-        _stamp_identity(url, keep_id)
-    return safety
+    return _claimed(safety, kept)
 
 
-def _stamp_identity(url, database_id):
-    database = open_database(url, create=False)
-    try:
-        DatabaseIdentity(database).write(database_id)
-    finally:
-        database.close()
+def _kept_id(replaced, manifest):
+    """Return the id the restored database is to have: the replaced database's; when it
+    had none, the backup's own when the backup is of this database, else a new one."""
+    if replaced.id:
+        return replaced.id
+    backup_of = Owner.from_manifest(manifest)
+    if backup_of is not None and backup_of.id and replaced.is_same(backup_of):
+        return backup_of.id
+    return str(uuid.uuid4())
 
 
 def _claimed(safety, owner):

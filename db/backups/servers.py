@@ -50,9 +50,10 @@ class ServerBackups:
                 return [str(exc)]
             return self.loaded_problems(scratch, manifest)
 
-    def restore(self, url, path, manifest, safety_folder, take_safety, timeout=30):
+    def restore(self, url, path, manifest, safety_folder, take_safety, timeout=30, adopt=None):
         """Load into a fresh database and check it; then take the safety backup of the
-        live one (``take_safety()``) and swap the fresh one in; return the safety backup."""
+        live one (``take_safety()``), run ``adopt(database)`` on the fresh one (when
+        given) and swap it in; return the safety backup."""
         self._require_server(url, "restore")
         fresh = self.side_database(url, "restoring")
         with self.fresh_database(fresh):
@@ -64,6 +65,8 @@ class ServerBackups:
             if problems:
                 raise BackupError(f"{path}: {problems[0]}; nothing restored")
             safety = take_safety()
+            if adopt is not None:
+                _run_on(fresh, adopt)
             self.swap(url, fresh, timeout)
         return safety
 
@@ -104,6 +107,15 @@ class ServerBackups:
                 f"to {action} a {self.engine} backup, configure a {self.engine} database "
                 f"(DATABASE_URL is {mask_url(url)})"
             )
+
+
+def _run_on(url, job):
+    """Call ``job(database)`` with a connection to the database of ``url``."""
+    database = engine_for_url(url).connect(url)
+    try:
+        job(database)
+    finally:
+        database.close()
 
 
 def table_rows(database):

@@ -22,6 +22,8 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import peewee
+
 from db.backups.files import (
     compress_file,
     compress_stream,
@@ -34,6 +36,7 @@ from db.backups.files import (
     stream_digest,
 )
 from db.backups.manifest import BackupInfo, backup_name, new_manifest, write_manifest
+from db.backups.owner import Owner
 from db.engines.base import retry_until
 from db.engines.sqlite import sqlite_path
 from db.errors import BackupError
@@ -136,7 +139,7 @@ def check(path, manifest, url=None):
         return [str(exc)]
 
 
-def restore(url, path, manifest, safety_folder, take_safety, timeout=30):
+def restore(url, path, manifest, safety_folder, take_safety, timeout=30, adopt=None):
     """Replace the SQLite database of ``url`` with a backup, atomically; return the
     safety backup of the replaced database (None when there was none).
 
@@ -151,14 +154,18 @@ def restore(url, path, manifest, safety_folder, take_safety, timeout=30):
 
     The replaced file itself becomes the safety backup, through a hard link made while
     it is held (no copy), when the backups folder can link to it; otherwise
-    ``take_safety()`` makes a regular backup first.
+    ``take_safety()`` makes a regular backup first. ``adopt(database)``, when given, is
+    run on the checked copy (a peewee Database) before it replaces the live one.
     """
     live, folder = live_file(url), Path(safety_folder)
     remove_leftovers(live.parent)
     staged = live.with_name(f".{live.name}.partial-{os.getpid()}")
     try:
         _stage(path, manifest, staged)
-        return _swap_in(path, staged, live, folder, take_safety, timeout)
+        if adopt is not None:
+            _adopted(staged, adopt)
+        prefix = Owner.at(url).file_prefix()
+        return _swap_in(path, staged, live, folder, take_safety, timeout, prefix)
     finally:
         staged.unlink(missing_ok=True)
 
@@ -201,7 +208,17 @@ def _staged_problems(staged, manifest, digest):
     return claim_problems(counts, version, manifest)
 
 
-def _swap_in(path, staged, live, folder, take_safety, timeout):
+def _adopted(staged, adopt):
+    """Run ``adopt`` on the staged copy, opened plainly (it stays a single file in
+    rollback-journal mode, as the swap expects)."""
+    database = peewee.SqliteDatabase(str(staged))
+    try:
+        adopt(database)
+    finally:
+        database.close()
+
+
+def _swap_in(path, staged, live, folder, take_safety, timeout, prefix):
     """Rename the checked copy ``staged`` of the backup ``path`` over ``live``; return
     the safety backup."""
     if not live.exists():
@@ -213,7 +230,7 @@ def _swap_in(path, staged, live, folder, take_safety, timeout):
     linkable = _can_link(staged, folder)
     safety = None if linkable else take_safety()
     try:
-        swapped = _swapped_while_held(staged, live, folder if linkable else None, timeout)
+        swapped = _swapped_while_held(staged, live, folder if linkable else None, timeout, prefix)
     except (OSError, sqlite3.Error) as exc:
         raise BackupError(
             f"{live} could not be replaced ({_reason(exc)}); nothing restored"
@@ -232,7 +249,7 @@ def _swap_in(path, staged, live, folder, take_safety, timeout):
         ) from exc
 
 
-def _swapped_while_held(staged, live, folder, timeout):
+def _swapped_while_held(staged, live, folder, timeout, prefix):
     """Rename ``staged`` over ``live`` while holding it; with a ``folder``, link the
     replaced file into it first and return (that link, the safety backup's final name,
     its schema version, row counts and digest).
@@ -250,7 +267,7 @@ def _swapped_while_held(staged, live, folder, timeout):
             return None
         if os.fstat(replaced.fileno()).st_ino != os.stat(live).st_ino:
             raise BackupError(f"{live} was replaced by another process meanwhile; nothing restored")
-        with _linked_for_safety(live, folder) as (link, target):
+        with _linked_for_safety(live, folder, prefix) as (link, target):
             # The copy reaches the disk while the replaced file is read for its manifest.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 synced = pool.submit(fsync, staged)
@@ -298,10 +315,10 @@ def _can_link(staged, folder):
 
 
 @contextmanager
-def _linked_for_safety(live, folder):
+def _linked_for_safety(live, folder, prefix):
     """Give the held live file a second name in the backups folder for the block; yield
     (that name, the safety backup's final name). The name goes again if the block fails."""
-    target = folder / backup_name(ENGINE, compress=False)
+    target = folder / backup_name(ENGINE, compress=False, prefix=prefix)
     link = target.with_name(f".{target.name}.partial-{os.getpid()}")
     os.link(live, link)
     try:
