@@ -6,17 +6,24 @@ A server backup is verified the only way a dump can be: by loading it into a scr
 database on the configured server and comparing what arrived with the manifest.
 A restore loads into a fresh database the same way, so the live one is untouched until
 the restored copy has proved sound; then the engine swaps them (see each subclass).
+
+A backup file is untrusted input, so it is loaded, and the loaded copy read, by an
+account that can reach nothing but the database being loaded (``loading_account``, see
+each subclass). What can be read from the loaded copy is read from it and compared with
+the manifest, never taken from it: the tables, their row counts, the schema version.
 """
 
 from contextlib import contextmanager
 from urllib.parse import urlsplit
+
+import peewee
 
 from db.backups.sqlite import CLONEGALLERY_TABLES, count_problems
 from db.config import mask_url
 from db.content import orphans
 from db.engines import engine_for_url
 from db.engines.base import database_name_of, quoted, with_database
-from db.errors import BackupError, ConfigError, ToolFailed
+from db.errors import BackupError, ConfigError, DbError, ToolFailed, one_line
 from db.history import History
 
 MAX_NAME = 63  # PostgreSQL's limit on a database name; MySQL allows 64
@@ -31,6 +38,11 @@ class ServerBackups:
     def dump(self, database, url, partial, compress):
         raise NotImplementedError
 
+    def loading_account(self, url):
+        """Return a context manager yielding the URL of the database of ``url`` as the
+        account that may load an untrusted backup into it (and read what it loaded)."""
+        raise NotImplementedError
+
     def load(self, url, path, manifest):
         """Load the backup ``path`` into the (empty) database of ``url``."""
         raise NotImplementedError
@@ -43,42 +55,51 @@ class ServerBackups:
         """Load the backup into a scratch database; return the problems found."""
         self._require_server(url, "verify")
         scratch = self.side_database(url, "verify")
-        with self.fresh_database(scratch):
+        with self.fresh_database(scratch), self.loading_account(scratch) as loader:
             try:
-                self.load(scratch, path, manifest)
+                self.load(loader, path, manifest)
             except (BackupError, ToolFailed) as exc:
                 return [str(exc)]
-            return self.loaded_problems(scratch, manifest)
+            return self.loaded_problems(loader, manifest)
 
     def restore(self, url, path, manifest, safety_folder, take_safety, timeout=30, adopt=None):
-        """Load into a fresh database and check it; then take the safety backup of the
-        live one (``take_safety()``), run ``adopt(database)`` on the fresh one (when
-        given) and swap it in; return the safety backup."""
+        """Load into a fresh database and check it, and run ``adopt(database)`` on it
+        (when given; as the loading account, since what the copy holds is not trusted
+        yet); then take the safety backup of the live one (``take_safety()``) and swap
+        the fresh one in; return the safety backup."""
         self._require_server(url, "restore")
         fresh = self.side_database(url, "restoring")
         with self.fresh_database(fresh):
-            try:
-                self.load(fresh, path, manifest)
-            except (BackupError, ToolFailed) as exc:
-                raise BackupError(f"{path}: {exc}; nothing restored") from exc
-            problems = self.loaded_problems(fresh, manifest)
-            if problems:
-                raise BackupError(f"{path}: {problems[0]}; nothing restored")
+            with self.loading_account(fresh) as loader:
+                try:
+                    self.load(loader, path, manifest)
+                except (BackupError, ToolFailed) as exc:
+                    raise BackupError(f"{path}: {exc}; nothing restored") from exc
+                problems = self.loaded_problems(loader, manifest)
+                if problems:
+                    raise BackupError(f"{path}: {problems[0]}; nothing restored")
+                if adopt is not None:
+                    _run_on(loader, adopt)
             safety = take_safety()
-            if adopt is not None:
-                _run_on(fresh, adopt)
             self.swap(url, fresh, timeout)
         return safety
 
     def loaded_problems(self, url, manifest):
-        """Check a database loaded from a backup: our tables, row counts, foreign keys."""
+        """Check a database loaded from a backup: our tables, schema version, row counts,
+        foreign keys."""
         database = engine_for_url(url).connect(url)
         try:
             counts = table_rows(database)
             missing = [t for t in CLONEGALLERY_TABLES if t not in counts]
             if missing:
                 return [f"not a CloneGallery database (no {', '.join(missing)} table)"]
-            return count_problems(counts, manifest) + orphan_problems(database)
+            return (
+                version_problems(schema_version(database), manifest)
+                + count_problems(counts, manifest)
+                + orphan_problems(database)
+            )
+        except (DbError, peewee.DatabaseError, ValueError) as exc:
+            return [f"cannot read what the backup loaded: {one_line(exc)}"]
         finally:
             database.close()
 
@@ -127,8 +148,19 @@ def table_rows(database):
 
 
 def schema_version(database):
+    """Return the latest applied migration of a connected database (None: none)."""
     versions = sorted(History(database).applied(), key=int)
     return versions[-1] if versions else None
+
+
+def version_problems(loaded, manifest):
+    """Return a line when the schema version loaded differs from the manifest's."""
+    claimed = manifest.get("schema_version")
+    if loaded == claimed:
+        return []
+    return [
+        f"schema version {loaded or 'none'} in the backup, the manifest says {claimed or 'none'}"
+    ]
 
 
 def orphan_problems(database):
