@@ -2,6 +2,7 @@
 
     python benchmarks/backup.py                          # builds a ~1 GiB SQLite gallery first
     python benchmarks/backup.py --sqlite big.db          # reuse an existing gallery
+    python benchmarks/backup.py --keep-gallery big.db    # build it there, keep it for reuse
     nox -s bench -- --images 100000                      # smaller, quicker
 
 Every side runs as its own process (ours through ``invoke``, as a user runs it), timed
@@ -27,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from db.access import as_system
 from db.engines import engine_for_url, open_database
 from db.populate import GalleryPlan, populate
 from db.runner import Runner
@@ -60,11 +62,15 @@ def ours(*arguments, url, folder):
 
 
 def build_gallery(url, images):
-    """Create and fill a gallery of ``images`` images at ``url`` (not timed)."""
+    """Create and fill a gallery of ``images`` images at ``url`` (not timed), as
+    maintenance code (the access rules let only it write without an acting user)."""
     database = open_database(url)
-    Runner(database, PROJECT_DIR / "migrations").migrate()
-    populate(database, GalleryPlan.sized(images, users=None, seed=1))
-    database.close()
+    try:
+        with as_system():
+            Runner(database, PROJECT_DIR / "migrations").migrate()
+            populate(database, GalleryPlan.sized(images, users=None, seed=1))
+    finally:
+        database.close()
 
 
 def compare(step, baseline, theirs, mine, target, repeats):
@@ -91,10 +97,12 @@ def sqlite_rows(source, folder, repeats):
     url = f"sqlite:///{source}"
     out = folder / "out"
 
-    def fresh(name):
+    def fresh(name=None):
+        """Empty the output folder (not timed); return the path of ``name`` in it, or
+        the folder itself."""
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
-        return str(out / name)
+        return str(out / name) if name else out
 
     backup_row = compare(
         f"backup ({source.stat().st_size / 2**30:.2f} GiB)",
@@ -125,7 +133,7 @@ def sqlite_rows(source, folder, repeats):
         "restore (verified backup)",
         "cp + sync FILE",
         lambda n: run_measured(["sh", "-c", 'cp "$0" "$1" && sync "$1"', str(backup), str(live)]),
-        lambda n: ours("db.restore", str(backup), "--yes", url=f"sqlite:///{live}", folder=out),
+        lambda n: ours("db.restore", str(backup), "--yes", url=f"sqlite:///{live}", folder=fresh()),
         2.0,
         repeats,
     )
@@ -183,7 +191,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sqlite", type=Path, help="an existing SQLite gallery to back up")
     parser.add_argument("--images", type=int, default=1_200_000, help="images when building")
-    parser.add_argument("--pg-images", type=int, default=200_000)
+    parser.add_argument("--keep-gallery", type=Path, help="build the gallery here and keep it")
+    parser.add_argument("--pg-images", type=int, default=300_000)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="runs per side (median taken)")
     args = parser.parse_args()
@@ -194,7 +203,7 @@ def main():
         folder = Path(scratch)
         source = args.sqlite
         if source is None:
-            source = folder / "gallery.db"
+            source = args.keep_gallery or folder / "gallery.db"
             print(f"building a gallery of {args.images:,} images ...", flush=True)
             build_gallery(f"sqlite:///{source}", args.images)
         rows = sqlite_rows(source.resolve(), folder, args.repeats)

@@ -10,9 +10,12 @@ every core at once, and decompresses faster still, at a ratio close to gzip -9:
 the right trade for a backup that must not take longer than the copy it replaces.
 """
 
+import errno
 import hashlib
 import os
 import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -93,22 +96,65 @@ def stream_digest(stream):
     return digest.hexdigest(), size
 
 
-def copy_with_digest(source, target):
-    """Copy ``source`` into the existing file ``target`` in one pass, each chunk read
-    once, hashed and written; return the (SHA-256, size) of what was written.
+@contextmanager
+def hashed_copy(source, target):
+    """Copy ``source`` into the existing file ``target``, reading each byte of it once;
+    yield a Future of the (SHA-256, size) of what was written into ``target``. The copy
+    is complete when the block starts, and may be read there while the hash finishes.
 
-    Hashing what is written (not the source on its own) is what proves the copy: a
-    write that fails (a full disk) raises OSError here instead of going unnoticed.
+    Hashing what was written (not the source apart) is what proves the copy: a write
+    that fails (a full disk) raises OSError here instead of going unnoticed. On Linux
+    the kernel copies each chunk (no trip through Python) while a second thread hashes
+    the chunk before it, as written, from the page cache; elsewhere each chunk is read,
+    hashed and written in turn.
     """
+    with (
+        open(source, "rb", buffering=0) as reader,
+        open(target, "r+b", buffering=0) as writer,
+        ThreadPoolExecutor(max_workers=1) as hasher,  # one worker: chunks hashed in order
+    ):
+        if hasattr(os, "sendfile") and sys.platform == "linux":
+            content = _copied_in_kernel(reader.fileno(), writer.fileno(), hasher)
+        else:
+            content = hasher.submit(_copied_through_buffer, reader, writer)
+            content.result()
+        yield content
+
+
+def _copied_in_kernel(source, target, hasher):
+    digest, size, hashed = hashlib.sha256(), 0, []
+    while sent := os.sendfile(target, source, size, WHOLE_FILE_CHUNK_BYTES):
+        hashed.append(hasher.submit(_hash_written, digest, target, size, sent))
+        size += sent
+    os.ftruncate(target, size)
+
+    def result():
+        for chunk in hashed:  # all done by now: they ran before, in order
+            chunk.result()
+        return digest.hexdigest(), size
+
+    return hasher.submit(result)
+
+
+def _hash_written(digest, descriptor, offset, length):
+    while length:
+        chunk = os.pread(descriptor, length, offset)
+        if not chunk:
+            raise OSError(errno.EIO, "the copy is shorter than what was written into it")
+        digest.update(chunk)
+        offset, length = offset + len(chunk), length - len(chunk)
+
+
+def _copied_through_buffer(reader, writer):
     digest, size = hashlib.sha256(), 0
     buffer = bytearray(WHOLE_FILE_CHUNK_BYTES)
-    with open(source, "rb", buffering=0) as reader, open(target, "r+b") as writer:
-        while count := reader.readinto(buffer):
-            chunk = memoryview(buffer)[:count]
-            digest.update(chunk)
-            writer.write(chunk)
-            size += count
-        writer.truncate()
+    while count := reader.readinto(buffer):
+        chunk = memoryview(buffer)[:count]
+        digest.update(chunk)
+        while chunk:  # an unbuffered write may take only part of it
+            chunk = chunk[writer.write(chunk) :]
+        size += count
+    writer.truncate(size)
     return digest.hexdigest(), size
 
 

@@ -27,11 +27,11 @@ import peewee
 from db.backups.files import (
     compress_file,
     compress_stream,
-    copy_with_digest,
     create_private,
     decompress_file,
     fsync,
     fsync_folder,
+    hashed_copy,
     remove_leftovers,
     stream_digest,
 )
@@ -177,13 +177,16 @@ def _stage(path, manifest, staged):
         create_private(staged)
         if manifest.get("compressed"):
             digest = _decompressed(path, staged)
+            content = _read_content(staged)
         else:
-            digest = copy_with_digest(path, staged)
+            with hashed_copy(path, staged) as digest:
+                content = _read_content(staged)  # while the last chunks are hashed
+            digest = digest.result()
     except OSError as exc:
         raise BackupError(
             f"{path}: could not copy it to {staged.parent} ({_reason(exc)}); nothing restored"
         ) from exc
-    problems = _staged_problems(staged, manifest, digest)
+    problems = _staged_problems(manifest, digest, *content)
     if problems:
         raise BackupError(f"{path}: {problems[0]}; nothing restored")
 
@@ -195,16 +198,26 @@ def _reason(exc):
     return (getattr(exc, "strerror", None) or str(exc)).lower()
 
 
-def _staged_problems(staged, manifest, digest):
+def _read_content(path):
+    """Return (why it cannot be read, or None; its row counts; its schema version) of
+    an SQLite file, read as untrusted input."""
+    problem = header_problem(path)
+    if problem:
+        return problem, None, None
+    try:
+        with closing(_open_untrusted(path)) as connection:
+            return None, _counted(connection), _version_read(connection)
+    except sqlite3.DatabaseError as exc:
+        return f"not a readable SQLite database ({exc})", None, None
+
+
+def _staged_problems(manifest, digest, unreadable, counts, version):
     """Return the problems of the copy of a backup: the very bytes its manifest
     describes (the same SHA-256 as when it verified), read as they are."""
     if digest != (manifest.get("content_sha256"), manifest.get("content_size")):
         return ["the copy does not match the manifest's checksum (damaged or tampered)"]
-    problem = header_problem(staged)
-    if problem:
-        return [problem]
-    with closing(_open_untrusted(staged)) as connection:
-        counts, version = _counted(connection), _version_read(connection)
+    if unreadable:
+        return [unreadable]
     return claim_problems(counts, version, manifest)
 
 
