@@ -48,7 +48,8 @@ SUFFIX = {
     ("mysql", False): ".sql",
     ("mysql", True): ".sql.zst",
 }
-BACKUP_NAME = re.compile(r"clonegallery-\d{8}T\d{12}Z\.(db|pgdump|sql)(\.zst)?")
+# The database's name, then the UTC time: clonegallery-..., cgtest_1234_ab12-...
+BACKUP_NAME = re.compile(r"[A-Za-z0-9_.-]+-\d{8}T\d{12}Z\.(db|pgdump|sql)(\.zst)?")
 CLIENT_TOOLS = {"postgres": ("pg_dump", "pg_restore"), "mysql": ("mariadb-dump", "mariadb")}
 CLIENT_PACKAGE = {"postgres": "postgresql-client", "mysql": "mariadb-client"}
 # What a restore of a backup of another engine is tried with.
@@ -219,6 +220,7 @@ def test_the_cli_writes_a_private_backup_and_manifest_that_verify_and_are_listed
     assert "verified" in made.stdout
     assert path.parent == backups_dir.resolve()
     assert BACKUP_NAME.fullmatch(path.name) and path.name.endswith(SUFFIX[engine, compress])
+    assert path.name.startswith(backups.Owner.at(engine_gallery).file_prefix() + "-")
     for written in (path, backups.manifest_path(path)):
         assert stat.S_IMODE(written.stat().st_mode) == 0o600, written
     manifest = json.loads(backups.manifest_path(path).read_text())
