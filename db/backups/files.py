@@ -97,10 +97,12 @@ def stream_digest(stream):
 
 
 @contextmanager
-def hashed_copy(source, target):
+def hashed_copy(source, target, patches=()):
     """Copy ``source`` into the existing file ``target``, reading each byte of it once;
     yield a Future of the (SHA-256, size) of what was written into ``target``. The copy
     is complete when the block starts, and may be read there while the hash finishes.
+    ``patches`` are (offset, bytes) written over the copy's first chunk before it is
+    hashed (a header to change).
 
     Hashing what was written (not the source apart) is what proves the copy: a write
     that fails (a full disk) raises OSError here instead of going unnoticed. On Linux
@@ -114,16 +116,19 @@ def hashed_copy(source, target):
         ThreadPoolExecutor(max_workers=1) as hasher,  # one worker: chunks hashed in order
     ):
         if hasattr(os, "sendfile") and sys.platform == "linux":
-            content = _copied_in_kernel(reader.fileno(), writer.fileno(), hasher)
+            content = _copied_in_kernel(reader.fileno(), writer.fileno(), hasher, patches)
         else:
-            content = hasher.submit(_copied_through_buffer, reader, writer)
+            content = hasher.submit(_copied_through_buffer, reader, writer, patches)
             content.result()
         yield content
 
 
-def _copied_in_kernel(source, target, hasher):
+def _copied_in_kernel(source, target, hasher, patches):
     digest, size, hashed = hashlib.sha256(), 0, []
     while sent := os.sendfile(target, source, size, WHOLE_FILE_CHUNK_BYTES):
+        if size == 0:
+            for offset, data in patches:
+                os.pwrite(target, data, offset)
         hashed.append(hasher.submit(_hash_written, digest, target, size, sent))
         size += sent
     os.ftruncate(target, size)
@@ -145,10 +150,13 @@ def _hash_written(digest, descriptor, offset, length):
         offset, length = offset + len(chunk), length - len(chunk)
 
 
-def _copied_through_buffer(reader, writer):
+def _copied_through_buffer(reader, writer, patches):
     digest, size = hashlib.sha256(), 0
     buffer = bytearray(WHOLE_FILE_CHUNK_BYTES)
     while count := reader.readinto(buffer):
+        if size == 0:
+            for offset, data in patches:
+                buffer[offset : offset + len(data)] = data
         chunk = memoryview(buffer)[:count]
         digest.update(chunk)
         while chunk:  # an unbuffered write may take only part of it

@@ -13,7 +13,6 @@ exactly what was committed when it started:
 
 import errno
 import os
-import shutil
 import sqlite3
 import stat
 import tempfile
@@ -45,6 +44,9 @@ ENGINE = "sqlite"
 CLONEGALLERY_TABLES = ("users", "images", "tags", "albums", "migrations")
 HEADER_BYTES = 100
 SQLITE_HEADER = b"SQLite format 3\x00"
+# The header's file format versions (bytes 18 and 19): 1 for a rollback journal, 2 for WAL.
+ROLLBACK_JOURNAL_HEADER = (18, b"\x01\x01")
+WAL_HEADER = (18, b"\x02\x02")
 
 
 def live_file(url):
@@ -88,14 +90,15 @@ def pinned_snapshot(live):
 
 
 def _dump_pinned_file(connection, live, partial, compress):
-    counts, version = _counted(connection), _version_read(connection)
     if compress:
+        counts, version = _counted(connection), _version_read(connection)
         with open(live, "rb") as reader, open(partial, "r+b") as output:
             content = compress_stream(_RollbackJournalHeader(reader), output)
         return new_manifest(partial, ENGINE, version, counts, content=content)
-    shutil.copyfile(live, partial)  # in the kernel where it can (copy_file_range)
-    _leave_wal_header(partial)
-    return new_manifest(partial, ENGINE, version, counts)
+    # Copied in the kernel and hashed as written, in one pass; counted meanwhile.
+    with hashed_copy(live, partial, patches=[ROLLBACK_JOURNAL_HEADER]) as digest:
+        counts, version = _counted(connection), _version_read(connection)
+    return new_manifest(partial, ENGINE, version, counts, digest=digest.result())
 
 
 def _dump_through_backup_api(database, partial, compress):
@@ -125,7 +128,8 @@ class _RollbackJournalHeader:
     def read(self, size=-1):
         chunk = self.reader.read(size)
         if self.position == 0 and len(chunk) >= HEADER_BYTES:
-            chunk = chunk[:18] + b"\x01\x01" + chunk[20:]
+            offset, flags = ROLLBACK_JOURNAL_HEADER
+            chunk = chunk[:offset] + flags + chunk[offset + len(flags) :]
         self.position += len(chunk)
         return chunk
 
@@ -307,11 +311,12 @@ def _take_permissions(staged, live):
 
 
 def _mark_wal(path):
-    """Set an SQLite file's header to WAL mode (bytes 18 and 19: 2), as an idle WAL
-    database that was closed cleanly has it."""
+    """Set an SQLite file's header to WAL mode, as an idle WAL database that was closed
+    cleanly has it."""
+    offset, flags = WAL_HEADER
     with open(path, "r+b") as stream:
-        stream.seek(18)
-        stream.write(b"\x02\x02")
+        stream.seek(offset)
+        stream.write(flags)
 
 
 def _can_link(staged, folder):
