@@ -38,7 +38,7 @@ from db.backups.files import (
     decompressed_chunks,
 )
 from db.backups.manifest import new_manifest
-from db.backups.servers import ServerBackups, schema_version, table_rows
+from db.backups.servers import ServerBackups, orphan_problems, schema_version, table_rows
 from db.clients import (
     MYSQL_CLIENT_PACKAGE,
     MYSQL_CLIENT_TOOLS,
@@ -83,8 +83,9 @@ class MySQLBackups(ServerBackups):
         scratch = self.side_database(url, "counting")
         with self.fresh_database(scratch), self.loading_account(scratch) as loader:
             self.load(loader, partial, {"compressed": compress})
-            counts, version = _counted(loader)
-        return new_manifest(partial, self.engine, version, counts, content, verified=True)
+            counts, version, sound = _counted(loader)
+        # Verified as made, unless a row points at no parent row (db.verify then says which).
+        return new_manifest(partial, self.engine, version, counts, content, verified=sound)
 
     @contextmanager
     def loading_account(self, url):
@@ -258,9 +259,11 @@ def _without_definers(chunks):
 
 
 def _counted(url):
+    """Return the row counts, schema version and soundness (no orphan rows) of a loaded
+    dump."""
     database = engine_for_url(url).connect(url)
     try:
-        return table_rows(database), schema_version(database)
+        return table_rows(database), schema_version(database), not orphan_problems(database)
     finally:
         database.close()
 
