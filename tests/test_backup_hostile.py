@@ -441,3 +441,19 @@ def test_pgpassword_reaches_the_libpq_tools_through_a_private_file(
     assert "*:*:*:postgres:from-env\n" in passwords, passwords  # pg_dump's
     for environment in logs.glob("environment-*"):
         assert "from-env" not in environment.read_text()
+
+
+def test_a_loading_role_left_by_a_killed_run_is_dropped_by_the_next_load(
+    hostile_cli, postgres, engine_gallery, backups_dir
+):
+    leftover = f"clonegallery_load_{uuid.uuid4().hex[:12]}"
+    database = root("postgres")
+    try:  # what a run killed after its database was dropped leaves behind
+        database.execute_sql(f'CREATE ROLE "{leftover}" LOGIN NOSUPERUSER')
+    finally:
+        database.close()
+    path = backup_of(engine_gallery, backups_dir)
+
+    ok(hostile_cli("db.verify", str(path)))
+
+    assert not account_exists("postgres", leftover)

@@ -106,6 +106,7 @@ def _temporary_owner(server, name):
     ).fetchone()
     if not superuser:
         return None
+    _drop_leftover_roles(server)
     user, password = LOADER_PREFIX + secrets.token_hex(6), secrets.token_urlsafe(24)
     # The server is sent the SCRAM verifier, not the password (which it might log).
     verifier = server.connection().pgconn.encrypt_password(
@@ -119,6 +120,23 @@ def _temporary_owner(server, name):
         )
         server.execute_sql(f"ALTER DATABASE {quoted(server, name)} OWNER TO {role}")
     return user, password
+
+
+def _drop_leftover_roles(server):
+    """Drop the loading roles that a killed run left behind. A role in use owns its
+    database from the moment it exists (both made in one transaction) until it is handed
+    back, just before it is dropped; one that owns none is a leftover."""
+    leftovers = server.execute_sql(
+        "SELECT rolname FROM pg_roles r WHERE starts_with(rolname, %s) "
+        "AND NOT EXISTS (SELECT FROM pg_database d WHERE d.datdba = r.oid)",
+        (LOADER_PREFIX,),
+    ).fetchall()
+    for (name,) in leftovers:
+        try:
+            with server.atomic():
+                server.execute_sql(f"DROP ROLE IF EXISTS {quoted(server, name)}")
+        except peewee.DatabaseError:
+            pass  # it still holds something somewhere: left for the operator
 
 
 def _check_login(engine, loader, user):
@@ -148,8 +166,9 @@ def _hand_back(engine, url, user):
         database = engine.connect(url)
         try:
             role = quoted(database, user)
-            database.execute_sql(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
-            database.execute_sql(f"DROP OWNED BY {role}")
+            with database.atomic():  # it owns the database until this commits
+                database.execute_sql(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
+                database.execute_sql(f"DROP OWNED BY {role}")
         finally:
             database.close()
     with engine.maintenance(url) as server:
