@@ -10,6 +10,7 @@ The ``db_path`` family is SQLite only.
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -61,6 +62,19 @@ def ctrl_c_reaches_python():
     background jobs with SIGINT ignored, Python then installs no KeyboardInterrupt
     handler, and the child would never see the test's Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ok(result):
+    """Assert a command succeeded; return it."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def printed_path(result, label):
+    """Return the path a successful command printed after ``label:`` at a line's start."""
+    found = re.search(rf"^{label}: (\S+)", ok(result).stdout, re.MULTILINE)
+    assert found, result.stdout
+    return Path(found.group(1))
 
 
 def one_error_line(result, exit_code, *names):

@@ -9,13 +9,12 @@ real CLI.
 
 import json
 import stat
-from pathlib import Path
 
 import pyrage
 import pytest
 
 from db import backups
-from tests.conftest import one_error_line, run_invoke
+from tests.conftest import one_error_line, printed_path, run_invoke
 from tests.snapshots import content
 
 
@@ -54,9 +53,7 @@ def gallery_url(engine_url):
 
 def backup_path(result):
     """Return the backup a db.backup run printed."""
-    assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if line.startswith("backup: "))
-    return Path(line.removeprefix("backup: ").split(" (")[0])
+    return printed_path(result, "backup")
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "compressed"])

@@ -35,7 +35,15 @@ from db.populate import GalleryPlan, populate
 from db.runner import Runner
 from db.seeders import Seeder
 from tests import servers
-from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
+from tests.conftest import (
+    MIGRATIONS_DIR,
+    PROJECT_ROOT,
+    ok,
+    one_error_line,
+    printed_path,
+    run_invoke,
+    sqlite_url,
+)
 from tests.factories import make_image, make_user
 from tests.snapshots import checksum, content
 
@@ -113,18 +121,6 @@ def side_databases_dropped(engine_url):
     yield
     for name in side_databases(engine_url):
         servers.drop_database(with_database(engine_url, name))
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def printed_path(result, label):
-    """Return the path a successful command printed after ``label``."""
-    found = re.search(rf"^{label}: (\S+)", ok(result).stdout, re.MULTILINE)
-    assert found, result.stdout
-    return Path(found.group(1))
 
 
 def row_counts(url):

@@ -20,7 +20,6 @@ and running as it needs root: elsewhere these tests skip.
 import json
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from db.backups import manifest_path
-from tests.conftest import PROJECT_ROOT, one_error_line
+from tests.conftest import PROJECT_ROOT, ok, one_error_line, printed_path
 
 CODE = ("tasks.py", "db", "migrations", "seeders", "pyproject.toml")
 # The PATH of the python:3.12-slim image.
@@ -192,18 +191,6 @@ def image_invoke(image_user, user_python, app_code):
         return run_as(image_user, command, env, cwd=app_code)  # the image's WORKDIR
 
     return run
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def printed_path(result, label):
-    """Return the path a successful command printed after ``label:``."""
-    found = re.search(rf"^{label}: (\S+)", ok(result).stdout, re.MULTILINE)
-    assert found, result.stdout
-    return Path(found.group(1))
 
 
 def row_counts(run):
