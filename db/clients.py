@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from db.engines.base import database_name_of
-from db.errors import ConfigError, ToolFailed
+from db.errors import ConfigError, ToolFailed, printable
 
 POSTGRES_CLIENT_PACKAGE = (
     "the PostgreSQL client tools (Debian/Ubuntu: apt install postgresql-client)"
@@ -133,7 +133,7 @@ def tool_complaint(tool, stderr):
     """Return the gist of a tool's error output, on one printable line (a tool may echo
     bytes of a damaged file: they must not reach the terminal as control codes)."""
     lines = [
-        _printable(line)[:TOOL_LINE_CHARS] for line in stderr.decode(errors="replace").splitlines()
+        printable(line)[:TOOL_LINE_CHARS] for line in stderr.decode(errors="replace").splitlines()
     ]
     lines = [line for line in lines if line]
     # The first error and what follows it (pg_restore adds the context and the
@@ -143,10 +143,6 @@ def tool_complaint(tool, stderr):
         first = max(len(lines) - TOOL_ERROR_LINES, 0)
     gist = "; ".join(lines[first : first + TOOL_ERROR_LINES]) or "no error message"
     return f"{Path(tool).name} failed: {gist}"
-
-
-def _printable(text):
-    return "".join(c if c.isprintable() else " " for c in text).strip()
 
 
 @contextmanager
