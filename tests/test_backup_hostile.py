@@ -21,7 +21,7 @@ from db.engines import open_database
 from db.engines.base import database_name_of
 from tests import servers
 from tests import test_backup_engines as engines
-from tests.conftest import one_error_line
+from tests.conftest import ok, one_error_line
 from tests.snapshots import checksum
 from tests.test_backup_engines import (
     assert_the_counters_follow,
@@ -29,7 +29,6 @@ from tests.test_backup_engines import (
     change_the_gallery,
     claim_as_it_is,
     held,
-    ok,
     rewrite_manifest,
     side_databases,
     with_user,
