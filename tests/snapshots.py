@@ -26,9 +26,13 @@ from db.content import normalised
 from db.content import orphans as foreign_key_orphans
 from db.engines import open_database
 from db.engines.base import quoted
+from db.history import DatabaseIdentity
 
 # Columns that record *when* something ran, not what the data is.
 RUN_TIMES = {"migrations": ("applied_at", "duration_ms"), "seeders": ("applied_at",)}
+# The database's own id (db.history.DatabaseIdentity): which database it is, not what it
+# holds. A first backup gives it; a restore keeps the replaced database's.
+NOT_CONTENT = {DatabaseIdentity.table_name}
 
 
 class TableShape(NamedTuple):
@@ -40,10 +44,11 @@ class TableShape(NamedTuple):
 
 
 def content(source):
-    """Return {table: sorted rows} for every table of a database, run times left out."""
+    """Return {table: sorted rows} for every table of a database, run times and the
+    database's id left out."""
     with connected(source) as database:
         snapshot = {}
-        for table in sorted(database.get_tables()):
+        for table in sorted(set(database.get_tables()) - NOT_CONTENT):
             columns = [
                 column.name
                 for column in database.get_columns(table)

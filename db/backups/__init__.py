@@ -100,6 +100,11 @@ def create_backup(
     def dump(partial):
         return FORMATS[engine].dump(database, url, partial, compress)
 
+    def owner():
+        # Its first backup gives the database its id, once the backup is made: a backup
+        # that fails leaves the database as it was.
+        return Owner.of(database, url)
+
     def verified_dump(partial):
         manifest = dump(partial)
         if manifest.get("verified_at"):  # a MySQL dump is verified as it is made
@@ -109,11 +114,7 @@ def create_backup(
         return {**manifest, "verified_at": now_text()}
 
     try:
-        owner = Owner.of(database, url)  # its first backup gives the database its id
-        if recipients:
-            writer = _encrypted(verified_dump if verify else dump, recipients)
-        else:
-            writer = dump
+        writer = _encrypted(verified_dump if verify else dump, recipients) if recipients else dump
         info = BackupInfo(target, _written_with_manifest(target, writer, owner))
     except (OSError, sqlite3.Error, peewee.DatabaseError, BackupError, ToolFailed) as exc:
         raise BackupError(f"backup to {target} failed: {exc}; no backup was written") from exc
@@ -187,11 +188,12 @@ def readable_backup(path, manifest, identities):
 
 
 def _written_with_manifest(target, dump, owner):
-    """Write the backup ``target`` with ``dump(partial)`` and its manifest, so that the
-    file is under its final name only once its manifest is: either both or neither."""
+    """Write the backup ``target`` with ``dump(partial)`` and its manifest, naming the
+    database ``owner()`` returns, so that the file is under its final name only once its
+    manifest is: either both or neither."""
     try:
         with finished_file(target) as partial:
-            manifest = {**dump(partial), "database": owner.as_manifest()}
+            manifest = {**dump(partial), "database": owner().as_manifest()}
             write_manifest(target, manifest)
     except BaseException:
         if not target.exists():
