@@ -120,11 +120,12 @@ def running_tool(command, env=None):
             raise ToolFailed(f"cannot run {Path(command[0]).name}: {exc}") from exc
         try:
             yield process
-        except BaseException:
+            failed = process.wait() != 0
+        except BaseException:  # the block failed, or a stop signal came while waiting
             process.kill()
             process.wait()
             raise
-        if process.wait() != 0:
+        if failed:
             errors.seek(0)
             raise ToolFailed(tool_complaint(command[0], errors.read()))
 
