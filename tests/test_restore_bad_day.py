@@ -302,6 +302,18 @@ def test_a_restored_database_keeps_the_live_files_mode_and_journal_mode(
     assert leftovers(live.parent, backups_dir) == []
 
 
+def test_a_backup_of_a_wal_database_is_a_rollback_journal_file_hashed_as_written(
+    migrated_db, live, tmp_path
+):
+    # The copy is hashed as it is written, its header switched to rollback journal first:
+    # the manifest's checksum is the file's own, and the file needs no WAL beside it.
+    info = backups.create_backup(migrated_db, sqlite_url(live), tmp_path / "kept")
+
+    assert info.path.read_bytes()[18:20] == b"\x01\x01"
+    assert file_digest(info.path) == (info.manifest["sha256"], info.manifest["size"])
+    assert backups.verify_backup(info.path) == []
+
+
 # --- what the backup says of itself is read from it ------------------------------
 
 
