@@ -63,6 +63,31 @@ def test_restore_takes_a_safety_backup_of_what_it_replaces(cli, db_url, backup_o
     assert checksum(sqlite_url(safety[0].path)) == before
 
 
+def test_the_safety_backups_checksum_is_taken_at_its_first_verification(
+    cli, db_url, backup_of_gallery
+):
+    # Hashing the replaced file during the restore would read a second database as large
+    # as the restored one: its rows and version are recorded then, its checksum later.
+    cli("db.restore", str(backup_of_gallery.path), "--yes")
+    (safety,) = [
+        info
+        for info in backups.list_backups(backup_of_gallery.path.parent)
+        if info.path != backup_of_gallery.path
+    ]
+    assert safety.manifest["checksum_deferred"] and safety.manifest["sha256"] is None
+    assert safety.manifest["row_counts"]["images"] == 208
+
+    assert cli("db.verify", str(safety.path)).returncode == 0
+
+    recorded = backups.read_manifest(safety.path)
+    assert "checksum_deferred" not in recorded and recorded["verified_at"]
+    assert (recorded["sha256"], recorded["size"]) == backups.file_digest(safety.path)
+    with open(safety.path, "r+b") as damaged:  # from now on, a changed byte is caught
+        damaged.seek(recorded["size"] - 10)
+        damaged.write(b"X")
+    one_error_line(cli("db.verify", str(safety.path)), 1, "checksum differs")
+
+
 def test_after_restoring_an_older_schema_status_shows_it_and_migrate_brings_it_forward(
     cli, db_path, backups_dir
 ):

@@ -43,6 +43,7 @@ from db.backups.manifest import (
     now_text,
     prune_backups,
     read_manifest,
+    with_deferred_checksum,
     write_manifest,
 )
 from db.backups.mysql import MySQLBackups, finish_interrupted_swap
@@ -211,17 +212,20 @@ def verify_backup(path, url=None, identities=None):
     path = Path(path)
     manifest, problems = _manifest_problems(path)
     if not problems:
-        problems = checksum_problems(path, manifest)
+        deferred = with_deferred_checksum(path, manifest)
+        problems = checksum_problems(path, deferred)
     if problems:
         return problems
     engine = manifest.get("engine")
     if engine not in FORMATS:
         return [f"{path}: the manifest names no known engine ({engine!r})"]
     try:
-        with readable_backup(path, manifest, identities) as (plain, plain_manifest):
+        with readable_backup(path, deferred, identities) as (plain, plain_manifest):
             found = FORMATS[engine].check(plain, plain_manifest, url)
     except BackupError as exc:
         return [str(exc)]
+    if not found and deferred is not manifest:
+        write_manifest(path, deferred)  # the checksum it was made without, now it verified
     return [f"{path}: {problem}" for problem in found]
 
 
@@ -249,6 +253,7 @@ def check_restorable(path, url, latest_known_version, identities=None):
         _require_identities(path, manifest, identities)
     if not problems and engine == "sqlite" and not manifest.get("verified_at"):
         problems = verify_backup(path, url, identities)
+        manifest = read_manifest(path) or manifest  # with a deferred checksum taken
     if problems:
         raise BackupError(f"{problems[0]}; nothing restored")
     version = manifest.get("schema_version")

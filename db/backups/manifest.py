@@ -37,13 +37,25 @@ class BackupInfo:
 
 
 def new_manifest(
-    path, engine, schema_version, row_counts, content=None, verified=False, digest=None
+    path,
+    engine,
+    schema_version,
+    row_counts,
+    content=None,
+    verified=False,
+    digest=None,
+    checksum_deferred=False,
 ):
     """Return the manifest of a finished backup file.
 
     ``content`` is the (SHA-256, size) of what a compressed file holds, when compressed;
-    ``digest`` the file's own (SHA-256, size) when already known.
+    ``digest`` the file's own (SHA-256, size) when already known. With
+    ``checksum_deferred`` the checksum is left to the first verification (see
+    with_deferred_checksum): a restore's safety backup is the replaced file itself, and
+    reading all of it once more would double the restore's time.
     """
+    if checksum_deferred:
+        digest = (None, Path(path).stat().st_size)
     digest, size = digest or file_digest(path)
     content_digest, content_size = content or (digest, size)
     now = now_text()
@@ -61,6 +73,22 @@ def new_manifest(
         "content_sha256": content_digest,
         "content_size": content_size,
         "verified_at": now if verified else None,
+        **({"checksum_deferred": True} if checksum_deferred else {}),
+    }
+
+
+def with_deferred_checksum(path, manifest):
+    """Return the manifest with the checksum its backup was made without, taken now
+    (before its content is read), when it was deferred; else the manifest as it is."""
+    if not manifest.get("checksum_deferred") or manifest.get("compressed"):
+        return manifest
+    digest, size = file_digest(path)
+    return {
+        **{k: v for k, v in manifest.items() if k != "checksum_deferred"},
+        "sha256": digest,
+        "size": size,
+        "content_sha256": digest,
+        "content_size": size,
     }
 
 
@@ -91,7 +119,8 @@ def checksum_problems(path, manifest):
 
 def mark_verified(info):
     """Record in the manifest that the backup verified now; return the new BackupInfo."""
-    manifest = {**info.manifest, "verified_at": now_text()}
+    # As written by the verification (a deferred checksum is recorded then).
+    manifest = {**(read_manifest(info.path) or info.manifest), "verified_at": now_text()}
     write_manifest(info.path, manifest)
     return BackupInfo(info.path, manifest)
 

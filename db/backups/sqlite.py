@@ -32,7 +32,6 @@ from db.backups.files import (
     fsync_folder,
     hashed_copy,
     remove_leftovers,
-    stream_digest,
 )
 from db.backups.manifest import BackupInfo, backup_name, new_manifest, write_manifest
 from db.backups.owner import Owner
@@ -269,7 +268,7 @@ def _swap_in(path, staged, live, folder, take_safety, timeout, prefix):
 def _swapped_while_held(staged, live, folder, timeout, prefix):
     """Rename ``staged`` over ``live`` while holding it; with a ``folder``, link the
     replaced file into it first and return (that link, the safety backup's final name,
-    its schema version, row counts and digest).
+    its schema version and row counts).
 
     The live file is held from before the safety link until after the rename: nobody
     writes into the old database once it is the safety backup. It is read through a
@@ -347,17 +346,16 @@ def _linked_for_safety(live, folder, prefix):
 
 
 def _described(connection, replaced):
-    """Return the (schema version, row counts, (SHA-256, size)) of the replaced file,
-    read through the connection that holds it and an open reader of it."""
+    """Return the (schema version, row counts) of the replaced file, read through the
+    connection that holds it, once the file is on disk. Its checksum is left to its first
+    verification: hashing it here would read a second database as large as the restored
+    one, and double the restore's time."""
     os.fsync(replaced.fileno())
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(stream_digest, replaced)
-        version, counts = _version_read(connection), _counted(connection)
-        return version, counts, digest.result()
+    return _version_read(connection), _counted(connection)
 
 
-def _finish_safety(partial, target, version, counts, digest):
-    manifest = new_manifest(partial, ENGINE, version, counts, digest=digest)
+def _finish_safety(partial, target, version, counts):
+    manifest = new_manifest(partial, ENGINE, version, counts, checksum_deferred=True)
     try:
         write_manifest(target, manifest)  # first: a backup is under its name with its manifest
     finally:
