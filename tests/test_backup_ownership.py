@@ -24,7 +24,14 @@ from db.models import Tag, bind_models
 from db.runner import Runner
 from db.seeders import Seeder
 from tests import servers
-from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
+from tests.conftest import (
+    MIGRATIONS_DIR,
+    PROJECT_ROOT,
+    ok,
+    one_error_line,
+    run_invoke,
+    sqlite_url,
+)
 from tests.snapshots import checksum, content
 
 MANIFEST_ENGINE = {"sqlite": "sqlite", "postgres": "postgresql", "mysql": "mysql"}
@@ -75,11 +82,6 @@ def server_url(engine):
 def cli(url, folder, *args, **kwargs):
     """Run ``invoke ARGS`` on the database of ``url``, backups in ``folder``."""
     return run_invoke(*args, url=url, env={"INVOKE_DB_BACKUPS": str(folder)}, **kwargs)
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def backup_of(url, folder):
@@ -327,3 +329,31 @@ def test_a_backup_taken_without_its_database_restores_into_a_new_one_with_the_sa
 
     assert database_id(source) == known_as
     assert own_backups(source, backups_dir) == names(mine)
+
+
+def test_a_read_only_account_backs_up_and_its_backups_are_known_by_place(
+    engine, engine_url, backups_dir
+):
+    # A backup account often may only read: giving the database its id is then left to
+    # one that may write, and its backups are matched by engine, host, port and name.
+    if engine != "postgres":
+        pytest.skip("PostgreSQL stands for the servers: a role that may only read")
+    seeded(engine_url)
+    role = f"cg_reader_{database_name_of(engine_url)[-8:]}"
+    admin = open_database(engine_url, create=False)
+    try:
+        admin.execute_sql(f"CREATE ROLE {role} LOGIN BYPASSRLS")  # pg_dump reads every row
+        admin.execute_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        admin.execute_sql(f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        reader_url = engine_url.replace("://postgres@", f"://{role}@", 1)
+        assert reader_url != engine_url
+
+        made = cli(reader_url, backups_dir, "db.backup")
+
+        assert ok(made).stdout.startswith("backup: ")
+        assert database_id(engine_url) is None
+        assert len(listed(cli(engine_url, backups_dir, "db.backups"))) == 1
+    finally:
+        admin.execute_sql(f"DROP OWNED BY {role}")
+        admin.execute_sql(f"DROP ROLE {role}")
+        admin.close()

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import peewee
+
 from db.config import scheme_of
 from db.engines.base import database_name_of
 from db.history import DatabaseIdentity
@@ -55,8 +57,13 @@ class Owner:
 
     @classmethod
     def of(cls, database, url):
-        """Return the owner of the open ``database``, giving it an id if it has none."""
-        return cls.at(url, DatabaseIdentity(database).ensure())
+        """Return the owner of the open ``database``, giving it an id if it has none and
+        the connection may (a read-only account backs up too: its backups are then known
+        by where the database is)."""
+        try:
+            return cls.at(url, DatabaseIdentity(database).ensure())
+        except peewee.DatabaseError:
+            return cls.at(url)
 
     @classmethod
     def known(cls, database, url):
