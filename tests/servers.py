@@ -6,6 +6,7 @@ run comes from ``CLONEGALLERY_TEST_ENGINES`` (default: all three); where a serve
 from ``CLONEGALLERY_TEST_POSTGRES`` / ``CLONEGALLERY_TEST_MYSQL``.
 """
 
+import contextlib
 import functools
 import os
 import time
@@ -15,6 +16,7 @@ import peewee
 import pytest
 
 from db.engines import engine_for_url, open_database
+from db.engines.base import database_name_of
 from db.errors import DbError
 
 ENGINES = ("sqlite", "postgres", "mysql")
@@ -46,6 +48,24 @@ def server_problem(engine):
 def new_database_url(engine):
     """Return the URL of a test database that does not exist yet."""
     return f"{SERVERS[engine]}/cgtest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def mysql_user(url, password):
+    """Yield the name of a MySQL user made for a test, with ``password`` and every right
+    on the database of ``url`` and its side databases (``<name>_%``) but none to create
+    accounts; dropped afterwards."""
+    name = database_name_of(url)
+    user = f"cg_{uuid.uuid4().hex[:8]}"
+    root = open_database(f"{SERVERS['mysql']}/{MAINTENANCE['mysql']}", create=False)
+    try:
+        root.execute_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
+        for databases in (f"`{name}`", f"`{name}\\_%%`"):
+            root.execute_sql(f"GRANT ALL PRIVILEGES ON {databases}.* TO '{user}'@'%%'")
+        yield user
+    finally:
+        root.execute_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
+        root.close()
 
 
 def drop_database(url, attempts=5):

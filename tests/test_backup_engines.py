@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -530,21 +529,12 @@ def password_url(server, engine_url, password):
     """The URL of the test database with the password in it, percent-encoded: PostgreSQL's
     trust authentication accepts any; on MariaDB, a user made for the test with that
     password and every right on the database and its side databases (``<name>_%``)."""
-    name = database_name_of(engine_url)
     encoded = quote(password, safe="")
     if server == "postgres":
         yield with_user(engine_url, urlsplit(engine_url).username, encoded)
         return
-    user = f"cg_{uuid.uuid4().hex[:8]}"
-    root = open_database(f"{servers.SERVERS['mysql']}/information_schema", create=False)
-    try:
-        root.execute_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
-        for databases in (f"`{name}`", f"`{name}\\_%%`"):
-            root.execute_sql(f"GRANT ALL PRIVILEGES ON {databases}.* TO '{user}'@'%%'")
+    with servers.mysql_user(engine_url, password) as user:
         yield with_user(engine_url, user, encoded)
-    finally:
-        root.execute_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
-        root.close()
 
 
 def test_a_password_reaches_the_client_tools_only_through_a_private_file(

@@ -181,17 +181,9 @@ def test_a_mysql_dump_cannot_reach_another_database(
 def limited_mysql_url(mysql, engine_gallery):
     """The gallery's URL as a user with every right on it and its side databases
     (``<name>_%``) but none to create accounts: the loader falls back to it."""
-    name = database_name_of(engine_gallery)
-    user, password = f"cg_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    admin = root("mysql")
-    try:
-        admin.execute_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
-        for databases in (f"`{name}`", f"`{name}\\_%%`"):
-            admin.execute_sql(f"GRANT ALL PRIVILEGES ON {databases}.* TO '{user}'@'%%'")
+    password = uuid.uuid4().hex
+    with servers.mysql_user(engine_gallery, password) as user:
         yield with_user(engine_gallery, user, password)
-    finally:
-        admin.execute_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
-        admin.close()
 
 
 @pytest.mark.parametrize("who", ["administrator", "user who cannot create accounts"])
