@@ -325,6 +325,10 @@ def schema_version_edited(path):
     rewrite_manifest(path, schema_version="999")
 
 
+def schema_version_not_a_number(path):
+    rewrite_manifest(path, schema_version="x1", verified_at="2026-11-30T00:00:00+00:00")
+
+
 @pytest.mark.parametrize(
     ("damage", "compress", "words"),
     [
@@ -341,6 +345,9 @@ def schema_version_edited(path):
         # The manifest lies: refused as newer (servers: before loading) or as not what the
         # file holds (SQLite: read from the file).
         pytest.param(schema_version_edited, False, ("999",), id="schema version edited"),
+        pytest.param(
+            schema_version_not_a_number, False, ("says x1",), id="schema version not a number"
+        ),
     ],
 )
 def test_a_bad_backup_is_refused_in_one_line_and_the_live_database_is_untouched(

@@ -256,8 +256,9 @@ def check_restorable(path, url, latest_known_version, identities=None):
         manifest = read_manifest(path) or manifest  # with a deferred checksum taken
     if problems:
         raise BackupError(f"{problems[0]}; nothing restored")
-    version = manifest.get("schema_version")
-    if version and latest_known_version and int(version) > int(latest_known_version):
+    version = str(manifest.get("schema_version") or "")
+    # A version that is not a number is no version of ours: reading the backup refuses it.
+    if version.isdigit() and latest_known_version and int(version) > int(latest_known_version):
         raise BackupError(
             f"{path}: its schema version {version} is newer than this code's migrations "
             f"(latest {latest_known_version}); upgrade the code first; nothing restored"
