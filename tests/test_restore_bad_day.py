@@ -7,7 +7,6 @@ and compared with the manifest, never taken from it.
 """
 
 import errno
-import hashlib
 import json
 import os
 import resource
@@ -37,8 +36,7 @@ def state(path):
     """What a refused restore must not change about a database file: its bytes, size,
     mode, modification time and journal mode."""
     status = os.stat(path)
-    with open(path, "rb") as stream:
-        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+    digest, _ = backups.file_digest(path)
     with closing(sqlite3.connect(path)) as connection:
         journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
     return {
