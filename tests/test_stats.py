@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from db import commands
+from db import backups, commands
 from db.config import Settings
 from db.models import ALL_MODELS
 from db.populate import GalleryPlan, populate
@@ -109,7 +109,8 @@ def test_json_has_the_documented_keys_and_the_latest_backup_appears_after_a_back
     latest = after["latest_backup"]
     assert latest["path"].startswith(str(settings.backups_dir))
     assert 0 <= latest["age_seconds"] < 300
-    assert "ago (clonegallery-" in cli(settings, "db.stats").stdout
+    prefix = backups.Owner.at(settings.url).file_prefix()  # the database's name
+    assert f"ago ({prefix}-" in cli(settings, "db.stats").stdout
 
 
 def test_on_postgresql_a_used_index_counts_its_scans_and_an_unused_one_is_flagged(
