@@ -342,6 +342,13 @@ def flip_byte(path, offset):
     path.write_bytes(bytes(data))
 
 
+def other_base64_letter(path, offset):
+    """Put another base64 letter at ``offset`` (a flipped bit may make no letter at all)."""
+    data = bytearray(path.read_bytes())
+    data[offset] = ord("B") if data[offset] == ord("A") else ord("A")
+    path.write_bytes(bytes(data))
+
+
 def cut(path, size):
     with open(path, "r+b") as stream:
         stream.truncate(size)
@@ -534,7 +541,7 @@ def test_an_edited_key_stanza_is_told_from_a_wrong_key_by_the_manifests_recipien
 ):
     # age cannot tell them apart: the identity's key fails to unwrap either way.
     cipher, _ = encrypted
-    flip_byte(cipher, stanza_offset(cipher))
+    other_base64_letter(cipher, stanza_offset(cipher))  # still a well-formed header
     back = private_file(tmp_path / "back.db")
     identities = read_identities(identity_file)
 

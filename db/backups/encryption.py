@@ -48,7 +48,7 @@ from pathlib import Path
 import pyrage
 from pyrage import ssh, x25519
 
-from db.errors import BackupError, ConfigError
+from db.errors import BackupError, ConfigError, one_line
 
 AGE_SUFFIX = ".age"
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -65,6 +65,7 @@ DECRYPT_FAILURES = (
     ("failed to fill whole buffer", "stops short in its age header (truncated file)"),
     ("Header MAC is invalid", "its age header was edited or damaged"),
     ("Header is invalid", "its age header was edited or damaged"),
+    ("Unknown age format", "its age header was edited or damaged"),
     ("age file is truncated", "the age-encrypted data stops short (truncated file)"),
     ("last chunk has been processed", "has data after the end of its age-encrypted data"),
     ("decryption error", "fails age authentication: damaged, cut short or edited"),
@@ -256,7 +257,7 @@ def _decryption_failure(source, identities, recipients, exc):
     for known, meaning in DECRYPT_FAILURES:
         if known in message:
             return BackupError(f"{source.name}: {meaning}")
-    return BackupError(f"{source.name}: cannot be decrypted ({message})")
+    return BackupError(f"{source.name}: cannot be decrypted ({one_line(exc)})")
 
 
 def _has_age_header(head):
