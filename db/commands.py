@@ -365,7 +365,7 @@ def stats(settings):
         raise ConfigError(
             f"{mask_url(settings.url)} does not exist yet: no statistics; db.setup creates it"
         )
-    with opened(settings, create=False, allow_incomplete=True) as database:
+    with opened(settings, create=False) as database:
         return database_stats(database, settings.url, settings.backups_dir)
 
 

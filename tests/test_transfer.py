@@ -435,6 +435,14 @@ def test_status_shows_an_incomplete_transfer_and_its_check_fails(broken_target, 
     assert '"source": "' + sqlite_source in checked.stdout
 
 
+@pytest.mark.parametrize("task", ["db.stats", "db.backup", "db.check"])
+def test_the_inspecting_tasks_refuse_an_incomplete_transfer_too(broken_target, sqlite_source, task):
+    one_error_line(
+        run_invoke(task, url=broken_target), 1,
+        f"{mask_url(broken_target)} is an incomplete transfer from {sqlite_source}",
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("options", [[], ["--data-only"]], ids=["drop", "data-only"])
 def test_reset_clears_an_incomplete_transfer(broken_target, options):
     succeeded(run_invoke("db.reset", "--yes", *options, url=broken_target))
