@@ -63,9 +63,10 @@ class Runner:
         return merge_status(discover(self.migrations_dir), self.history.applied())
 
     def current_version(self):
-        """Return the highest applied version, or None on an unmigrated database."""
-        applied = self.history.applied()
-        return max(applied, key=int) if applied else None
+        """Return the highest version applied whole (not one that failed half-way), or
+        None on an unmigrated database."""
+        whole = [version for version, row in self.history.applied().items() if not row.failed]
+        return max(whole, key=int) if whole else None
 
     def migrate(self, to=None, dry_run=False, allow_out_of_order=False):
         """Apply pending migrations (up to ``to``); return the names applied."""
