@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import peewee
 
 from db.engines import engine_for
-from db.history import BOOKKEEPING_TABLES
+from db.history import application_tables
 from db.loader import discover, load_module
 from db.models import ALL_MODELS
 from db.runner import APPLIED, CHANGED, FAILED, MISSING, PENDING, Runner
@@ -78,7 +78,7 @@ def check_database(database, migrations_dir, models=ALL_MODELS):
     """Return the Differences between the database and the models and migrations."""
     statuses = Runner(database, migrations_dir).status()
     differences = []
-    live = {t for t in database.get_tables() if t not in BOOKKEEPING_TABLES}
+    live = set(application_tables(database))
     declared = {model._meta.table_name: model for model in models}
     for table in sorted(live | declared.keys()):
         if table not in live:

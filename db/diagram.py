@@ -15,7 +15,7 @@ import subprocess
 from typing import NamedTuple
 
 from db.errors import ConfigError, DbError
-from db.history import BOOKKEEPING_TABLES
+from db.history import application_tables
 
 GRAPHVIZ_PACKAGE = "Graphviz (Debian/Ubuntu: apt install graphviz; macOS: brew install graphviz)"
 
@@ -44,7 +44,7 @@ class Schema(NamedTuple):
 
 def read_schema(database):
     """Return the Schema of a connected database (bookkeeping tables left out)."""
-    names = sorted(t for t in database.get_tables() if t not in BOOKKEEPING_TABLES)
+    names = application_tables(database)
     tables = {
         table: [
             Column(c.name, _type_word(c.data_type), c.primary_key, c.null)

@@ -287,3 +287,11 @@ BOOKKEEPING_TABLES = frozenset(
         DatabaseIdentity.table_name,
     }
 )
+
+
+def application_tables(database):
+    """Return the names of the application's tables, sorted: neither the engine's own
+    (sqlite_stat1, sqlite_sequence...) nor the toolkit's bookkeeping. The one place that
+    decides what is the app's: checks, diagrams and generated migrations ask it."""
+    engine = engine_for(database)
+    return sorted(t for t in engine.tables(database) if t not in BOOKKEEPING_TABLES)

@@ -83,3 +83,25 @@ def test_a_database_that_does_not_exist_yet_is_refused(engine, engine_url):
     result = run_invoke("db.optimize", url=engine_url)
 
     one_error_line(result, 2, "does not exist yet")
+
+
+def test_after_optimize_the_engines_own_tables_are_not_taken_for_the_apps(
+    engine, engine_url, project_migrations
+):
+    # ANALYZE makes sqlite_stat1 (PostgreSQL and MySQL keep their statistics elsewhere):
+    # it is the engine's, so no task may report, draw or drop it as the app's.
+    def run(*args):
+        return run_invoke(*args, url=engine_url, migrations_dir=project_migrations)
+
+    migrations_before = sorted(p.name for p in project_migrations.iterdir())
+    assert run("db.setup").returncode == 0
+    assert run("db.optimize").returncode == 0
+
+    checked = run("db.check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "sqlite_" not in run("db.diagram").stdout
+    assert "sqlite_stat" not in run("db.schema").stdout
+    generated = run("db.new-migration", "catch up", "--auto")
+    assert generated.returncode == 0, generated.stderr
+    assert "nothing to generate" in generated.stdout
+    assert sorted(p.name for p in project_migrations.iterdir()) == migrations_before
