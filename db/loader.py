@@ -2,7 +2,9 @@
 
 A migration is a file in ``migrations/`` named ``NNN_description.py`` or
 ``NNN_description.sql`` (NNN: three or more digits; description: lower-case
-letters, digits and underscores).
+letters, digits and underscores). Left alone beside them: folders, ``README``/``README.md``,
+names starting with ``_``, ``.`` or ``#``, and editor back-ups (``~``, ``.bak``, ``.orig``,
+``.swp``); any other file is refused by name.
 
 A Python migration defines ``up(migrator, db)`` and, to be reversible,
 ``down(migrator, db)``; ``migrator`` is the engine's ``playhouse.migrate``
@@ -36,7 +38,12 @@ from db.errors import DbError, SourceFileError, StatementFailed, one_line
 NAME_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<description>[a-z0-9_]+)\.(?P<kind>py|sql)$")
 UP_MARKER = re.compile(r"^--\s*migrate:up\s*$", re.MULTILINE)
 DOWN_MARKER = re.compile(r"^--\s*migrate:down\s*$", re.MULTILINE)
-IGNORED_NAMES = {"__init__.py", "README.md", "README"}
+# What may sit beside migrations and seeders without being one: notes, helpers the files
+# import (``_common.py``), hidden files (``.gitkeep``, ``.DS_Store``, editor swap files),
+# folders (``__pycache__``) and editor back-ups. Every other file must be well named.
+IGNORED_NAMES = {"README.md", "README"}
+IGNORED_PREFIXES = (".", "_", "#")
+EDITOR_BACKUP_SUFFIXES = ("~", ".bak", ".orig", ".swp")
 
 
 @dataclass(frozen=True)
@@ -78,11 +85,21 @@ def discover(folder, noun="migration"):
         raise SourceFileError(f"{noun}s folder {folder} does not exist")
     files = []
     for path in sorted(folder.iterdir()):
-        if path.name in IGNORED_NAMES or path.name.startswith((".", "_")) or path.is_dir():
-            continue
-        files.append(_parse_name(path, noun))
+        if not _ignored(path):
+            files.append(_parse_name(path, noun))
     _refuse_duplicate_versions(files)
     return sorted(files, key=lambda f: f.number)
+
+
+def _ignored(path):
+    """Return whether a file beside the numbered ones is left alone (see IGNORED_NAMES)."""
+    name = path.name
+    return (
+        path.is_dir()
+        or name in IGNORED_NAMES
+        or name.startswith(IGNORED_PREFIXES)
+        or name.endswith(EDITOR_BACKUP_SUFFIXES)
+    )
 
 
 def load_migration(migration, engine):

@@ -15,16 +15,29 @@ def test_migrations_are_found_in_version_order(write_migration, migrations_dir):
     assert [f.name for f in discover(migrations_dir)] == ["001_first", "002_second", "010_later"]
 
 
-def test_helper_files_beside_migrations_are_ignored(write_migration, migrations_dir):
+IGNORED = [
+    "__init__.py", "_common.py", "README", "README.md", ".gitkeep", ".DS_Store",
+    ".002_second.sql.swp", "002_second.sql~", "002_second.sql.bak", "002_second.py.orig",
+    "#002_second.sql#",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("noun", ["migration", "seeder"])
+def test_helpers_notes_hidden_files_and_editor_backups_are_left_alone(
+    write_migration, migrations_dir, noun
+):
     write_migration("001_first.sql", "SELECT 1;")
-    write_migration("__init__.py", "")
-    write_migration("README.md", "notes")
+    for name in IGNORED:
+        write_migration(name, "SELECT 1;")
     (migrations_dir / "__pycache__").mkdir()
 
-    assert [f.name for f in discover(migrations_dir)] == ["001_first"]
+    assert [f.name for f in discover(migrations_dir, noun)] == ["001_first"]
 
 
-@pytest.mark.parametrize("name", ["4_short.py", "004-dash.sql", "004_Upper.py", "004_x.txt"])
+@pytest.mark.parametrize(
+    "name",
+    ["4_short.py", "004-dash.sql", "004_Upper.py", "004_x.txt", "helper.py", "notes.txt", "NOTES"],
+)
 def test_a_misnamed_file_is_refused_by_name(write_migration, migrations_dir, name):
     write_migration(name, "")
 
