@@ -16,15 +16,10 @@ import pytest
 
 from db.config import database_name
 from db.engines import database_exists
-from tests.conftest import PROJECT_ROOT, ctrl_c_reaches_python, one_error_line, run_invoke
+from tests.conftest import PROJECT_ROOT, ctrl_c_reaches_python, ok, one_error_line, run_invoke
 from tests.snapshots import checksum, content, schema
 
 SAMPLE_COUNTS = {"users": 5, "tags": 20, "images": 8, "albums": 6, "analytics": 15}
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def row_counts(url):
@@ -135,6 +130,17 @@ def run_on_a_terminal(args, answer, db_url):
     output, _ = process.communicate(timeout=60)
     os.close(controller)
     return process.returncode, output.decode()
+
+
+@pytest.mark.parametrize("how", [[], ["--data-only"]], ids=["drop", "data-only"])
+def test_a_reset_sqlite_file_gives_back_the_room_its_rows_took(db_url, db_path, how):
+    ok(run_invoke("db.setup", url=db_url))
+    ok(run_invoke("db.populate", "--images", "3000", url=db_url))
+    populated = db_path.stat().st_size
+
+    ok(run_invoke("db.reset", "--yes", *how, url=db_url))
+
+    assert db_path.stat().st_size < populated / 5, (populated, db_path.stat().st_size)
 
 
 def test_reset_on_a_terminal_asks_for_the_database_name(db_url):

@@ -157,6 +157,7 @@ class SqliteEngine(Engine):
             tables = database.get_tables()
             for table in tables:
                 database.execute_sql(f'DROP TABLE "{table}"')
+        _give_back_free_pages(database)
         return tables
 
     def empty_all_tables(self, database, keep=()):
@@ -164,6 +165,7 @@ class SqliteEngine(Engine):
             tables = [t for t in database.get_tables() if t not in keep]
             for table in tables:
                 database.execute_sql(f'DELETE FROM "{table}"')
+        _give_back_free_pages(database)
         return tables
 
     @contextmanager
@@ -201,3 +203,9 @@ def _raise_on_foreign_key_violations(database):
             f"{len(violations)} row(s) break a foreign key, e.g. {table} rowid {rowid} "
             f"points to a missing {parent} row"
         )
+
+
+def _give_back_free_pages(database):
+    """Shrink the file to what it holds: SQLite keeps the pages of dropped or emptied
+    tables for reuse, so a reset gallery would stay as large as it was."""
+    database.execute_sql("VACUUM")
