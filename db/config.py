@@ -4,7 +4,8 @@ The URL comes from, in order: the ``DATABASE_URL`` environment variable, the
 Invoke configuration (``db.url`` in ``invoke.yaml`` or ``INVOKE_DB_URL``), else
 the SQLite file ``clonegallery.db`` in the project folder::
 
-    url = resolve_url(configured=None, project_dir=Path("."))
+    url = resolve_url(configured=None, project_dir=Path("."))   # a relative SQLite path is
+                                                                # taken from project_dir
     print(mask_url(url))               # never shows the password
     scheme_of(url)                     # "sqlite", "postgresql", "mysql" (else ConfigError)
     check_lasting_url(to_url, "--to")  # a URL given elsewhere, checked as resolve_url does
@@ -53,7 +54,19 @@ def resolve_url(configured=None, project_dir=Path(".")):
     else:
         return f"sqlite:///{Path(project_dir).resolve() / DEFAULT_SQLITE_FILE}"
     check_lasting_url(url, setting)
-    return url
+    return anchored(url, project_dir)
+
+
+def anchored(url, project_dir):
+    """Return the URL with a relative SQLite path taken from the project folder, as the
+    default database and the migrations, seeders and backups folders are: whichever
+    folder a task runs from, ``sqlite:///gallery.db`` is the same file."""
+    parts = urlsplit(url)
+    path = parts.path[1:]  # what follows sqlite:///
+    if not parts.scheme.startswith("sqlite") or not path or path.startswith(("/", "~", "file:")):
+        return url
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}:///{Path(project_dir).resolve() / path}{query}"
 
 
 def check_lasting_url(url, setting):

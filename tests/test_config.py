@@ -1,12 +1,17 @@
 """Where the database URL comes from, how it is shown, and how SQLite is opened."""
 
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 
 from db.commands import IN_MEMORY_URL
 from db.config import is_in_memory_sqlite, mask_url, resolve_url
 from db.engines import open_database
 from db.errors import ConfigError
-from tests.conftest import run_invoke
+from tests.conftest import PROJECT_ROOT, run_invoke
 
 
 @pytest.fixture
@@ -14,14 +19,33 @@ def no_database_url(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
 
 
-def test_database_url_wins_over_the_configured_url(monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", "sqlite:///from-env.db")
+def test_database_url_wins_over_the_configured_url(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////srv/from-env.db")
 
-    assert resolve_url("sqlite:///from-config.db") == "sqlite:///from-env.db"
+    assert resolve_url("sqlite:////srv/from-config.db", tmp_path) == "sqlite:////srv/from-env.db"
 
 
-def test_the_configured_url_is_used_without_database_url(no_database_url):
-    assert resolve_url("sqlite:///from-config.db") == "sqlite:///from-config.db"
+def test_the_configured_url_is_used_without_database_url(no_database_url, tmp_path):
+    configured = "sqlite:////srv/from-config.db"
+    assert resolve_url(configured, tmp_path) == configured
+
+
+@pytest.mark.parametrize("source", ["DATABASE_URL", "db.url"])
+def test_a_relative_sqlite_path_is_taken_from_the_project_folder(monkeypatch, tmp_path, source):
+    # As the default database and the migrations and backups folders are: from whatever
+    # folder a task runs, the same file.
+    monkeypatch.chdir(tmp_path)
+    project = tmp_path / "project"
+    if source == "DATABASE_URL":
+        monkeypatch.setenv("DATABASE_URL", "sqlite:///data/gallery.db?timeout=5")
+        configured = None
+    else:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        configured = "sqlite:///data/gallery.db?timeout=5"
+
+    url = resolve_url(configured, project)
+
+    assert url == f"sqlite:///{project.resolve() / 'data' / 'gallery.db'}?timeout=5"
 
 
 def test_the_default_is_clonegallery_db_in_the_project_folder(no_database_url, tmp_path):
@@ -140,3 +164,25 @@ def test_database_url_overrides_the_invoke_configuration(db_path, migrations_dir
     )
 
     assert f"database: sqlite:///{other}" in result.stdout
+
+
+def test_run_from_a_subfolder_a_relative_sqlite_url_is_still_the_projects_file(tmp_path):
+    # One project, its tasks run from one of its subfolders: a second database must not
+    # appear there.
+    project = tmp_path / "project"
+    (project / "scripts").mkdir(parents=True)
+    for name in ("tasks.py", "migrations", "seeders"):
+        source = PROJECT_ROOT / name
+        copy = shutil.copytree if source.is_dir() else shutil.copy
+        copy(source, project / name)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    environment["DATABASE_URL"] = "sqlite:///gallery.db"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(project), "db.setup"],
+        cwd=project / "scripts", env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert (project / "gallery.db").is_file()
+    assert not (project / "scripts" / "gallery.db").exists()
