@@ -73,6 +73,12 @@ def lint(session):
 
 
 BENCHMARKS = ("populate", "backup", "transfer")
+# Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
+SMOKE_SIZES = {
+    "populate": ["--images", "2000"],
+    "backup": ["--images", "2000", "--pg-images", "2000", "--repeats", "1"],
+    "transfer": ["--images", "2000"],
+}
 
 
 @nox.session(default=False)
@@ -84,3 +90,11 @@ def bench(session):
     options = [arg for arg in session.posargs if arg not in BENCHMARKS]
     for name in chosen or BENCHMARKS:
         session.run("python", f"benchmarks/{name}.py", *options)
+
+
+@nox.session(name="bench-smoke")
+def bench_smoke(session):
+    """Run every benchmark at a tiny size, checking no target (part of the default run)."""
+    session.install("-e", ".[postgres]")
+    for name in BENCHMARKS:
+        session.run("python", f"benchmarks/{name}.py", *SMOKE_SIZES[name], "--smoke")

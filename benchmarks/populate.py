@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from db.access import as_system
 from db.engines import engine_for_url, open_database
 from db.engines.base import quoted
 from db.models import Tag
@@ -192,6 +193,9 @@ def main():
     parser.add_argument("--engine", choices=("sqlite", "postgres", "all"), default="all")
     parser.add_argument("--side", choices=("floor", "populate"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--smoke", action="store_true", help="print the figures, check no target (CI, tiny sizes)"
+    )
     args = parser.parse_args()
     plan = GalleryPlan.sized(images=args.images, users=args.users, seed=args.seed)
     args.users = plan.users
@@ -202,8 +206,9 @@ def main():
     engines = ("sqlite", "postgres") if args.engine == "all" else (args.engine,)
     with tempfile.TemporaryDirectory() as folder:
         results = [compare(engine, args, folder) for engine in engines]
-    return 0 if all(results) else 1
+    return 0 if args.smoke or all(results) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with as_system():  # a benchmark is maintenance code: it writes with no acting user
+        sys.exit(main())
