@@ -184,6 +184,22 @@ def check_query(model):
         )
 
 
+def unwritten(row, action):
+    """Return the PermissionDenied of a save or delete the database carried out on no row,
+    where row-level security filters writes (PostgreSQL): a write that did nothing must
+    never pass as done."""
+    acting = _acting.get()
+    if acting is _SYSTEM:
+        return PermissionDenied(
+            f"{action} of {_what(row)} changed no row: row-level security applies to the role "
+            "this connection uses; maintenance code (as_system) needs the tables' owner"
+        )
+    return PermissionDenied(
+        f"{action} of {_what(row)} changed no row: row-level security does not let "
+        f"{_who(None if acting is _UNSET else acting)} do it (or the row is gone)"
+    )
+
+
 def instance_write():
     """Inside save()/delete_instance(), after their check: peewee's own queries pass."""
     return _set(_inside_instance_write, True)

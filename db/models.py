@@ -52,6 +52,7 @@ from decimal import Decimal
 import peewee as pw
 
 from db import access
+from db.engines import engine_for
 from db.errors import ValidationError
 
 ROLES = ("admin", "editor", "visitor")
@@ -222,13 +223,27 @@ class BaseModel(pw.Model):
             raise ValidationError("; ".join(problems))
         access.check_save(self, inserting)
         with access.instance_write():
-            return super().save(force_insert=force_insert, only=only)
+            changed = super().save(force_insert=force_insert, only=only)
+        # peewee answers False when there was nothing to write; 0 is an update of no row.
+        if not inserting and changed == 0 and changed is not False:
+            self._refuse_unwritten("a save")
+        return changed
 
     def delete_instance(self, recursive=False, delete_nullable=False):
         """Delete the row if the acting user may (db.access); raise PermissionDenied if not."""
         access.check_delete(self)
         with access.instance_write():
-            return super().delete_instance(recursive=recursive, delete_nullable=delete_nullable)
+            deleted = super().delete_instance(recursive=recursive, delete_nullable=delete_nullable)
+        if deleted == 0:
+            self._refuse_unwritten("a delete")
+        return deleted
+
+    def _refuse_unwritten(self, action):
+        """Raise when row-level security filtered this row's write to nothing."""
+        database = self._meta.database
+        database = getattr(database, "obj", database)  # the models are bound through a proxy
+        if engine_for(database).row_level_security:
+            raise access.unwritten(self, action)
 
     # Class-level write queries skip the per-row rules: db.access lets only admins and
     # maintenance code (as_system) build them. save() and delete_instance() pass.

@@ -21,8 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 import peewee
 import pytest
 
-from db.access import acting_as
+from db.access import acting_as, as_system
 from db.engines import engine_for, open_database
+from db.errors import PermissionDenied
 from db.models import Image, User, bind_models
 from db.runner import Runner
 from tests import servers
@@ -540,3 +541,19 @@ def test_acting_as_makes_the_connection_act_for_the_user_and_then_for_nobody(con
 
     assert inside == PUBLIC_IMAGES | {"alice-private"}
     assert after == PUBLIC_IMAGES
+
+
+def test_a_write_row_level_security_filters_to_nothing_raises_instead_of_passing(owner, connect):
+    # Maintenance code through the application's role: the policies still apply to it (no
+    # user acts on the connection), so the database writes no row, and that must not pass
+    # as done.
+    bind_models(connect())
+    with as_system():
+        public = Image.get_by_id("alice-public")  # anonymous may read it, not write it
+        public.title = "renamed by maintenance"
+        with pytest.raises(PermissionDenied, match=r"changed no row.*needs the tables' owner"):
+            public.save()
+        with pytest.raises(PermissionDenied, match="a delete of image alice-public"):
+            public.delete_instance()
+
+    assert image(owner, "alice-public") == (title_of("alice-public"), "public")

@@ -28,6 +28,7 @@ class Engine:
     schemes = ()
     database_class = peewee.Database
     transactional_ddl = True
+    row_level_security = False  # whether the database may filter a write to no row
     driver_extra = None  # the pyproject extra that installs the driver
     datetime_precision = 6  # digits of a second that its date-time columns keep
 

@@ -27,6 +27,7 @@ class PostgresEngine(ServerEngine):
     schemes = ("postgresql", "postgres")
     database_class = peewee.PostgresqlDatabase
     driver_extra = "postgres"
+    row_level_security = True  # migration 004's policies
 
     def is_unknown_database(self, exc, url):
         # libpq reports a missing database at connection time without an
