@@ -117,6 +117,8 @@ def test_the_commands_in_memory_stand_in_still_opens():
             "postgresql://app@db/gallery?password=s3cret&sslmode=require",
             "postgresql://app@db/gallery?password=***&sslmode=require",
         ),
+        ("mysql://root@db/gallery?passwd=s3cret", "mysql://root@db/gallery?passwd=***"),
+        ("mysql://root@db/gallery?PASSWORD=s3cret", "mysql://root@db/gallery?PASSWORD=***"),
         ("sqlite:///clonegallery.db", "sqlite:///clonegallery.db"),
     ],
 )

@@ -133,10 +133,16 @@ def test_rollback_to_zero_reverts_everything(runner, database, abc):
     assert tables(database) == ["migrations"]
 
 
-def test_rollback_steps_reverts_that_many(runner, abc):
+@pytest.mark.parametrize(
+    ("steps", "reverted", "left"),
+    [(1, ["003_create_c"], ["a", "b"]), (2, ["003_create_c", "002_create_b"], ["a"])],
+)
+def test_rollback_steps_reverts_that_many(runner, database, abc, steps, reverted, left):
     runner.migrate()
 
-    assert runner.rollback(steps=2) == ["003_create_c", "002_create_b"]
+    assert runner.rollback(steps=steps) == reverted
+    assert tables(database) == [*left, "migrations"]  # what is left, not only what is said
+    assert list(runner.history.applied()) == ["001", "002", "003"][: 3 - steps]
 
 
 def test_rollback_options_are_checked(runner, abc):

@@ -518,3 +518,21 @@ def test_a_password_in_the_target_url_is_never_shown(sqlite_source):
     assert "postgres:***@" in output
     one_error_line(refused, 2, mask_url(with_password), "--force")
     assert "s3cret" not in output + refused.stdout + refused.stderr
+
+
+def test_a_transfer_killed_before_its_mark_has_a_row_still_counts_as_incomplete(sqlite_source):
+    # The mark is the table itself: a process killed between creating it and writing its
+    # row leaves it empty, and the target must still be refused.
+    database = open_database(sqlite_source, create=False)
+    try:
+        TransferMarker(database).ensure_table()  # and no row
+    finally:
+        database.close()
+    target = mask_url(sqlite_source)
+
+    one_error_line(
+        run_invoke("db.migrate", url=sqlite_source), 1,
+        f"{target} is an incomplete transfer from an unknown source",
+    )  # fmt: skip
+    succeeded(run_invoke("db.reset", "--yes", "--data-only", url=sqlite_source))
+    succeeded(run_invoke("db.status", "--check", url=sqlite_source))
