@@ -88,10 +88,22 @@ def test_an_sql_file_with_markers_has_both_directions(write_migration, migration
     assert steps.down is not None
 
 
-def test_down_before_up_is_refused(write_migration, migrations_dir):
-    write_migration("001_a.sql", "-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n",  # down before up
+        "DROP TABLE users;\n-- migrate:down\nSELECT 2;\n",  # a down, and no up to run
+        "-- migrate:up\nSELECT 1;\n-- migrate:up\nSELECT 2;\n",  # two ups
+        "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;\n-- migrate:down\nSELECT 3;\n",
+    ],
+    ids=["down before up", "down only", "two ups", "two downs"],
+)
+def test_misplaced_or_repeated_markers_are_refused_before_anything_runs(
+    write_migration, migrations_dir, text
+):
+    write_migration("001_a.sql", text)
 
-    with pytest.raises(SourceFileError, match=r"001_a\.sql"):
+    with pytest.raises(SourceFileError, match=r"001_a\.sql: .*migrate:"):
         load_migration(discover(migrations_dir)[0], SqliteEngine())
 
 

@@ -11,6 +11,7 @@ from db.errors import (
     ConfigError,
     DriftError,
     FailedMigrationError,
+    HistoryTableError,
     IrreversibleMigration,
     LockTimeout,
     MigrationFailed,
@@ -512,3 +513,29 @@ def test_a_postgres_migration_lock_held_elsewhere_times_out_with_a_clear_line(
             assert time.monotonic() - started >= 0.3
     finally:
         holder.close()
+
+
+def test_an_older_history_table_without_the_error_column_is_upgraded(runner, database, abc):
+    # As the first release made it: the next migrate adds the column, the rows stay.
+    database.execute_sql(
+        "CREATE TABLE migrations (version VARCHAR(32) PRIMARY KEY, name VARCHAR(255), "
+        "checksum VARCHAR(64), applied_at TIMESTAMP, duration_ms INTEGER)"
+    )
+
+    assert runner.migrate() == ["001_create_a", "002_create_b", "003_create_c"]
+
+    assert "error" in {column.name for column in database.get_columns("migrations")}
+    assert list(runner.history.applied()) == ["001", "002", "003"]
+
+
+def test_a_foreign_migrations_table_is_refused_even_with_an_error_column(runner, database, abc):
+    # The seed's scripts kept (version, description): not this toolkit's history, whatever
+    # optional column it happens to have.
+    database.execute_sql(
+        "CREATE TABLE migrations (version VARCHAR(32) PRIMARY KEY, description TEXT, error TEXT)"
+    )
+
+    with pytest.raises(HistoryTableError, match="lacks applied_at, checksum, duration_ms, name"):
+        runner.migrate()
+
+    assert tables(database) == ["migrations"]
