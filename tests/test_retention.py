@@ -8,6 +8,7 @@ written in tmp_path); ``prune_backups`` and the CLI look at what is left in the 
 
 import datetime
 import json
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -19,6 +20,7 @@ from db.backups.manifest import TOOL
 from db.config import Settings
 from db.engines import open_database
 from db.errors import ConfigError
+from db.stats import latest_backup
 from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke, sqlite_url
 from tests.test_backup_ownership import names, seeded
 
@@ -154,6 +156,38 @@ def test_pruning_never_touches_another_databases_or_another_tools_files(tmp_path
     backups.prune_backups(folder, OWNER, backups.Retention(last=1))
 
     assert labels(folder.glob("*.db")) == {"J", "stranger", "no-manifest"}
+
+
+# --- the manifest's time, not the file's -------------------------------------------------
+
+
+def moment(text):
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+def test_backups_are_ordered_by_their_manifests_time_not_their_files(tmp_path):
+    # Copied back from elsewhere, the older backup's file is the newest on disk and the
+    # newer one's the oldest; a file without a manifest has only its file's time.
+    folder = tmp_path / "backups"
+    older = written_backup(folder, "older", "2026-01-10T12:00:00+00:00")
+    newer = written_backup(folder, "newer", "2026-03-09T07:00:00+00:00")
+    orphan = folder / "gallery-orphan.db"
+    orphan.write_bytes(b"no manifest")
+    for path, mtime in [
+        (older.path, "2026-06-01T00:00:00+00:00"),
+        (newer.path, "2025-06-01T00:00:00+00:00"),
+        (orphan, "2026-02-01T00:00:00+00:00"),
+    ]:
+        os.utime(path, (moment(mtime), moment(mtime)))
+
+    assert [i.path for i in backups.list_backups(folder, OWNER)] == [newer.path, older.path]
+    assert [i.path for i in backups.list_backups(folder)] == [newer.path, orphan, older.path]
+    assert latest_backup(folder, OWNER).path == newer.path
+
+    deleted = backups.prune_backups(folder, OWNER, backups.Retention(last=1))
+
+    assert deleted == [older.path]
+    assert labels(folder.glob("*.db")) == {"newer", "orphan"}
 
 
 # --- the CLI ------------------------------------------------------------------------------

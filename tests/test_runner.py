@@ -539,3 +539,27 @@ def test_a_foreign_migrations_table_is_refused_even_with_an_error_column(runner,
         runner.migrate()
 
     assert tables(database) == ["migrations"]
+
+
+SLOW_MIGRATION = """import time
+
+
+def up(migrator, db):
+    time.sleep(0.2)
+    db.execute_sql("CREATE TABLE slow (id INTEGER PRIMARY KEY)")
+
+
+def down(migrator, db):
+    db.execute_sql("DROP TABLE slow")
+"""
+
+
+def test_a_migrations_duration_is_recorded_in_milliseconds(runner, write_migration):
+    # It sleeps 0.2 s: seconds would record 0, microseconds 200,000.
+    write_migration("001_slow.py", SLOW_MIGRATION)
+
+    runner.migrate()
+
+    recorded = runner.history.applied()["001"].duration_ms
+    assert 150 <= recorded <= 5000
+    assert [m.duration_ms for m in runner.status()] == [recorded]
