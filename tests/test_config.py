@@ -8,7 +8,15 @@ import sys
 import pytest
 
 from db.commands import IN_MEMORY_URL
-from db.config import is_in_memory_sqlite, mask_url, resolve_url
+from db.config import (
+    RECIPIENTS_VARIABLE,
+    anchored,
+    database_name,
+    is_in_memory_sqlite,
+    mask_url,
+    resolve_recipients,
+    resolve_url,
+)
 from db.engines import open_database
 from db.errors import ConfigError
 from tests.conftest import PROJECT_ROOT, run_invoke
@@ -48,6 +56,30 @@ def test_a_relative_sqlite_path_is_taken_from_the_project_folder(monkeypatch, tm
     assert url == f"sqlite:///{project.resolve() / 'data' / 'gallery.db'}?timeout=5"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////srv/gallery.db?timeout=5",  # absolute
+        "sqlite:///~/gallery.db",  # the user's home, expanded when opened
+        "sqlite:///file:gallery.db?uri=true",  # an SQLite URI filename
+        "postgresql://app@db:5432/gallery",  # a server's database name is no path
+        "mysql://root@db/gallery?charset=utf8mb4",
+    ],
+)
+def test_only_a_relative_sqlite_path_is_anchored(url, tmp_path):
+    assert anchored(url, tmp_path) == url
+
+
+def test_an_anchored_url_gains_no_query_it_did_not_have(tmp_path):
+    assert anchored("sqlite:///gallery.db", tmp_path) == f"sqlite:///{tmp_path / 'gallery.db'}"
+
+
+def test_a_server_url_is_used_as_given(no_database_url, tmp_path):
+    url = "postgresql://app@db:5432/gallery?sslmode=require"
+
+    assert resolve_url(url, tmp_path) == url
+
+
 def test_the_default_is_clonegallery_db_in_the_project_folder(no_database_url, tmp_path):
     assert resolve_url(None, tmp_path) == f"sqlite:///{tmp_path / 'clonegallery.db'}"
 
@@ -68,6 +100,13 @@ def test_a_server_url_without_a_database_name_is_refused_masked(no_database_url)
         "db.url mysql://root:***@db:3306?charset=utf8mb4 has no database name: add it to "
         "the URL, e.g. mysql://root:***@db:3306/clonegallery?charset=utf8mb4"
     )
+
+
+def test_the_example_for_a_url_without_a_database_name_adds_no_query(no_database_url):
+    with pytest.raises(ConfigError) as refused:
+        resolve_url("postgresql://app@db:5432/")
+
+    assert str(refused.value).endswith("e.g. postgresql://app@db:5432/clonegallery")
 
 
 def test_a_malformed_url_is_refused_without_showing_it(no_database_url):
@@ -118,12 +157,42 @@ def test_the_commands_in_memory_stand_in_still_opens():
             "postgresql://app@db/gallery?password=***&sslmode=require",
         ),
         ("mysql://root@db/gallery?passwd=s3cret", "mysql://root@db/gallery?passwd=***"),
+        # An @ in the password: the host is what follows the last one.
+        ("postgresql://app:p@ss@db:5432/gallery", "postgresql://app:***@db:5432/gallery"),
+        # Empty parameters are kept as they were.
+        (
+            "postgresql://app@db/gallery?password=s3cret&options=",
+            "postgresql://app@db/gallery?password=***&options=",
+        ),
         ("mysql://root@db/gallery?PASSWORD=s3cret", "mysql://root@db/gallery?PASSWORD=***"),
         ("sqlite:///clonegallery.db", "sqlite:///clonegallery.db"),
     ],
 )
 def test_passwords_are_masked_wherever_the_url_carries_them(url, shown):
     assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("sqlite:////srv/data/gallery.db", "gallery.db"),
+        ("sqlite:///data/gallery.db?timeout=5", "gallery.db"),
+        ("postgresql://app:s3cret@db:5432/gallery", "gallery"),
+        ("mysql://root@db/photos?charset=utf8mb4", "photos"),
+    ],
+)
+def test_a_database_is_known_by_its_file_name_or_its_name_on_the_server(url, name):
+    assert database_name(url) == name
+
+
+def test_backup_recipients_come_from_the_environment_before_the_configuration(monkeypatch):
+    monkeypatch.setenv(RECIPIENTS_VARIABLE, "age1fromenvironment")
+    assert resolve_recipients("age1configured") == "age1fromenvironment"
+    monkeypatch.setenv(RECIPIENTS_VARIABLE, "")
+    assert resolve_recipients("age1configured") == "age1configured"
+    monkeypatch.delenv(RECIPIENTS_VARIABLE)
+    assert resolve_recipients("age1configured") == "age1configured"
+    assert resolve_recipients() is None
 
 
 def test_sqlite_opens_with_foreign_keys_wal_and_a_busy_timeout(db_url):

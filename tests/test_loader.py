@@ -3,7 +3,7 @@
 import pytest
 
 from db.engines import SqliteEngine
-from db.errors import SourceFileError
+from db.errors import SourceFileError, StatementFailed
 from db.loader import discover, load_migration, next_version, slugify
 
 
@@ -88,23 +88,66 @@ def test_an_sql_file_with_markers_has_both_directions(write_migration, migration
     assert steps.down is not None
 
 
+MARKERS_NEEDED = "needs exactly one '-- migrate:up' and at most one '-- migrate:down' marker"
+DOWN_AFTER_UP = "'-- migrate:down' must come after '-- migrate:up'"
+
+
 @pytest.mark.parametrize(
-    "text",
+    ("text", "problem"),
     [
-        "-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n",  # down before up
-        "DROP TABLE users;\n-- migrate:down\nSELECT 2;\n",  # a down, and no up to run
-        "-- migrate:up\nSELECT 1;\n-- migrate:up\nSELECT 2;\n",  # two ups
-        "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;\n-- migrate:down\nSELECT 3;\n",
+        ("-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n", DOWN_AFTER_UP),
+        ("DROP TABLE users;\n-- migrate:down\nSELECT 2;\n", MARKERS_NEEDED),  # no up to run
+        ("-- migrate:up\nSELECT 1;\n-- migrate:up\nSELECT 2;\n", MARKERS_NEEDED),
+        (
+            "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;\n-- migrate:down\nSELECT 3;\n",
+            MARKERS_NEEDED,
+        ),
     ],
     ids=["down before up", "down only", "two ups", "two downs"],
 )
 def test_misplaced_or_repeated_markers_are_refused_before_anything_runs(
-    write_migration, migrations_dir, text
+    write_migration, migrations_dir, text, problem
 ):
-    write_migration("001_a.sql", text)
+    path = write_migration("001_a.sql", text)
 
-    with pytest.raises(SourceFileError, match=r"001_a\.sql: .*migrate:"):
+    with pytest.raises(SourceFileError) as refused:
         load_migration(discover(migrations_dir)[0], SqliteEngine())
+
+    assert str(refused.value) == f"{path}: {problem}"
+
+
+LINES_APART = """-- Tags.
+
+-- migrate:up
+CREATE TABLE a (id INTEGER PRIMARY KEY);
+INSERT INTO nowhere VALUES (1);
+
+-- migrate:down
+DROP TABLE a;
+DROP TABLE nowhere;
+"""
+
+
+def test_a_failing_statement_is_named_by_its_line_in_the_file_up_and_down(
+    write_migration, migrations_dir, fresh_db
+):
+    write_migration("001_a.sql", LINES_APART)
+    steps = load_migration(discover(migrations_dir)[0], SqliteEngine())
+
+    with pytest.raises(StatementFailed, match=r"^line 5: no such table: nowhere"):
+        steps.up(None, fresh_db)
+    with pytest.raises(StatementFailed, match=r"^line 9: no such table: nowhere"):
+        steps.down(None, fresh_db)
+    assert fresh_db.get_tables() == []  # line 4 ran, then line 8 dropped it
+
+
+def test_a_python_down_that_is_not_a_function_is_no_down(write_migration, migrations_dir):
+    write_migration("001_a.py", "def up(migrator, db): pass\n\ndown = 'not written yet'\n")
+
+    steps = load_migration(discover(migrations_dir)[0], SqliteEngine())
+
+    assert callable(steps.up)
+    assert steps.down is None
 
 
 def test_a_python_migration_without_up_is_refused(write_migration, migrations_dir):
