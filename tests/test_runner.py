@@ -563,3 +563,103 @@ def test_a_migrations_duration_is_recorded_in_milliseconds(runner, write_migrati
     recorded = runner.history.applied()["001"].duration_ms
     assert 150 <= recorded <= 5000
     assert [m.duration_ms for m in runner.status()] == [recorded]
+
+
+# --- what mutation testing found loose (nox -s mutation) ----------------------------------
+
+
+def test_a_database_with_nothing_applied_has_no_current_version(runner, abc):
+    assert runner.current_version() is None
+
+
+def test_the_current_version_is_the_highest_number_not_the_last_in_text_order(
+    runner, write_migration
+):
+    write_migration("999_create_a.sql", CREATE_A)
+    write_migration("1000_create_b.sql", CREATE_B)
+
+    runner.migrate()
+
+    assert runner.current_version() == "1000"
+
+
+def test_migrate_to_accepts_a_migrations_full_name(runner, abc):
+    assert runner.migrate(to="002_create_b") == ["001_create_a", "002_create_b"]
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (
+            lambda runner: runner.migrate(to="9"),
+            "--to 9: no migration has that version (known: 001, 002, 003)",
+        ),
+        (
+            lambda runner: runner.migrate(to="abc"),
+            "--to abc: a version is a number such as 002",
+        ),
+        (
+            lambda runner: runner.rollback(to="7"),
+            "--to 7: not an applied migration (applied: 001, 002; 0 rolls back all)",
+        ),
+        (
+            lambda runner: runner.rollback(to="1", steps=1),
+            "give either --to or --steps, not both",
+        ),
+    ],
+    ids=["unknown version", "not a number", "not applied", "both"],
+)
+def test_a_refused_target_is_one_sentence_that_lists_the_choices(runner, abc, action, message):
+    runner.migrate(to="002")
+
+    with pytest.raises((UnknownVersion, ConfigError)) as refused:
+        action(runner)
+
+    assert str(refused.value) == message
+    assert list(runner.history.applied()) == ["001", "002"]
+
+
+def test_with_no_migrations_the_refusals_say_none(runner, migrations_dir):
+    with pytest.raises(UnknownVersion, match=r"\(known: none\)$"):
+        runner.migrate(to="1")
+    with pytest.raises(UnknownVersion, match=r"\(applied: none; 0 rolls back all\)$"):
+        runner.rollback(to="1")
+
+
+def test_the_refusals_to_run_say_how_to_go_on(runner, database, write_migration):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("002_up_only.sql", "CREATE TABLE up_only (id INTEGER);")
+    write_migration("004_create_c.sql", CREATE_C)
+    runner.migrate()
+    write_migration("003_create_b.sql", CREATE_B)
+
+    with pytest.raises(OutOfOrderError, match=r"renumber it, or run with --allow-out-of-order$"):
+        runner.migrate()
+    with pytest.raises(
+        IrreversibleMigration, match=r"\(add a down\(\) function or a '-- migrate:down' section\)$"
+    ):
+        runner.rollback(steps=2)
+    assert tables(database) == ["a", "c", "migrations", "up_only"]
+
+
+def test_repair_forgets_a_run_recorded_as_failed(runner, migrations_dir, abc):
+    from db.loader import discover
+
+    runner.migrate(to="002")
+    runner.history.record_applied(discover(migrations_dir)[1], 3, error="boom")
+
+    assert runner.repair() == ["002_create_b"]
+
+    assert list(runner.history.applied()) == ["001"]
+
+
+def test_progress_names_each_migration_before_and_after_with_its_duration(runner, abc):
+    events = []
+    runner.on_event = lambda event, migration, duration_ms: events.append(
+        (event, migration.name, duration_ms)
+    )
+
+    runner.migrate(to="001")
+
+    recorded = runner.history.applied()["001"].duration_ms
+    assert events == [("applying", "001_create_a", None), ("applied", "001_create_a", recorded)]
