@@ -103,17 +103,17 @@ def run_tool(command, env=None, stdin=None, stdout=None):
 
 
 @contextmanager
-def running_tool(command, env=None):
-    """Start a client tool and yield while it runs (the block does other work meanwhile);
-    then wait for it, and raise ToolFailed with its last words when it failed. A block
-    that raises stops the tool."""
+def running_tool(command, env=None, stdout=subprocess.DEVNULL):
+    """Start a client tool (its output into ``stdout``, an open file) and yield while it
+    runs (the block does other work meanwhile); then wait for it, and raise ToolFailed
+    with its last words when it failed. A block that raises stops the tool."""
     with tempfile.TemporaryFile() as errors:
         try:
             process = subprocess.Popen(
                 command,
                 env=tool_environment() if env is None else env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=stdout,
                 stderr=errors,
             )
         except OSError as exc:

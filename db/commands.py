@@ -124,7 +124,8 @@ def opened(settings, create=True, allow_incomplete=False):
     url = settings.url
     if not create and not database_exists(url):
         url = IN_MEMORY_URL
-    database = open_database(url)
+    # Not created when it vanished since: a task that reads must never make an empty one.
+    database = open_database(url, create=create or url == IN_MEMORY_URL)
     try:
         backups.finish_interrupted_restore(database)
         if not allow_incomplete:
@@ -271,10 +272,13 @@ def backup_every(settings, period, on_backup, on_failure, **options):
     # What no later run could mend is refused now, not once a period.
     engine_for_url(settings.url).check_url(settings.url)
     backups.writable_folder(settings.backups_dir)
-    with schedule.stop_on_signals():
+    with schedule.stop_on_signals() as stops:
         try:
             schedule.run_every(
-                period, lambda: on_backup(backup(settings, verify=True, **options)), on_failure
+                period,
+                lambda: on_backup(backup(settings, verify=True, **options)),
+                on_failure,
+                stops,
             )
         except schedule.Stopped as stop:
             return str(stop)
@@ -295,8 +299,13 @@ class RestorePlan:
 
 
 def restore_plan(settings, path):
-    """Return the RestorePlan of restoring ``path`` (nothing is checked or changed yet)."""
-    manifest = backups.read_manifest(path)
+    """Return the RestorePlan of restoring ``path``; raise BackupError when the file or
+    its manifest is missing (before anyone is asked to confirm). Nothing else is checked
+    or changed yet."""
+    try:
+        manifest = backups.manifest_of(path)
+    except BackupError as exc:
+        raise BackupError(f"{exc}; nothing restored") from None
     return RestorePlan(
         Path(path), backups.Owner.from_manifest(manifest), backups.current_owner(settings.url)
     )

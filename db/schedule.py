@@ -23,8 +23,13 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION = re.compile(r"(\d+)([smhdw])")
 
 
-class Stopped(BaseException):  # not an Exception: only the loop's owner catches it
-    """A stop signal (SIGTERM, SIGINT) arrived."""
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGINT) arrived.
+
+    Not an Exception (only the loop's owner catches it), and a KeyboardInterrupt: the
+    drivers treat it as Ctrl-C, so a query it interrupts is cancelled on the server and
+    the connection stays usable for the cleanup that follows (psycopg otherwise leaves
+    it busy, and the cleanup's own error would take the stop's place)."""
 
 
 def parse_duration(option, text):
@@ -58,28 +63,48 @@ def utc_moment():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+class StopSignals:
+    """The stop signal received so far (``received``: its name, or None)."""
+
+    def __init__(self):
+        self.received = None
+
+    def raise_if_received(self):
+        if self.received:
+            raise Stopped(self.received)
+
+
 @contextmanager
 def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
-    """Raise Stopped in the main thread when one of ``signals`` arrives, for the block."""
+    """Raise Stopped in the main thread when one of ``signals`` arrives, for the block;
+    yield the StopSignals that remembers it (a cleanup that fails after the stop may
+    raise its own error in Stopped's place: the loop asks this instead)."""
+    stops = StopSignals()
 
     def stop(number, frame):
-        raise Stopped(signal.Signals(number).name)
+        stops.received = signal.Signals(number).name
+        raise Stopped(stops.received)
 
     previous = {number: signal.signal(number, stop) for number in signals}
     try:
-        yield
+        yield stops
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
-def run_every(period, job, on_failure, clock=time.monotonic, sleep=time.sleep):
-    """Call ``job()`` every ``period`` until Stopped is raised; a DbError or OSError of a
-    run goes to ``on_failure(error)`` and the loop goes on."""
+def run_every(period, job, on_failure, stops=None, clock=time.monotonic, sleep=time.sleep):
+    """Call ``job()`` every ``period`` until Stopped is raised (or ``stops``, a
+    StopSignals, has received one); a DbError or OSError of a run goes to
+    ``on_failure(error)`` and the loop goes on. A run that fails after a stop signal
+    failed because of it: it is not reported."""
+    stops = stops or StopSignals()
     while True:
         started = clock()
         try:
             job()
         except (DbError, OSError) as exc:
+            stops.raise_if_received()
             on_failure(exc)
+        stops.raise_if_received()
         sleep(max(0.0, started + period.total_seconds() - clock()))

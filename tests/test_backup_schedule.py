@@ -53,7 +53,8 @@ class Loop:
 
     def __init__(self, url, folder, logs, *args, preexec_fn=None):
         environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
-        environment.update(DATABASE_URL=url, INVOKE_DB_BACKUPS=str(folder))
+        # PYTHONFAULTHANDLER: a loop that does not stop is aborted with every thread's stack.
+        environment.update(DATABASE_URL=url, INVOKE_DB_BACKUPS=str(folder), PYTHONFAULTHANDLER="1")
         self.out, self.err = logs / "stdout", logs / "stderr"
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.process = subprocess.Popen(
@@ -91,9 +92,15 @@ class Loop:
             time.sleep(0.05)
 
     def stop(self, number=signal.SIGTERM, timeout=60):
-        """Send ``number`` and return the exit code."""
+        """Send ``number`` and return the exit code; fail with the loop's stacks when it
+        does not end within ``timeout`` seconds."""
         self.process.send_signal(number)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)  # faulthandler prints the stacks
+            self.process.wait()
+            pytest.fail(f"the loop did not stop within {timeout} s:\n{self.stderr}")
 
     def kill(self):
         if self.process.poll() is None:

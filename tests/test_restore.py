@@ -153,6 +153,20 @@ def test_a_missing_backup_is_named(cli, tmp_path, gallery):
     one_error_line(cli("db.restore", str(tmp_path / "nope.db"), "--yes"), 1, "nope.db")
 
 
+@pytest.mark.parametrize("missing", ["backup", "manifest"])
+def test_a_missing_backup_or_manifest_is_named_before_anyone_is_asked_to_confirm(
+    cli, tmp_path, gallery, missing
+):
+    path = tmp_path / "nope.db"
+    if missing == "manifest":
+        path.write_bytes(b"not a backup")
+
+    refused = cli("db.restore", str(path))  # no --yes and no terminal: no prompt either
+
+    one_error_line(refused, 1, "nope.db", "nothing restored")
+    assert "confirm" not in refused.stderr
+
+
 HOLDER = """
 import sqlite3, sys, time
 connection = sqlite3.connect(sys.argv[1], isolation_level=None)

@@ -342,6 +342,15 @@ def finish_interrupted_restore(database):
     return False
 
 
+def manifest_of(path):
+    """Return the manifest of the backup ``path``; raise BackupError when the file or
+    its manifest is missing or unreadable."""
+    manifest, problems = _manifest_problems(Path(path))
+    if problems:
+        raise BackupError(problems[0])
+    return manifest
+
+
 def _manifest_problems(path):
     """Return (manifest, problems): whether the file and its manifest are there."""
     if not path.is_file():

@@ -48,8 +48,10 @@ class PostgresBackups(ServerBackups):
         # The custom format is compressed by pg_dump itself, so --compress adds nothing.
         pg_dump = find_tool("pg_dump", package=POSTGRES_CLIENT_PACKAGE)
         with _exported_snapshot(database) as snapshot, libpq_environment(url) as env:
-            command = [pg_dump, "--format=custom", f"--snapshot={snapshot}", f"--file={partial}"]
-            with running_tool(command, env):
+            command = [pg_dump, "--format=custom", f"--snapshot={snapshot}"]
+            # Into the file we opened, not --file: a pg_dump that outlives this run (a
+            # stop signal while it was starting) writes into no file of the folder.
+            with open(partial, "r+b") as output, running_tool(command, env, stdout=output):
                 # Counted in the same snapshot while pg_dump copies it.
                 counts, version = table_rows(database), schema_version(database)
         return new_manifest(partial, self.engine, version, counts, digest=file_digest(partial))
