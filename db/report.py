@@ -11,10 +11,18 @@ from db.schedule import format_age
 PROGRESS_LINES = 10  # without a terminal, a line per tenth of the work
 
 
+# The runner's events for a step that ran no SQL statement at all (an unedited skeleton,
+# or a migration with nothing to do on this engine), and the step each one names.
+EMPTY_STEP = {"applied-empty": "up", "reverted-empty": "down"}
+
+
 def progress_line(event, migration, duration_ms):
     """Return one progress line for a runner event."""
     if duration_ms is None:
         return f"{event} {migration.name} ..."
+    if event in EMPTY_STEP:
+        done = event.removesuffix("-empty")
+        return f"{done} {migration.name} ({duration_ms} ms; its {EMPTY_STEP[event]} ran no SQL)"
     return f"{event} {migration.name} ({duration_ms} ms)"
 
 

@@ -13,10 +13,14 @@ numbered below an applied one, unknown ``--to`` versions, a missing ``up`` or
 row, under a lock that makes concurrent runs apply it exactly once.
 
 ``on_event(event, migration, duration_ms)`` reports progress: ``applying``,
-``applied``, ``reverting``, ``reverted``. The runner never prints.
+``applied``, ``reverting``, ``reverted``; a step that ran no SQL at all (an unedited
+skeleton) ends in ``applied-empty`` or ``reverted-empty`` instead. The runner never
+prints.
 """
 
+import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from db.engines import engine_for
@@ -33,6 +37,8 @@ from db.history import History
 from db.loader import describe_failure, discover, load_migration
 
 APPLIED, PENDING, CHANGED, MISSING, FAILED = "applied", "pending", "changed", "missing", "failed"
+# Peewee logs every statement a database runs to this logger, at DEBUG.
+PEEWEE_QUERY_LOG = logging.getLogger("peewee")
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,8 @@ class Runner:
         started = time.perf_counter()
         try:
             with self.engine.migration_transaction(self.database):
-                step(self.migrator, self.database)
+                with statements_counted() as statements:
+                    step(self.migrator, self.database)
                 duration_ms = _elapsed_ms(started)
                 if after == "applied":
                     self.history.record_applied(migration, duration_ms)
@@ -171,7 +178,33 @@ class Runner:
                 "it may be applied: fix the database, then run invoke db.rollback (runs its "
                 "down) or invoke db.repair (forgets the failed run)"
             ) from exc
-        self.on_event(after, migration, duration_ms)
+        self.on_event(after if statements else f"{after}-empty", migration, duration_ms)
+
+
+class _StatementCounter(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def __len__(self):
+        return self.count
+
+    def emit(self, record):
+        self.count += 1
+
+
+@contextmanager
+def statements_counted():
+    """Yield a counter whose len() is the number of SQL statements run in the block."""
+    counter = _StatementCounter()
+    level = PEEWEE_QUERY_LOG.level
+    PEEWEE_QUERY_LOG.addHandler(counter)
+    PEEWEE_QUERY_LOG.setLevel(logging.DEBUG)
+    try:
+        yield counter
+    finally:
+        PEEWEE_QUERY_LOG.removeHandler(counter)
+        PEEWEE_QUERY_LOG.setLevel(level)
 
 
 def merge_status(files, applied):

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from db.commands import PYTHON_TEMPLATE, SQL_TEMPLATE
 from db.engines import engine_for, open_database
 from db.errors import (
     ConfigError,
@@ -111,6 +112,30 @@ def test_dry_run_returns_the_plan_and_changes_nothing(runner, database, abc):
     assert runner.migrate(dry_run=True) == ["001_create_a", "002_create_b", "003_create_c"]
 
     assert tables(database) == []
+
+
+def test_a_step_that_runs_no_sql_is_applied_and_reverted_but_says_so(
+    database, migrations_dir, write_migration
+):
+    write_migration("001_create_a.sql", CREATE_A)
+    write_migration("002_unedited.py", PYTHON_TEMPLATE.format(title="unedited"))
+    write_migration("003_unedited.sql", SQL_TEMPLATE.format(title="unedited"))
+    events = []
+    runner = Runner(database, migrations_dir, on_event=lambda *event: events.append(event[:2]))
+
+    runner.migrate()
+    runner.rollback(steps=3)
+
+    done = [(event, migration.name) for event, migration in events if not event.endswith("ing")]
+    assert done == [
+        ("applied", "001_create_a"),
+        ("applied-empty", "002_unedited"),
+        ("applied-empty", "003_unedited"),
+        ("reverted-empty", "003_unedited"),
+        ("reverted-empty", "002_unedited"),
+        ("reverted", "001_create_a"),
+    ]
+    assert tables(database) == ["migrations"]
 
 
 def test_rollback_reverts_the_last_migration_by_default(runner, database, abc):
