@@ -688,3 +688,43 @@ def test_progress_names_each_migration_before_and_after_with_its_duration(runner
 
     recorded = runner.history.applied()["001"].duration_ms
     assert events == [("applying", "001_create_a", None), ("applied", "001_create_a", recorded)]
+
+
+def test_status_lists_every_version_in_number_order_with_its_record(runner, migrations_dir):
+    from db.loader import discover
+    from db.runner import MigrationStatus
+
+    for name, text in [("999_a", CREATE_A), ("1000_b", CREATE_B), ("1001_c", CREATE_C)]:
+        (migrations_dir / f"{name}.sql").write_text(text)
+    runner.migrate(to="999")
+    runner.history.record_applied(discover(migrations_dir)[2], 7, error="boom")
+    applied = runner.history.applied()
+
+    assert runner.status() == [
+        MigrationStatus("999", "999_a", APPLIED, applied["999"].applied_at,
+                        applied["999"].duration_ms),
+        MigrationStatus("1000", "1000_b", PENDING),
+        MigrationStatus("1001", "1001_c", FAILED, applied["1001"].applied_at, 7, "boom"),
+    ]  # fmt: skip
+    with pytest.raises(FailedMigrationError) as refused:
+        runner.migrate()
+    assert str(refused.value) == (
+        "migration 1001_c failed on an earlier run and may be half-applied (boom); fix the "
+        "database, then run invoke db.rollback (runs its down) or invoke db.repair (forgets "
+        "the failed run)"
+    )
+
+
+def test_a_changed_migration_is_refused_saying_where_the_change_belongs(
+    runner, write_migration, abc
+):
+    runner.migrate()
+    write_migration("002_create_b.sql", CREATE_B + "-- an edit\n")
+
+    with pytest.raises(DriftError) as refused:
+        runner.migrate()
+
+    assert str(refused.value) == (
+        "migration 002_create_b was changed after it was applied (checksum differs); restore "
+        "the applied version and put the change in a new migration"
+    )
