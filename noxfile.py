@@ -2,10 +2,13 @@
 
 nox -s tests-3.12 -- -k status     # one Python, arguments passed to pytest
 nox -s lint
+nox -s mutation -- db/loader.py  # mutation testing of one module (or folder)
 """
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -98,3 +101,87 @@ def bench_smoke(session):
     session.install("-e", ".[postgres]")
     for name in BENCHMARKS:
         session.run("python", f"benchmarks/{name}.py", *SMOKE_SIZES[name], "--smoke")
+
+
+# The modules mutation testing covers, and the tests that pin each down: a run over some
+# of them deselects the rest of [tool.mutmut]'s test files (pyproject.toml), so a mutant
+# that survives is not retried by every test that merely migrates a database first.
+MUTATION_TESTS = {
+    "db/loader.py": ["tests/test_loader.py", "tests/test_runner.py"],
+    "db/runner.py": ["tests/test_runner.py"],
+    "db/config.py": ["tests/test_config.py"],
+    "db/history.py": ["tests/test_history.py", "tests/test_runner.py"],
+    "db/backups/": [
+        "tests/test_manifest.py",
+        "tests/test_backup.py",
+        "tests/test_retention.py",
+        "tests/test_backup_leftovers.py",
+        "tests/test_encryption.py",
+        "tests/test_backup_ownership.py",
+    ],
+}
+# mutmut's exit codes per mutant, as its own "results" names them.
+KILLED_CODES = {1, 3, 24, -24, 36, 152, 255}  # a test failed, or the mutant hung (timeout)
+SURVIVED_CODES = {0}
+NO_TEST_CODES = {5, 33}
+
+
+@nox.session(default=False)
+def mutation(session):
+    """Plant small bugs one at a time in the core modules (mutmut, SQLite) and print, per
+    module, how many the tests caught (slow). ``nox -s mutation -- db/loader.py`` runs one."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "mutation"))
+    paths = session.posargs or list(MUTATION_TESTS)
+    deselected = [f"--deselect={test}" for test in tests_not_for(paths)]
+    session.run(
+        "mutmut", "run", "--max-children", "2", *[mutant_pattern(path) for path in paths],
+        env={"CLONEGALLERY_TEST_ENGINES": "sqlite", "PYTEST_ADDOPTS": " ".join(deselected)},
+    )  # fmt: skip
+    print_mutation_scores(paths)
+
+
+def tests_not_for(paths):
+    """Return the mutation test files that pin down none of ``paths``."""
+    wanted = {
+        test
+        for path in paths
+        for module, tests in MUTATION_TESTS.items()
+        if path.rstrip("/").startswith(module.rstrip("/"))
+        for test in tests
+    }
+    every = {test for tests in MUTATION_TESTS.values() for test in tests}
+    return sorted(every - wanted) if wanted else []
+
+
+def mutant_pattern(path):
+    """Return the mutmut name pattern of a module or folder path (db/backups/ -> db.backups.*)."""
+    dotted = path.rstrip("/").removesuffix(".py").replace("/", ".")
+    if path.endswith("__init__.py"):
+        return dotted.removesuffix(".__init__") + ".x*"  # the package's own functions
+    return dotted + ".*"
+
+
+def modules_under(path):
+    """Return the Python files a module or folder path names."""
+    found = Path(path)
+    return sorted(found.glob("*.py")) if found.is_dir() else [found]
+
+
+def print_mutation_scores(paths):
+    """Print, per module, killed / checked mutants from mutmut's results in mutants/
+    (a mutant no test reaches counts as not killed; one not run yet is left out)."""
+    print(f"{'module':<28} {'killed':>6} / {'total':<6} {'score':>5}  survived  no-tests  not-run")
+    for module in (module for path in paths for module in modules_under(path)):
+        meta = Path("mutants") / f"{module}.meta"
+        if not meta.exists():
+            continue
+        codes = list(json.loads(meta.read_text())["exit_code_by_key"].values())
+        killed = sum(code in KILLED_CODES for code in codes)
+        survived = sum(code in SURVIVED_CODES for code in codes)
+        untested = sum(code in NO_TEST_CODES for code in codes)
+        checked = sum(code is not None for code in codes)  # others: suspicious, segfault
+        score = f"{100 * killed / checked:.0f}%" if checked else "-"
+        print(
+            f"{module!s:<28} {killed:>6} / {checked:<6} {score:>5}"
+            f"  {survived:>8}  {untested:>8}  {len(codes) - checked:>7}"
+        )
