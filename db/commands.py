@@ -412,9 +412,7 @@ def _diagram_format(output):
 
 
 def _verified(info, url, identities=None):
-    problems = backups.verify_backup(info.path, url, identities)
-    if problems:
-        raise BackupError(f"{problems[0]} ({len(problems)} problem(s) in all)")
+    backups.raise_problems(backups.verify_backup(info.path, url, identities))
     return backups.mark_verified(info)
 
 

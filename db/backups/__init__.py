@@ -111,7 +111,7 @@ def create_backup(
         if manifest.get("verified_at"):  # a MySQL dump is verified as it is made
             return manifest
         found = FORMATS[engine].check(partial, manifest, url)
-        _raise_problems([f"{target}: {problem}" for problem in found])
+        raise_problems([f"{target}: {problem}" for problem in found])
         return {**manifest, "verified_at": now_text()}
 
     try:
@@ -120,12 +120,13 @@ def create_backup(
     except (OSError, sqlite3.Error, peewee.DatabaseError, BackupError, ToolFailed) as exc:
         raise BackupError(f"backup to {target} failed: {exc}; no backup was written") from exc
     if verify and not info.verified:
-        _raise_problems(verify_backup(target, url))
+        raise_problems(verify_backup(target, url))
         info = mark_verified(info)
     return info
 
 
-def _raise_problems(problems):
+def raise_problems(problems):
+    """Raise BackupError with the first of ``problems`` (and how many there are), if any."""
     if problems:
         raise BackupError(f"{problems[0]} ({len(problems)} problem(s) in all)")
 

@@ -14,10 +14,10 @@ the manifest, never taken from it: the tables, their row counts, the schema vers
 """
 
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
 import peewee
 
+from db.backups.owner import engine_of
 from db.backups.sqlite import CLONEGALLERY_TABLES, count_problems
 from db.config import mask_url
 from db.content import orphans
@@ -121,9 +121,7 @@ class ServerBackups:
         return with_database(url, name)
 
     def _require_server(self, url, action):
-        scheme = urlsplit(url).scheme.split("+")[0]
-        engine_name = "postgresql" if scheme in ("postgresql", "postgres") else scheme
-        if engine_name != self.engine:
+        if engine_of(url) != self.engine:
             raise ConfigError(
                 f"to {action} a {self.engine} backup, configure a {self.engine} database "
                 f"(DATABASE_URL is {mask_url(url)})"
