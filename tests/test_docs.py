@@ -83,18 +83,21 @@ class ConsoleExample:
     skip: str | None = None
 
 
-class ConsoleParser:
-    """A Sybil parser for ```console blocks and the directive comment just before them."""
+class BlockParser:
+    """A Sybil parser for the fenced blocks of ``language`` (a pattern) and the directive
+    comment just before each: ``read(line, lexemes, options)`` makes the example (the
+    tests below run it)."""
 
-    def __init__(self):
-        self.lexer = FencedCodeBlockLexer("console")
+    def __init__(self, language, read):
+        self.lexer = FencedCodeBlockLexer(language)
+        self.read = read
 
     def __call__(self, document):
         for region in self.lexer(document):
             options = directive_before(document.text[: region.start])
             line = document.text.count("\n", 0, region.start) + 1
-            region.parsed = ConsoleExample(line, commands_of(region.lexemes["source"]), **options)
-            region.evaluator = lambda example: None  # run by test_console_example
+            region.parsed = self.read(line, region.lexemes, options)
+            region.evaluator = lambda example: None  # run by the tests below
             yield region
 
 
@@ -133,24 +136,16 @@ class CodeExample:
     engines: str = "sqlite,postgres,mysql"  # where a migration example runs
 
 
-class CodeParser:
-    """A Sybil parser for ```python and ```sql blocks and the directive before them."""
-
-    def __init__(self):
-        self.lexer = FencedCodeBlockLexer("python|sql")
-
-    def __call__(self, document):
-        for region in self.lexer(document):
-            options = directive_before(document.text[: region.start])
-            line = document.text.count("\n", 0, region.start) + 1
-            source, language = str(region.lexemes["source"]), region.lexemes["language"]
-            region.parsed = CodeExample(line, language, source, **options)
-            region.evaluator = lambda example: None  # run by the tests below
-            yield region
+def console_example(line, lexemes, options):
+    return ConsoleExample(line, commands_of(lexemes["source"]), **options)
 
 
-CONSOLE_EXAMPLES = examples_of(README, ConsoleParser())
-CODE_EXAMPLES = examples_of(README, CodeParser())
+def code_example(line, lexemes, options):
+    return CodeExample(line, lexemes["language"], str(lexemes["source"]), **options)
+
+
+CONSOLE_EXAMPLES = examples_of(README, BlockParser("console", console_example))
+CODE_EXAMPLES = examples_of(README, BlockParser("python|sql", code_example))
 MIGRATION_EXAMPLES = [example for example in CODE_EXAMPLES if example.migration]
 PYTHON_EXAMPLES = [
     example
