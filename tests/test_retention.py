@@ -146,6 +146,17 @@ def test_the_newest_verified_backup_is_never_pruned(tmp_path):
     assert labels(deleted) == set("IHGFEDCA")
 
 
+def test_with_no_verified_backup_the_rules_alone_decide(tmp_path):
+    folder = tmp_path / "backups"
+    for label, created_at in CALENDAR.items():
+        written_backup(folder, label, created_at, verified=False)
+
+    deleted = backups.prune_backups(folder, OWNER, backups.Retention(last=2))
+
+    assert labels(folder.glob("*.db")) == set("JI")
+    assert labels(deleted) == set("HGFEDCBA")
+
+
 def test_pruning_never_touches_another_databases_or_another_tools_files(tmp_path):
     folder = tmp_path / "backups"
     for label, created_at in CALENDAR.items():
