@@ -2,10 +2,12 @@
 by the rows left in the database, on every engine."""
 
 import datetime
+import time
 import uuid
 
 import pytest
 
+from db.errors import HistoryTableError
 from db.history import (
     DatabaseIdentity,
     History,
@@ -254,3 +256,93 @@ def test_application_tables_leave_out_the_bookkeeping_tables(database):
         database.execute_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
 
     assert application_tables(database) == ["apple", "zebra"]
+
+
+# --- the tables as created ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "columns"),
+    [
+        (
+            History,
+            [
+                ("version", "VARCHAR(32)", 1, 1),
+                ("name", "VARCHAR(255)", 1, 0),
+                ("checksum", "VARCHAR(64)", 1, 0),
+                ("applied_at", "DATETIME", 1, 0),
+                ("duration_ms", "INTEGER", 1, 0),
+                ("error", "TEXT", 0, 0),
+            ],
+        ),
+        (
+            SeederHistory,
+            [
+                ("name", "VARCHAR(255)", 1, 1),
+                ("checksum", "VARCHAR(64)", 1, 0),
+                ("applied_at", "DATETIME", 1, 0),
+            ],
+        ),
+        (
+            TransferMarker,
+            [("id", "INTEGER", 1, 1), ("source", "TEXT", 1, 0), ("started_at", "DATETIME", 1, 0)],
+        ),
+        (DatabaseIdentity, [("id", "VARCHAR(36)", 1, 1), ("created_at", "DATETIME", 1, 0)]),
+    ],
+    ids=["migrations", "seeders", "transfer_incomplete", "database_identity"],
+)
+def test_the_bookkeeping_tables_keep_the_columns_existing_databases_have(fresh_db, table, columns):
+    # Every database made so far has these: a width or key changed here would differ from
+    # them without a migration to match.
+    bookkeeping = table(fresh_db)
+    bookkeeping.ensure_table()
+
+    found = fresh_db.execute_sql(f"PRAGMA table_info({bookkeeping.table_name})").fetchall()
+
+    assert [(name, kind, not_null, key) for _, name, kind, not_null, _, key in found] == columns
+
+
+def test_a_foreign_table_is_refused_saying_what_it_lacks_and_what_to_do(database):
+    database.execute_sql("CREATE TABLE seeders (name VARCHAR(255), note TEXT)")
+
+    with pytest.raises(HistoryTableError) as refused:
+        SeederHistory(database).applied()
+
+    assert str(refused.value) == (
+        "the database already has a table named 'seeders' that is not this toolkit's "
+        "history (it lacks applied_at, checksum); rename or drop it, then run db.setup"
+    )
+
+
+def test_recording_seeders_keeps_each_by_its_name(database, tmp_path):
+    seeded = SeederHistory(database)
+    seeded.ensure_table()
+
+    for name in ("001_users", "002_images"):
+        seeded.record(numbered(tmp_path, name))
+
+    assert {name: row.name for name, row in seeded.applied().items()} == {
+        "001_users": "001_users",
+        "002_images": "002_images",
+    }
+
+
+@pytest.fixture
+def new_york_time(monkeypatch):
+    """The machine's local time zone is not UTC (and back as it was afterwards)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_are_recorded_in_utc_whatever_the_machines_zone(database, tmp_path, new_york_time):
+    history = History(database)
+    history.ensure_table()
+
+    before, after = utc_moments_around(
+        lambda: history.record_applied(numbered(tmp_path, "001_a"), duration_ms=1)
+    )
+
+    assert before <= history.applied()["001"].applied_at <= after
