@@ -357,3 +357,124 @@ def test_a_read_only_account_backs_up_and_its_backups_are_known_by_place(
         admin.execute_sql(f"DROP OWNED BY {role}")
         admin.execute_sql(f"DROP ROLE {role}")
         admin.close()
+
+
+# --- the Owner value on its own (db/backups/owner.py) ---------------------------------------
+
+ID_A = "f3c1e2a4-0000-4000-8000-00000000000a"
+ID_B = "f3c1e2a4-0000-4000-8000-00000000000b"
+
+
+@pytest.mark.parametrize(
+    ("url", "owner"),
+    [
+        (
+            "postgresql://app:s3cret@db.internal:5433/gallery",
+            backups.Owner("postgresql", "db.internal", 5433, "gallery", None),
+        ),
+        (
+            "postgres://app@db.internal/gallery",
+            backups.Owner("postgresql", "db.internal", None, "gallery", None),
+        ),
+        (
+            "mysql://root@127.0.0.1:3306/photos",
+            backups.Owner("mysql", "127.0.0.1", 3306, "photos", None),
+        ),
+    ],
+)
+def test_a_server_database_is_its_engine_host_port_and_name(url, owner):
+    assert backups.Owner.at(url) == owner
+
+
+def test_an_sqlite_database_is_its_files_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+
+    at_home = backups.Owner.at("sqlite:///~/data/../gallery.db", ID_A)
+
+    assert at_home == backups.Owner("sqlite", None, None, str(tmp_path / "gallery.db"), ID_A)
+
+
+def test_a_manifests_owner_reads_back_as_it_was_written():
+    owner = backups.Owner("postgresql", "db", 5432, "gallery", ID_A)
+
+    assert backups.Owner.from_manifest({"database": owner.as_manifest()}) == owner
+    assert owner.as_manifest() == {
+        "engine": "postgresql", "host": "db", "port": 5432, "name": "gallery", "id": ID_A,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        None,
+        {},
+        {"database": "gallery"},
+        {"database": {"engine": "sqlite"}},
+        {"database": {"name": 7}},
+    ],
+)
+def test_a_manifest_that_names_no_database_has_no_owner(manifest):
+    assert backups.Owner.from_manifest(manifest) is None
+    assert not backups.Owner("sqlite", None, None, "/srv/gallery.db", None).owns(manifest)
+
+
+def test_odd_fields_of_a_manifests_owner_are_read_as_unknown():
+    recorded = {"engine": 5, "host": "db", "port": "5432", "name": "gallery", "id": 12}
+
+    owner = backups.Owner.from_manifest({"database": recorded})
+
+    assert owner == backups.Owner("5", "db", None, "gallery", None)
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "same"),
+    [
+        (("db", 5432, "gallery", ID_A), ("db", 5432, "gallery", ID_A), True),
+        (("db", 5432, "gallery", ID_A), ("elsewhere", 6543, "renamed", ID_A), True),  # moved
+        (("db", 5432, "gallery", ID_A), ("db", 5432, "gallery", ID_B), False),  # recreated
+        (("db", 5432, "gallery", ID_A), ("db", 5432, "gallery", None), True),  # older backup
+        (("db", 5432, "gallery", None), ("db", 5432, "gallery", ID_B), True),  # no id yet
+        (("db", 5432, "gallery", None), ("other", 5432, "gallery", None), False),
+        (("db", 5432, "gallery", None), ("db", 5433, "gallery", None), False),
+        (("db", 5432, "gallery", None), ("db", 5432, "photos", None), False),
+    ],
+)
+def test_a_backup_is_a_databases_own_by_id_else_by_place(mine, theirs, same):
+    owner = backups.Owner("postgresql", *mine)
+    other = backups.Owner("postgresql", *theirs)
+
+    assert owner.owns({"database": other.as_manifest()}) is same
+    assert backups.Owner("mysql", *mine).owns({"database": other.as_manifest()}) is (
+        same and mine[3] is not None and theirs[3] is not None
+    )
+
+
+@pytest.mark.parametrize(
+    ("owner", "short_name", "prefix", "described"),
+    [
+        (
+            backups.Owner("sqlite", None, None, "/srv/data/gallery.db", None),
+            "gallery.db",
+            "gallery",
+            "sqlite /srv/data/gallery.db",
+        ),
+        (
+            backups.Owner("postgresql", "db.internal", 5432, "my gallery/2026", None),
+            "my gallery/2026",
+            "my_gallery_2026",
+            "postgresql my gallery/2026 on db.internal:5432",
+        ),
+        (
+            backups.Owner("mysql", None, None, "..gallery..", None),
+            "..gallery..",
+            "gallery",
+            "mysql ..gallery.. on localhost",
+        ),
+        (backups.Owner("mysql", "db", None, "///", None), "///", "database", "mysql /// on db"),
+    ],
+)
+def test_a_database_is_named_for_people_and_for_file_names(owner, short_name, prefix, described):
+    assert owner.short_name == short_name
+    assert owner.file_prefix() == prefix
+    assert owner.describe() == described
