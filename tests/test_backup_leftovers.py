@@ -8,8 +8,10 @@ page, and not for its manifest (root may mount here; the test skips, saying so, 
 it may not).
 """
 
+import hashlib
 import json
 import os
+import stat
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from db import backups, commands
+from db.backups import files
 from db.config import Settings
+from db.errors import BackupError
 from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
 from tests.test_backup_ownership import seeded
 
@@ -165,3 +169,146 @@ def test_the_manifest_written_beside_a_plain_output_names_it(engine_gallery, tmp
     assert output.is_file() and not output.is_symlink()
     manifest = json.loads(backups.manifest_path(output).read_text())
     assert (manifest["sha256"], manifest["size"]) == backups.file_digest(output)
+
+
+# --- files.py on its own: complete or absent, private, hashed as written ------------------
+
+BIG = files.WHOLE_FILE_CHUNK_BYTES + 12_345  # more than one chunk, not a whole number of them
+
+
+def mode_of(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def sha256_and_size(data):
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+@pytest.fixture
+def big_file(tmp_path):
+    path = tmp_path / "source.db"
+    path.write_bytes(os.urandom(BIG))
+    return path
+
+
+def test_a_finished_file_appears_whole_and_private_under_its_name(tmp_path):
+    target = tmp_path / "backup.db"
+    with files.finished_file(target) as partial:
+        assert partial.name == f".backup.db.partial-{os.getpid()}"
+        assert partial.read_bytes() == b"" and mode_of(partial) == 0o600
+        assert not target.exists()
+        partial.write_bytes(b"complete")
+
+    assert target.read_bytes() == b"complete" and mode_of(target) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["backup.db"]
+
+
+def test_a_failed_file_leaves_nothing_and_the_old_one_as_it_was(tmp_path):
+    target = tmp_path / "backup.db"
+    target.write_bytes(b"the previous one")
+
+    with pytest.raises(RuntimeError), files.finished_file(target) as partial:
+        partial.write_bytes(b"half")
+        raise RuntimeError("the disk is full")
+
+    assert target.read_bytes() == b"the previous one"
+    assert [p.name for p in tmp_path.iterdir()] == ["backup.db"]
+
+
+def test_a_private_file_is_created_0600_whatever_the_umask_and_never_reused(tmp_path):
+    path = tmp_path / "private"
+    previous = os.umask(0)
+    try:
+        files.create_private(path)
+    finally:
+        os.umask(previous)
+
+    assert mode_of(path) == 0o600
+    with pytest.raises(FileExistsError):
+        files.create_private(path)
+
+
+def a_dead_pid():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_only_the_files_in_the_making_of_dead_runs_are_removed(tmp_path):
+    dead = a_dead_pid()
+    left = [f".a.db.partial-{dead}", f".b.db.zst.partial-{dead}.plain"]
+    kept = [
+        f".c.db.partial-{os.getpid()}",  # this run's own
+        ".d.db.partial-1",  # a live process's (init)
+        f"e.db.partial-{dead}",  # not hidden: not ours
+        ".f.db.partial-abc",  # no process id
+        f".g.db.partial-{dead}.PLAIN",
+    ]
+    for name in left + kept:
+        (tmp_path / name).write_bytes(b"x")
+
+    removed = files.remove_leftovers(tmp_path)
+
+    assert sorted(p.name for p in removed) == sorted(left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+@pytest.mark.parametrize("size", [0, 1, BIG])
+def test_a_files_digest_is_its_sha256_and_size(tmp_path, size):
+    data = os.urandom(size)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+
+    assert files.file_digest(path) == sha256_and_size(data)
+
+
+@pytest.mark.parametrize("copy", ["in the kernel", "through a buffer"])
+def test_a_hashed_copy_is_whole_patched_and_hashed_as_written(big_file, tmp_path, copy):
+    target = tmp_path / "copy.db"
+    target.write_bytes(b"longer former content " * 300_000)  # cut to the copy's size
+    patches = [(0, b"PATCHED"), (100, b"!")]
+    expected = bytearray(big_file.read_bytes())
+    expected[0:7], expected[100:101] = b"PATCHED", b"!"
+
+    if copy == "in the kernel":
+        with files.hashed_copy(big_file, target, patches=patches) as content:
+            digest = content.result()
+    else:
+        with open(big_file, "rb", buffering=0) as reader, open(target, "r+b") as writer:
+            digest = files._copied_through_buffer(reader, writer, patches)
+
+    assert target.read_bytes() == bytes(expected)
+    assert digest == sha256_and_size(bytes(expected))
+
+
+def test_compression_round_trips_and_reports_what_it_read(tmp_path):
+    big_file = tmp_path / "source.db"
+    big_file.write_bytes(b"".join(b"INSERT INTO tags VALUES (%d);\n" % n for n in range(200_000)))
+    compressed, restored = tmp_path / "c.zst", tmp_path / "restored"
+    compressed.write_bytes(b"")
+    restored.write_bytes(b"x" * (2 * BIG))  # cut to the content's size
+
+    content = files.compress_file(big_file, compressed)
+    written = files.decompress_file(compressed, restored)
+
+    original = big_file.read_bytes()
+    assert content == written == sha256_and_size(original)
+    assert restored.read_bytes() == original
+    assert compressed.stat().st_size < len(original) // 10
+    assert b"".join(files.decompressed_chunks(compressed)) == original
+
+
+def test_a_cut_or_foreign_compressed_file_is_refused(big_file, tmp_path):
+    compressed = tmp_path / "c.zst"
+    compressed.write_bytes(b"")
+    files.compress_file(big_file, compressed)
+    whole = compressed.read_bytes()
+    target = tmp_path / "out"
+    target.write_bytes(b"")
+
+    compressed.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(BackupError, match=r"^the compressed data stops short"):
+        files.decompress_file(compressed, target)
+    compressed.write_bytes(b"not zstd at all" * 100)
+    with pytest.raises(BackupError, match=r"^cannot be decompressed \("):
+        files.decompress_file(compressed, target)
