@@ -132,19 +132,20 @@ def mutation(session):
     module, how many the tests caught (slow). ``nox -s mutation -- db/loader.py`` runs one."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "mutation"))
     paths = session.posargs or list(MUTATION_TESTS)
-    deselected = [f"--deselect={test}" for test in tests_not_for(paths)]
-    session.run(
-        "mutmut", "run", "--max-children", "2", *[mutant_pattern(path) for path in paths],
-        env={"CLONEGALLERY_TEST_ENGINES": "sqlite", "PYTEST_ADDOPTS": " ".join(deselected)},
-    )  # fmt: skip
+    for path in paths:  # one run each, with that module's tests only
+        deselected = [f"--deselect={test}" for test in tests_not_for(path)]
+        session.run(
+            "mutmut", "run", "--max-children", "2", mutant_pattern(path),
+            env={"CLONEGALLERY_TEST_ENGINES": "sqlite", "PYTEST_ADDOPTS": " ".join(deselected)},
+        )  # fmt: skip
     print_mutation_scores(paths)
 
 
-def tests_not_for(paths):
-    """Return the mutation test files that pin down none of ``paths``."""
+def tests_not_for(path):
+    """Return the mutation test files that do not pin ``path`` down (none for a path
+    MUTATION_TESTS does not know: every test then runs)."""
     wanted = {
         test
-        for path in paths
         for module, tests in MUTATION_TESTS.items()
         if path.rstrip("/").startswith(module.rstrip("/"))
         for test in tests

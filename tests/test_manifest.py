@@ -259,8 +259,8 @@ def test_a_backup_is_named_after_its_database_the_utc_time_and_its_kind(
     assert found.group(2) == suffix
 
 
-def test_a_backups_default_name_starts_with_clonegallery():
-    assert backup_name("sqlite", False).startswith("clonegallery-")
+def test_a_backups_default_name_is_clonegallery_and_unencrypted():
+    assert re.fullmatch(r"clonegallery-\d{8}T\d{12}Z\.db", backup_name("sqlite", False))
 
 
 # --- when a backup was made ---------------------------------------------------------------
