@@ -315,3 +315,12 @@ def test_a_backups_time_is_said_in_utc_whatever_the_machines_zone(backup_file, n
     assert created_at(info) == "2026-01-31T22:00:00+00:00"
     with_mtime(backup_file, "2025-06-01T12:00:00+00:00")
     assert created_at(backups.BackupInfo(backup_file, None)) == "2025-06-01T12:00:00+00:00"
+
+
+def test_a_backups_name_carries_the_utc_time_whatever_the_machines_zone(new_york_time):
+    before = utc_now()
+    name = backup_name("sqlite", False)
+    after = utc_now()
+
+    stamp = datetime.datetime.strptime(name[len("clonegallery-") : -len("Z.db")], "%Y%m%dT%H%M%S%f")
+    assert before <= stamp.replace(tzinfo=UTC) <= after
