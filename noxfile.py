@@ -118,6 +118,8 @@ MUTATION_TESTS = {
         "tests/test_backup_leftovers.py",
         "tests/test_encryption.py",
         "tests/test_backup_ownership.py",
+        "tests/test_restore.py",
+        "tests/test_restore_bad_day.py",
     ],
 }
 # mutmut's exit codes per mutant, as its own "results" names them.
