@@ -9,12 +9,14 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import closing
 
 import pytest
 
 from db import backups
 from db.backups.sqlite import pinned_snapshot
+from db.errors import BackupError, ConfigError
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
@@ -262,3 +264,116 @@ def test_a_database_the_writers_keep_busy_is_backed_up_through_the_backup_api(
         assert copy.execute("SELECT COUNT(*) FROM tags WHERE name = 'in the wal'").fetchone() == (
             1,
         )
+
+
+# --- what backups/__init__.py decides on its own -------------------------------------------
+
+
+@pytest.fixture
+def backup(migrated_db, gallery, backups_dir):
+    """A fresh, unverified backup of the gallery."""
+    return backups.create_backup(migrated_db, sqlite_url(gallery), backups_dir)
+
+
+def edit_manifest(path, **changes):
+    manifest = {**json.loads(backups.manifest_path(path).read_text()), **changes}
+    backups.manifest_path(path).write_text(json.dumps(manifest))
+
+
+def test_a_missing_backup_or_manifest_is_named_in_one_sentence(tmp_path):
+    lonely = tmp_path / "lonely.db"
+    lonely.write_bytes(b"x")
+
+    assert backups.verify_backup(tmp_path / "nope.db") == [f"{tmp_path / 'nope.db'}: no such file"]
+    assert backups.verify_backup(lonely) == [f"{lonely}: no readable manifest (lonely.db.json)"]
+
+
+def test_a_manifest_naming_an_unknown_engine_is_a_problem(backup):
+    edit_manifest(backup.path, engine="oracle")
+
+    assert backups.verify_backup(backup.path) == [
+        f"{backup.path}: the manifest names no known engine ('oracle')"
+    ]
+
+
+def test_a_backup_of_another_engine_is_not_restorable_here(backup, gallery):
+    edit_manifest(backup.path, engine="mysql")
+
+    with pytest.raises(BackupError) as refused:
+        backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+
+    assert str(refused.value) == (
+        f"{backup.path}: a mysql backup cannot be restored into a sqlite database "
+        "(db.transfer copies between engines); nothing restored"
+    )
+
+
+def test_a_backup_newer_than_the_code_is_not_restorable(backup, gallery):
+    with pytest.raises(BackupError) as refused:
+        backups.check_restorable(backup.path, sqlite_url(gallery), "003")
+
+    assert str(refused.value) == (
+        f"{backup.path}: its schema version 004 is newer than this code's migrations "
+        "(latest 003); upgrade the code first; nothing restored"
+    )
+    assert backups.check_restorable(backup.path, sqlite_url(gallery), "004")["engine"] == "sqlite"
+    assert backups.check_restorable(backup.path, sqlite_url(gallery), "010")["engine"] == "sqlite"
+
+
+def test_an_unverified_sqlite_backup_is_verified_before_a_restore(backup, gallery):
+    assert not backup.verified
+
+    manifest = backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+
+    assert manifest["schema_version"] == "004"
+    backup.path.write_bytes(backup.path.read_bytes()[:-1] + b"?")
+    with pytest.raises(BackupError, match=r"checksum differs .*; nothing restored$"):
+        backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+
+
+def test_a_backups_folder_that_cannot_be_made_is_named_with_its_setting(tmp_path):
+    (tmp_path / "a-file").write_text("")
+
+    with pytest.raises(ConfigError) as refused:
+        backups.writable_folder(tmp_path / "a-file" / "backups")
+
+    assert str(refused.value) == (
+        f"backups folder {tmp_path / 'a-file' / 'backups'} cannot be created (Not a "
+        "directory); point INVOKE_DB_BACKUPS (db.backups in invoke.yaml) at a folder you "
+        "can write"
+    )
+    made = backups.writable_folder(tmp_path / "new" / "nested")
+    assert made.is_dir()
+
+
+def test_a_database_that_does_not_exist_yet_has_an_owner_without_id(tmp_path):
+    url = sqlite_url(tmp_path / "later.db")
+
+    assert backups.current_owner(url) == backups.Owner.at(url)
+    assert backups.current_owner(url).id is None
+    assert not (tmp_path / "later.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("replaced_id", "backup_of", "kept"),
+    [
+        ("id-of-replaced", ("/srv/gallery.db", "id-of-backup"), "id-of-replaced"),
+        (None, ("/srv/gallery.db", "id-of-backup"), "id-of-backup"),  # its own, id lost
+        (None, ("/srv/other.db", "id-of-backup"), "new"),  # another's: a new id
+        (None, ("/srv/gallery.db", None), "new"),
+    ],
+)
+def test_a_restored_database_keeps_the_id_it_had_else_its_backups_own(replaced_id, backup_of, kept):
+    replaced = backups.Owner("sqlite", None, None, "/srv/gallery.db", replaced_id)
+    manifest = {"database": backups.Owner("sqlite", None, None, *backup_of).as_manifest()}
+
+    chosen = backups._kept_id(replaced, manifest)
+
+    if kept == "new":
+        assert uuid.UUID(chosen).version == 4
+    else:
+        assert chosen == kept
+
+
+def test_only_mysql_has_an_interrupted_restore_to_finish(migrated_db):
+    assert backups.finish_interrupted_restore(migrated_db) is False
