@@ -206,7 +206,9 @@ def test_setup_creates_a_new_sqlite_file_and_applies_every_migration(
     output = succeeded(project_cli("db.setup"))
 
     for name in project_migrations:
-        assert re.search(rf"^applied {name} \(\d+ ms\)$", output, re.MULTILINE), name
+        # 004 is PostgreSQL's row-level security: on SQLite it runs no SQL, and says so.
+        empty = "; its up ran no SQL" if name == "004_row_level_security" else ""
+        assert re.search(rf"^applied {name} \(\d+ ms{empty}\)$", output, re.MULTILINE), name
     assert output.rstrip().endswith(
         f"set up: applied {len(project_migrations)} migration(s), ran 6 seeder(s)"
     )
