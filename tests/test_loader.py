@@ -187,3 +187,35 @@ def test_new_migrations_get_the_next_number_and_a_slug(write_migration, migratio
     assert next_version(discover(migrations_dir)) == "008"
     assert next_version([]) == "001"
     assert slugify("  Add karma to Users! ") == "add_karma_to_users"
+
+
+@pytest.mark.parametrize("noun", ["migration", "seeder"])
+def test_a_misnamed_file_is_refused_saying_what_names_look_like(
+    write_migration, migrations_dir, noun
+):
+    path = write_migration("helper.py", "")
+
+    with pytest.raises(SourceFileError) as refused:
+        discover(migrations_dir, noun)
+
+    assert str(refused.value) == (
+        f"{path}: {noun} file names must look like NNN_description.py or "
+        "NNN_description.sql (digits, underscore, lower-case words)"
+    )
+
+
+def test_by_default_the_files_found_are_migrations(write_migration, migrations_dir):
+    write_migration("helper.py", "")
+
+    with pytest.raises(SourceFileError, match=r": migration file names must look like"):
+        discover(migrations_dir)
+
+
+def test_lines_are_counted_from_the_files_first_even_when_it_is_blank(
+    write_migration, migrations_dir, fresh_db
+):
+    write_migration("001_a.sql", "\n-- migrate:up\nINSERT INTO nowhere VALUES (1);\n")
+    steps = load_migration(discover(migrations_dir)[0], SqliteEngine())
+
+    with pytest.raises(StatementFailed, match=r"^line 3: "):
+        steps.up(None, fresh_db)
