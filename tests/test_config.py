@@ -16,6 +16,7 @@ from db.config import (
     mask_url,
     resolve_recipients,
     resolve_url,
+    scheme_of,
 )
 from db.engines import open_database
 from db.errors import ConfigError
@@ -183,6 +184,34 @@ def test_passwords_are_masked_wherever_the_url_carries_them(url, shown):
 )
 def test_a_database_is_known_by_its_file_name_or_its_name_on_the_server(url, name):
     assert database_name(url) == name
+
+
+def test_a_servers_database_name_is_kept_whole():
+    assert database_name("postgresql://app@db/team/gallery") == "team/gallery"
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [
+        ("oracle://scott:tiger@db/orcl", "oracle"),  # unknown to peewee
+        ("cockroachdb://app@db/gallery", "cockroachdb"),  # peewee's, not ours
+        ("mysqlconnector://root@db/gallery", "mysqlconnector"),
+    ],
+)
+def test_an_unsupported_scheme_is_refused_naming_the_ones_that_work(url, scheme):
+    with pytest.raises(ConfigError) as refused:
+        scheme_of(url)
+
+    assert str(refused.value) == (
+        f"unsupported database URL scheme {scheme!r} in {mask_url(url)}: use sqlite:///PATH, "
+        "postgresql://USER@HOST/NAME or mysql://USER@HOST/NAME"
+    )
+    assert "tiger" not in str(refused.value)
+
+
+def test_a_pooled_url_is_of_its_engines_scheme():
+    assert scheme_of("postgresql+pool://app@db/gallery") == "postgresql+pool"
+    assert scheme_of("sqlite+pool:////srv/gallery.db") == "sqlite+pool"
 
 
 def test_backup_recipients_come_from_the_environment_before_the_configuration(monkeypatch):
