@@ -103,9 +103,10 @@ def bench_smoke(session):
         session.run("python", f"benchmarks/{name}.py", *SMOKE_SIZES[name], "--smoke")
 
 
-# The modules mutation testing covers, and the tests that pin each down: a run over some
-# of them deselects the rest of [tool.mutmut]'s test files (pyproject.toml), so a mutant
-# that survives is not retried by every test that merely migrates a database first.
+# The modules mutation testing covers, and the tests that pin each down (the most
+# specific entry wins): a run over one deselects the rest of [tool.mutmut]'s test files
+# (pyproject.toml), so a mutant that survives is not retried by every test that merely
+# migrates a database or takes a backup first.
 MUTATION_TESTS = {
     "db/loader.py": ["tests/test_loader.py", "tests/test_runner.py"],
     "db/runner.py": ["tests/test_runner.py"],
@@ -120,6 +121,16 @@ MUTATION_TESTS = {
         "tests/test_backup_ownership.py",
         "tests/test_restore.py",
         "tests/test_restore_bad_day.py",
+    ],
+    "db/backups/owner.py": [
+        "tests/test_backup_ownership.py",
+        "tests/test_manifest.py",
+        "tests/test_retention.py",
+    ],
+    "db/backups/files.py": [
+        "tests/test_backup_leftovers.py",
+        "tests/test_manifest.py",
+        "tests/test_encryption.py",
     ],
 }
 # mutmut's exit codes per mutant, as its own "results" names them.
@@ -146,14 +157,12 @@ def mutation(session):
 def tests_not_for(path):
     """Return the mutation test files that do not pin ``path`` down (none for a path
     MUTATION_TESTS does not know: every test then runs)."""
-    wanted = {
-        test
-        for module, tests in MUTATION_TESTS.items()
-        if path.rstrip("/").startswith(module.rstrip("/"))
-        for test in tests
-    }
+    known = [module for module in MUTATION_TESTS if path.startswith(module.rstrip("/"))]
+    if not known:
+        return []
+    wanted = set(MUTATION_TESTS[max(known, key=len)])
     every = {test for tests in MUTATION_TESTS.values() for test in tests}
-    return sorted(every - wanted) if wanted else []
+    return sorted(every - wanted)
 
 
 def mutant_pattern(path):
