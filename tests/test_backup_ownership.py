@@ -478,3 +478,14 @@ def test_a_database_is_named_for_people_and_for_file_names(owner, short_name, pr
     assert owner.short_name == short_name
     assert owner.file_prefix() == prefix
     assert owner.describe() == described
+
+
+def test_a_pooled_or_identified_server_url_is_the_same_database():
+    pooled = backups.Owner.at("postgresql+pool://app@db.internal:5433/gallery", ID_A)
+
+    assert pooled == backups.Owner("postgresql", "db.internal", 5433, "gallery", ID_A)
+    assert backups.Owner.at("mysql+pool://root@db/photos").engine == "mysql"
+
+
+def test_a_file_prefix_keeps_the_names_own_letters():
+    assert backups.Owner("mysql", "db", None, "Xrays_X", None).file_prefix() == "Xrays_X"
