@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from db import backups, commands
 from db.backups import files
@@ -312,3 +313,37 @@ def test_a_cut_or_foreign_compressed_file_is_refused(big_file, tmp_path):
     compressed.write_bytes(b"not zstd at all" * 100)
     with pytest.raises(BackupError, match=r"^cannot be decompressed \("):
         files.decompress_file(compressed, target)
+
+
+def test_a_compressed_file_is_one_frame_that_carries_its_checksum(big_file, tmp_path):
+    compressed = tmp_path / "c.zst"
+    compressed.write_bytes(b"")
+
+    files.compress_file(big_file, compressed)
+
+    frame = zstandard.get_frame_parameters(compressed.read_bytes())
+    assert frame.has_checksum
+    assert frame.content_size in (zstandard.CONTENTSIZE_UNKNOWN, BIG)
+
+
+def test_content_bigger_than_a_chunk_is_decompressed_and_counted_whole(big_file, tmp_path):
+    compressed, restored = tmp_path / "c.zst", tmp_path / "restored"
+    compressed.write_bytes(b"")
+    restored.write_bytes(b"")
+    files.compress_file(big_file, compressed)
+    assert compressed.stat().st_size > files.CHUNK_BYTES  # random bytes: read in chunks
+
+    assert files.decompress_file(compressed, restored) == files.file_digest(big_file)
+    assert restored.read_bytes() == big_file.read_bytes()
+
+
+def test_a_copy_of_a_single_chunk_is_patched_too(tmp_path):
+    source, target = tmp_path / "small.db", tmp_path / "copy.db"
+    source.write_bytes(b"0123456789")
+    target.write_bytes(b"")
+
+    with files.hashed_copy(source, target, patches=[(2, b"ab")]) as content:
+        digest = content.result()
+
+    assert target.read_bytes() == b"01ab456789"
+    assert digest == sha256_and_size(b"01ab456789")
