@@ -377,3 +377,26 @@ def test_a_restored_database_keeps_the_id_it_had_else_its_backups_own(replaced_i
 
 def test_only_mysql_has_an_interrupted_restore_to_finish(migrated_db):
     assert backups.finish_interrupted_restore(migrated_db) is False
+
+
+def test_an_encrypted_backup_is_not_restorable_without_its_identity_file(backup, gallery):
+    edit_manifest(backup.path, encrypted={"format": "age", "recipients": []}, verified_at="x")
+
+    with pytest.raises(ConfigError) as refused:
+        backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+
+    assert str(refused.value) == (
+        f"{backup.path} is encrypted: give the identity file that decrypts it "
+        "(--identity or db.backup_identity)"
+    )
+
+
+def test_a_verified_sqlite_backup_is_checked_as_it_is_copied_not_before(backup, gallery):
+    # The same SHA-256 means the very bytes that verified: check_restorable does not read
+    # them again (sqlite.restore checks them as it copies).
+    backups.mark_verified(backup)
+    backup.path.write_bytes(backup.path.read_bytes()[:-1] + b"?")
+
+    manifest = backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+
+    assert manifest["verified_at"]
