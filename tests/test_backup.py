@@ -400,3 +400,20 @@ def test_a_verified_sqlite_backup_is_checked_as_it_is_copied_not_before(backup, 
     manifest = backups.check_restorable(backup.path, sqlite_url(gallery), "004")
 
     assert manifest["verified_at"]
+
+
+def test_a_restore_returns_the_replaced_databases_safety_backup_under_its_id(
+    migrated_db, gallery, backups_dir, tmp_path
+):
+    url = sqlite_url(gallery)
+    info = backups.create_backup(migrated_db, url, backups_dir, verify=True)
+    own_id = backups.current_owner(url).id
+    manifest = backups.check_restorable(info.path, url, "004")
+    migrated_db.close()
+
+    safety = backups.restore_backup(url, info.path, manifest, tmp_path / "safety")
+
+    assert safety.path.parent == tmp_path / "safety" and safety.path.is_file()
+    assert backups.Owner.from_manifest(safety.manifest).id == own_id
+    assert backups.read_manifest(safety.path) == safety.manifest
+    assert backups.current_owner(url).id == own_id
