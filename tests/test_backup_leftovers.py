@@ -8,6 +8,7 @@ page, and not for its manifest (root may mount here; the test skips, saying so, 
 it may not).
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -347,3 +348,18 @@ def test_a_copy_of_a_single_chunk_is_patched_too(tmp_path):
 
     assert target.read_bytes() == b"01ab456789"
     assert digest == sha256_and_size(b"01ab456789")
+
+
+def test_a_copy_shorter_than_what_was_written_is_an_io_error(tmp_path):
+    # What hashed_copy relies on when the file shrinks under it: never a short digest.
+    short = tmp_path / "short.db"
+    short.write_bytes(b"0123456789")
+    descriptor = os.open(short, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as failed:
+            files._hash_written(hashlib.sha256(), descriptor, 0, 100)
+    finally:
+        os.close(descriptor)
+
+    assert failed.value.errno == errno.EIO
+    assert failed.value.strerror == "the copy is shorter than what was written into it"
