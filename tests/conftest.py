@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -135,6 +136,16 @@ def gallery(migrated_db, db_path):
     """A migrated and seeded SQLite gallery; returns its path."""
     Seeder(migrated_db, PROJECT_ROOT / "seeders").seed()
     return db_path
+
+
+@pytest.fixture
+def new_york_time(monkeypatch):
+    """The machine's local time zone is not UTC (and back as it was afterwards)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture

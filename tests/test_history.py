@@ -2,7 +2,6 @@
 by the rows left in the database, on every engine."""
 
 import datetime
-import time
 import uuid
 
 import pytest
@@ -325,16 +324,6 @@ def test_recording_seeders_keeps_each_by_its_name(database, tmp_path):
         "001_users": "001_users",
         "002_images": "002_images",
     }
-
-
-@pytest.fixture
-def new_york_time(monkeypatch):
-    """The machine's local time zone is not UTC (and back as it was afterwards)."""
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_times_are_recorded_in_utc_whatever_the_machines_zone(database, tmp_path, new_york_time):

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import stat
-import time
 from importlib import metadata
 
 import pytest
@@ -297,16 +296,6 @@ def test_a_backup_without_a_manifest_was_made_when_its_file_was(backup_file):
     with_mtime(backup_file, "2025-06-01T12:00:00+00:00")
 
     assert created_at(backups.BackupInfo(backup_file, None)) == "2025-06-01T12:00:00+00:00"
-
-
-@pytest.fixture
-def new_york_time(monkeypatch):
-    """The machine's local time zone is not UTC (and back as it was afterwards)."""
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_a_backups_time_is_said_in_utc_whatever_the_machines_zone(backup_file, new_york_time):
