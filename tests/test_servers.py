@@ -114,3 +114,24 @@ def test_a_missing_driver_names_the_extra_to_install(url, module, extra):
     )  # fmt: skip
 
     one_error_line(result, None, f"pip install 'clonegallery-db[{extra}]'")
+
+
+def test_a_mariadb_test_database_left_with_a_stray_file_is_emptied_and_dropped(mysql):
+    """The test run's own remedy for MariaDB's errno 39 on DROP DATABASE (tests/servers.py)."""
+    url = servers.new_database_url("mysql")
+    database = open_database(url, create=True)
+    try:
+        (datadir,) = database.execute_sql("SELECT @@datadir").fetchone()
+        database.execute_sql("CREATE TABLE photos (id INTEGER)")
+    finally:
+        database.close()
+    folder = os.path.join(datadir, url.rsplit("/", 1)[1])
+    if not os.access(folder, os.W_OK):
+        pytest.skip(f"the server's data directory {folder} is not writable here")
+    with open(os.path.join(folder, "stray.tmp"), "w") as stray:
+        stray.write("left by a crash")
+
+    with pytest.warns(UserWarning, match=r"left \['stray.tmp'\]"):
+        servers.drop_database(url, attempts=2)
+
+    assert not os.path.exists(folder)
