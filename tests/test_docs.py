@@ -1,7 +1,12 @@
-"""The README's examples, run: a console example that no longer matches what the tasks
+"""The documented examples, run: a console example that no longer matches what the tasks
 print, or a Python example that no longer runs, fails here.
 
-Console examples are the README's ```console blocks. Each runs in a fresh project (a
+The examples are read from README.md and from every page of docs/ (the MkDocs site), each
+named by its file and line. A page that includes a part of the README (MkDocs' snippets,
+``--8<-- "README.md:tasks"``) shows the README's examples there too; they run once, as
+the README's.
+
+Console examples are the ```console blocks. Each runs in a fresh project (a
 copy of tasks.py, migrations/ and seeders/ in a temporary folder) against a database of
 its own, each ``$`` line through bash; what it prints (stdout and stderr, as a terminal
 shows them) is compared with the lines below it:
@@ -22,8 +27,9 @@ a server, that the commands name (``clonegallery`` there too), ``type`` what a u
 types at a prompt (that command then runs on a terminal), ``skip`` why the example
 cannot run here.
 
-Python examples (```python blocks) run in order in one namespace, over the sample gallery
-on SQLite, with the names the README leaves to the reader (``user``, ``image``...) set by
+Python examples (```python blocks) run in order in one namespace (the README's first, then
+the pages' by file name), over the sample gallery on SQLite, with the names the text leaves
+to the reader (``user``, ``image``...) set by
 test_the_python_examples_run. A ```python or ```sql block after
 ``<!-- example: migration=NNN_name.py -->`` is a whole migration file: it is put beside
 the project's migrations, applied and rolled back, on every engine (or on those that
@@ -54,6 +60,10 @@ from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, sqlite_url
 from tests.test_access import DIEGO, LIAM, MAYA
 
 README = PROJECT_ROOT / "README.md"
+DOCS = PROJECT_ROOT / "docs"
+DOCUMENTS = [README, *sorted(DOCS.rglob("*.md"))]
+SCHEMA_PAGE = DOCS / "schema.md"
+CI_SCRIPT = PROJECT_ROOT / ".ci" / "run"
 STAND_IN_PROJECT = "/home/me/clonegallery"
 STAND_IN_DATABASE = "clonegallery"
 DIRECTIVE = re.compile(r"<!--\s*example:(?P<arguments>(?:(?!-->).)*)-->\s*\Z", re.DOTALL)
@@ -74,6 +84,7 @@ class Command:
 class ConsoleExample:
     """One ```console block: its commands, each with the lines it should print."""
 
+    document: str  # its file, relative to the project folder
     line: int
     commands: list
     given: str = "none"
@@ -85,18 +96,19 @@ class ConsoleExample:
 
 class BlockParser:
     """A Sybil parser for the fenced blocks of ``language`` (a pattern) and the directive
-    comment just before each: ``read(line, lexemes, options)`` makes the example (the
-    tests below run it)."""
+    comment just before each: ``read(document, line, lexemes, options)`` makes the example
+    (the tests below run it)."""
 
     def __init__(self, language, read):
         self.lexer = FencedCodeBlockLexer(language)
         self.read = read
 
     def __call__(self, document):
+        name = Path(document.path).relative_to(PROJECT_ROOT).as_posix()
         for region in self.lexer(document):
             options = directive_before(document.text[: region.start])
             line = document.text.count("\n", 0, region.start) + 1
-            region.parsed = self.read(line, region.lexemes, options)
+            region.parsed = self.read(name, line, region.lexemes, options)
             region.evaluator = lambda example: None  # run by the tests below
             yield region
 
@@ -121,14 +133,17 @@ def commands_of(source):
     return commands
 
 
-def examples_of(path, parser):
-    return [example.parsed for example in Sybil(parsers=[parser]).parse(Path(path))]
+def examples_of(paths, parser):
+    """Return the examples of the documents ``paths``, in order."""
+    sybil = Sybil(parsers=[parser])
+    return [example.parsed for path in paths for example in sybil.parse(Path(path))]
 
 
 @dataclass
 class CodeExample:
     """One ```python or ```sql block: its source, and the migration file it is (or None)."""
 
+    document: str
     line: int
     language: str
     source: str
@@ -136,16 +151,21 @@ class CodeExample:
     engines: str = "sqlite,postgres,mysql"  # where a migration example runs
 
 
-def console_example(line, lexemes, options):
-    return ConsoleExample(line, commands_of(lexemes["source"]), **options)
+def console_example(document, line, lexemes, options):
+    return ConsoleExample(document, line, commands_of(lexemes["source"]), **options)
 
 
-def code_example(line, lexemes, options):
-    return CodeExample(line, lexemes["language"], str(lexemes["source"]), **options)
+def code_example(document, line, lexemes, options):
+    return CodeExample(document, line, lexemes["language"], str(lexemes["source"]), **options)
 
 
-CONSOLE_EXAMPLES = examples_of(README, BlockParser("console", console_example))
-CODE_EXAMPLES = examples_of(README, BlockParser("python|sql", code_example))
+def place(example):
+    """Where an example is written: ``docs/backups.md line 12``."""
+    return f"{example.document} line {example.line}"
+
+
+CONSOLE_EXAMPLES = examples_of(DOCUMENTS, BlockParser("console", console_example))
+CODE_EXAMPLES = examples_of(DOCUMENTS, BlockParser("python|sql", code_example))
 MIGRATION_EXAMPLES = [example for example in CODE_EXAMPLES if example.migration]
 PYTHON_EXAMPLES = [
     example
@@ -163,17 +183,17 @@ class Project:
 
     folder: Path
     environment: dict
-    server_database: str | None  # the server database the README calls clonegallery
+    server_database: str | None  # the server database the examples call clonegallery
 
     def stand_ins(self, text):
-        """``text`` with the project folder and database named as the README names them."""
+        """``text`` with the project folder and database named as the examples name them."""
         text = text.replace(str(self.folder), STAND_IN_PROJECT)
         if self.server_database:
             text = text.replace(self.server_database, STAND_IN_DATABASE)
         return text
 
     def actual(self, text):
-        """A command of the README with the stand-ins replaced by this project's names."""
+        """A command of an example with the stand-ins replaced by this project's names."""
         text = text.replace(STAND_IN_PROJECT, str(self.folder))
         if self.server_database:
             text = text.replace(f"/{STAND_IN_DATABASE}", f"/{self.server_database}")
@@ -293,7 +313,9 @@ def server_databases():
 
 
 @pytest.mark.parametrize(
-    "example", CONSOLE_EXAMPLES, ids=[f"README-line-{example.line}" for example in CONSOLE_EXAMPLES]
+    "example",
+    CONSOLE_EXAMPLES,
+    ids=[f"{example.document}-line-{example.line}" for example in CONSOLE_EXAMPLES],
 )
 def test_console_example(example, server_databases, tmp_path):
     if example.skip:
@@ -311,24 +333,24 @@ def test_console_example(example, server_databases, tmp_path):
     for command in example.commands:
         if exit_code and command.line != "echo $?":
             pytest.fail(
-                f"README line {example.line}: the command before {command.line!r} exited "
+                f"{place(example)}: the command before {command.line!r} exited "
                 f"{exit_code}: show it with $ echo $?"
             )
         exit_code, printed = run(project, command.line, exit_code, typed_at(example, command))
         printed = project.stand_ins(printed)
         assert matches(command.expected, printed), (
-            f"README line {example.line}: $ {command.line}\n"
-            f"--- the README shows ---\n" + "\n".join(command.expected) + "\n"
+            f"{place(example)}: $ {command.line}\n"
+            f"--- {example.document} shows ---\n" + "\n".join(command.expected) + "\n"
             f"--- it printed (exit code {exit_code}) ---\n{printed}"
         )
-    assert exit_code == 0, f"README line {example.line}: the last command exited {exit_code}"
+    assert exit_code == 0, f"{place(example)}: the last command exited {exit_code}"
 
 
 # --- the Python examples ------------------------------------------------------------------
 
 
 def test_the_python_examples_run(migrated_db, gallery, db_url, monkeypatch):
-    """The README's Python blocks, in order, over the sample gallery: Diego (an editor)
+    """The documents' Python blocks, in order, over the sample gallery: Diego (an editor)
     acts on his own image, Maya is an author, Liam a liker."""
     diego, maya, liam = (User.get(User.email == email) for email in (DIEGO, MAYA, LIAM))
     image = Image.select().where(Image.uploader == diego).order_by(Image.id).first()
@@ -342,10 +364,12 @@ def test_the_python_examples_run(migrated_db, gallery, db_url, monkeypatch):
         "other_user": liam,
         "session_user_id": diego.id,
     }
-    assert PYTHON_EXAMPLES, "the README shows no Python example"
+    assert PYTHON_EXAMPLES, "the documents show no Python example"
 
     for example in PYTHON_EXAMPLES:
-        code = compile(example.source, f"README.md, the example at line {example.line}", "exec")
+        code = compile(
+            example.source, f"{example.document}, the example at line {example.line}", "exec"
+        )
         exec(code, scene)
 
     bind_models(migrated_db)  # the application example bound them to its own connection
@@ -358,7 +382,7 @@ def test_the_python_examples_run(migrated_db, gallery, db_url, monkeypatch):
 )
 def test_a_migration_example_applies_and_rolls_back(example, engine, engine_db, tmp_path):
     if engine not in example.engines.split(","):
-        pytest.skip(f"the README gives this migration for {example.engines}")
+        pytest.skip(f"{place(example)} gives this migration for {example.engines}")
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, folder)
     (folder / example.migration).write_text(example.source, encoding="utf-8")
@@ -373,10 +397,44 @@ def test_a_migration_example_applies_and_rolls_back(example, engine, engine_db, 
     assert set(engine_db.get_tables()) <= before
 
 
-def test_the_readmes_schema_table_names_every_table(migrated_db, gallery, db_url, tmp_path):
+def test_the_schema_pages_table_names_every_table(migrated_db, gallery, db_url, tmp_path):
     backups.create_backup(migrated_db, db_url, tmp_path)  # the first backup makes its id
-    section = README.read_text(encoding="utf-8").split("## The schema", 1)[1].split("\n## ")[0]
+    section = section_of(SCHEMA_PAGE, "## Tables")
 
     listed = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
 
     assert sorted(listed) == sorted(migrated_db.get_tables())
+
+
+def section_of(path, heading):
+    """Return the text under ``heading`` (a whole line, ``## Tables``) in the Markdown file
+    ``path``, up to the next heading of its level or above."""
+    text = path.read_text(encoding="utf-8")
+    level = heading.split(" ", 1)[0]
+    found = re.search(
+        rf"^{re.escape(heading)}\n(.*?)(?=^#{{1,{len(level)}}} |\Z)", text, re.M | re.S
+    )
+    assert found, f"{path.relative_to(PROJECT_ROOT)} has no {heading!r} heading"
+    return found[1]
+
+
+# --- the README and the documentation site ------------------------------------------------
+
+
+def test_the_readme_opens_with_the_setup_and_test_commands_and_ci_runs_the_second():
+    opening = README.read_text(encoding="utf-8").split("```bash\n", 1)[1].split("```", 1)[0]
+    setup, test = opening.splitlines()
+
+    assert setup.endswith(".venv/bin/invoke db.setup")
+    assert test.endswith(".venv/bin/nox")
+    assert CI_SCRIPT.read_text(encoding="utf-8").rstrip().splitlines()[-1] == test
+
+
+def test_the_readme_stays_a_newcomers_page_and_the_rest_lives_in_the_docs():
+    lines = README.read_text(encoding="utf-8").count("\n")
+    documents_with_examples = {example.document for example in CONSOLE_EXAMPLES + CODE_EXAMPLES}
+
+    assert lines < 300, f"README.md has {lines} lines: move the details to docs/"
+    assert {"docs/getting-started.md", "docs/migrations.md", "docs/security.md"} <= (
+        documents_with_examples
+    )
