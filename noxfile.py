@@ -75,6 +75,17 @@ def lint(session):
     session.run("ruff", "format", "--check", ".")
 
 
+@nox.session
+def docs(session):
+    """Build the documentation site (mkdocs.yml, docs/) into site/; a broken link, anchor or
+    included README section fails it (--strict)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},  # Material's banner about MkDocs' future, each run
+    )  # fmt: skip
+
+
 BENCHMARKS = ("populate", "backup", "transfer")
 # Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
 SMOKE_SIZES = {
