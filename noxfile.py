@@ -86,19 +86,21 @@ def docs(session):
     )  # fmt: skip
 
 
-BENCHMARKS = ("populate", "backup", "transfer")
+BENCHMARKS = ("populate", "backup", "transfer", "startup")
 # Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
 SMOKE_SIZES = {
     "populate": ["--images", "2000"],
     "backup": ["--images", "2000", "--pg-images", "2000", "--repeats", "1"],
     "transfer": ["--images", "2000"],
+    "startup": ["--repeats", "3"],
 }
 
 
 @nox.session(default=False)
 def bench(session):
-    """Benchmark populate, backup/restore and transfer against the engines' own tools
-    (slow: minutes). ``nox -s bench -- backup --images 100000`` runs one, with options."""
+    """Benchmark populate, backup/restore and transfer against the engines' own tools, and
+    start-up against Invoke + peewee (slow: minutes). ``nox -s bench -- backup --images
+    100000`` runs one, with options."""
     session.install("-e", ".[postgres]")
     chosen = [name for name in session.posargs if name in BENCHMARKS]
     options = [arg for arg in session.posargs if arg not in BENCHMARKS]
