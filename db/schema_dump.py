@@ -2,6 +2,7 @@
 
     sql = schema_sql(database, url)        # tables, constraints, indexes, triggers
     write_schema(sql, Path("schema.sql"))  # refuses a folder that does not exist
+    diff = compare_with_file(database, url, Path("schema.sql"))  # "" when in step
 
 Each engine's schema comes from where that engine keeps it, so it is the schema the
 database really has, not the one the migrations meant to give it:
@@ -15,8 +16,28 @@ database really has, not the one the migrations meant to give it:
 
 Credentials reach the tools as they do for backups (db.backups.postgres,
 db.backups.mysql): a private password or options file, never the command line.
+
+The SQL is deterministic, so that a committed ``schema.sql`` can be diffed against the
+live database (``compare_with_file``, ``db.schema --check``): two dumps of the same
+schema are byte-identical, whatever the rows, the time or who ran the migrations.
+
+- PostgreSQL: ``pg_dump`` 13.22/14.19/15.14/16.10/17.6 and later guard the file with
+  ``\\restrict <random key>`` ... ``\\unrestrict <key>``. We give it a fixed key
+  (``--restrict-key``, when this ``pg_dump`` has the option) and drop those two lines, and
+  the ``-- Dumped from/by ... version`` comments: a client with the option and one
+  without it write the same file, whatever minor release each runs. (A fixed key
+  protects nothing: a hostile server could write the ``\\unrestrict`` line itself;
+  pg_dump documents the option for comparing dumps.)
+- MySQL / MariaDB: ``--skip-comments`` leaves out the header and the dump date; we drop
+  the ``AUTO_INCREMENT=N`` table option (the next id: data, not schema) and each
+  trigger's or view's ``DEFINER=user@host`` (who ran the migrations, from where: the
+  counterpart of pg_dump's ``--no-owner``).
+- SQLite: ``sqlite_master``'s SQL, in a fixed order (above); nothing varies.
 """
 
+import difflib
+import io
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +56,19 @@ from db.errors import ConfigError
 # SQLite's own objects (sqlite_sequence, sqlite_stat1...): SQLite makes them itself.
 SQLITE_OWN = "sqlite_%"
 SQLITE_KINDS = ("table", "index", "view", "trigger")  # the order they are written in
+# pg_dump's psql \\restrict key: fixed, so that the lines that carry it are known (and
+# dropped). Letters and digits only, as pg_dump requires.
+RESTRICT_KEY = "clonegallerySchemaDump"
+RESTRICT_OPTION = "--restrict-key"
+POSTGRES_VERSION_COMMENTS = ("-- Dumped from database version ", "-- Dumped by pg_dump version ")
+# SHOW CREATE TABLE's next id (") ENGINE=InnoDB AUTO_INCREMENT=42 DEFAULT CHARSET=..."):
+# it comes right after ENGINE=, on the line that closes a CREATE TABLE.
+MYSQL_NEXT_ID = re.compile(r"^(\) ENGINE=\w+) AUTO_INCREMENT=\d+", re.MULTILINE)
+# A trigger's "/*!50017 DEFINER=`root`@`127.0.0.1`*/", a view's "/*!50013 DEFINER=... SQL
+# SECURITY DEFINER */": the account alone, then the comment it leaves empty.
+MYSQL_DEFINER = re.compile(r"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*` ?")
+MYSQL_EMPTY_VERSIONED_COMMENT = re.compile(r" ?/\*!\d{5} ?\*/")
+LIVE_LABEL = "live database"
 
 
 @dataclass(frozen=True)
@@ -49,6 +83,52 @@ class SchemaDump:
 def schema_sql(database, url):
     """Return the schema of the connected database (of ``url``) as SQL for its engine."""
     return DUMPERS[engine_for(database).name](database, url)
+
+
+def compare_with_file(database, url, path):
+    """Return the unified diff from the schema SQL in ``path`` to the live database's
+    (of ``url``); an empty string when they are the same."""
+    committed = read_schema(path)  # a missing file: refused before the dump
+    return schema_diff(committed, schema_sql(database, url), str(path))
+
+
+def read_schema(path):
+    """Return the text of a schema file; raise ConfigError naming it when it cannot be read."""
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"cannot compare the schema with {path}: it does not exist; "
+            f"write it with invoke db.schema --output {path}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot read the schema file {path}: {reason}") from None
+
+
+def schema_diff(committed, live, label):
+    """Return the unified diff from ``committed`` (the file ``label``) to ``live``; "" when
+    they are the same text."""
+    if committed == live:
+        return ""
+    lines = difflib.unified_diff(
+        lines_of(committed),
+        lines_of(live),
+        fromfile=label,
+        tofile=LIVE_LABEL,
+    )
+    return "".join(_ended(line) for line in lines)
+
+
+def lines_of(text):
+    """Return the lines of ``text``, each with its newline: split at "\\n" only (a form
+    feed or U+2028 in a comment or a string does not end a line of SQL)."""
+    return io.StringIO(text).readlines()
+
+
+def _ended(line):
+    # A last line without its newline is marked as diff(1) marks it.
+    return line if line.endswith("\n") else f"{line}\n\\ No newline at end of file\n"
 
 
 def check_output(output):
@@ -100,17 +180,58 @@ def _referenced_tables(database, table):
 
 
 def postgres_schema(database, url):
-    """Return ``pg_dump --schema-only --no-owner --no-privileges`` of the database."""
+    """Return ``pg_dump --schema-only --no-owner --no-privileges`` of the database, without
+    its restrict key and version lines."""
     pg_dump = find_tool("pg_dump", package=POSTGRES_CLIENT_PACKAGE)
+    command = [pg_dump, "--schema-only", "--no-owner", "--no-privileges"]
+    if RESTRICT_OPTION in tool_options(pg_dump):
+        command.append(f"{RESTRICT_OPTION}={RESTRICT_KEY}")
     with libpq_environment(url) as env:
-        return _tool_output([pg_dump, "--schema-only", "--no-owner", "--no-privileges"], env)
+        return without_postgres_noise(_tool_output(command, env))
+
+
+def tool_options(tool):
+    """Return the long options a client tool lists in its ``--help``."""
+    return set(re.findall(r"--[a-z][a-z0-9-]*", _tool_output([tool, "--help"], env=None)))
+
+
+def without_postgres_noise(sql):
+    """Return pg_dump's SQL without the lines that say nothing of the schema: the
+    ``\\restrict``/``\\unrestrict`` lines of our key and the version comments."""
+    noise = {f"\\restrict {RESTRICT_KEY}", f"\\unrestrict {RESTRICT_KEY}"}
+    return without_lines(
+        sql, lambda line: line in noise or line.startswith(POSTGRES_VERSION_COMMENTS)
+    )
+
+
+def without_lines(text, unwanted):
+    """Return ``text`` without the lines for which ``unwanted(line)`` is true, each with the
+    blank line that follows it (pg_dump sets them apart with one)."""
+    kept, after_dropped = [], False
+    for line in lines_of(text):
+        if unwanted(line.rstrip("\n")):
+            after_dropped = True
+            continue
+        if not (after_dropped and line == "\n"):
+            kept.append(line)
+        after_dropped = False
+    return "".join(kept)
 
 
 def mysql_schema(database, url):
-    """Return ``mariadb-dump --no-data --triggers --skip-comments`` of the database."""
+    """Return ``mariadb-dump --no-data --triggers --skip-comments`` of the database, without
+    next ids and definers."""
     with mysql_options_file(url) as options:
         command = mysql_dump_command(options, url, "--no-data", "--triggers", "--skip-comments")
-        return _tool_output(command, env=None)
+        return without_mysql_noise(_tool_output(command, env=None))
+
+
+def without_mysql_noise(sql):
+    """Return mariadb-dump's SQL without the tables' ``AUTO_INCREMENT=N`` (their next id)
+    and the ``DEFINER=user@host`` of triggers and views."""
+    sql = MYSQL_NEXT_ID.sub(r"\1", sql)
+    sql = MYSQL_DEFINER.sub("", sql)
+    return MYSQL_EMPTY_VERSIONED_COMMENT.sub("", sql)
 
 
 def _tool_output(command, env):
