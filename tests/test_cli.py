@@ -75,13 +75,14 @@ def run_console_script(*args, cwd, env=None):
 
 def invoke_environment(project, env=None):
     """Return the environment that points ``invoke`` at the project folder's files."""
-    return {
+    settings = {
         "DATABASE_URL": sqlite_url(project / "clonegallery.db"),
         "INVOKE_DB_MIGRATIONS": project / "migrations",
         "INVOKE_DB_SEEDERS": project / "seeders",
         "INVOKE_DB_BACKUPS": project / "backups",
         **(env or {}),
     }
+    return {name: str(value) for name, value in settings.items()}
 
 
 def as_the_shell_reports(returncode):
