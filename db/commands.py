@@ -127,7 +127,7 @@ def opened(settings, create=True, allow_incomplete=False):
     # Not created when it vanished since: a task that reads must never make an empty one.
     database = open_database(url, create=create or url == IN_MEMORY_URL)
     try:
-        backups.finish_interrupted_restore(database)
+        engine_for(database).finish_interrupted_restore(database)
         if not allow_incomplete:
             _refuse_incomplete_transfer(database, settings.url)
         with as_system():  # the tasks are maintenance code: seeders, the generator
@@ -496,6 +496,20 @@ def schema(settings, output=None):
         tables = len(engine_for(runner.database).tables(runner.database))
     path = None if output is None else schema_dump.write_schema(sql, output)
     return schema_dump.SchemaDump(sql, tables, path)
+
+
+def schema_difference(settings, path):
+    """Return the unified diff from the schema file ``path`` (a committed schema.sql) to
+    the migrated database's live schema (see db.schema_dump); "" when they are in step."""
+    schema_dump.read_schema(path)  # a missing file: refused before the database is opened
+    if not database_exists(settings.url):
+        raise ConfigError(
+            f"{mask_url(settings.url)} does not exist yet: no schema to compare; "
+            "run invoke db.setup first"
+        )
+    with runner_for(settings, create=False) as runner:
+        _require_migrated(runner)
+        return schema_dump.compare_with_file(runner.database, settings.url, path)
 
 
 def optimize(settings):

@@ -2,12 +2,13 @@
 
 Every failure a user can cause is raised as one of these, with a message worded
 for the operator: it names the file, table, option or URL at fault and, where
-there is one, the fix. `tasks.py` turns them into one line on stderr and the
-class's `exit_code`; nothing else in the package prints them.
+there is one, the fix. `db/cli.py` turns them into one line on stderr (a JSON object
+on stdout with ``--json``) and the class's `exit_code`; nothing else prints them.
 
 Exit codes: 1 = an operation failed, 2 = bad input or configuration,
-3 = a check found the database wanting (`db.status --check`: not up to date;
-`db.backups --max-age`: no recent enough verified backup).
+3 = a check found the database not in step (`db.status --check`, `db.check`,
+`db.schema --check`) or wanting (`db.backups --max-age`: no recent enough verified
+backup), 130 = interrupted, 141 = the reader of the output went away (``| head``).
 """
 
 
@@ -131,7 +132,9 @@ class LockTimeout(DbError):
 
 
 class NotUpToDate(DbError):
-    """`status --check` found pending, changed or missing migrations."""
+    """A check found the database not in step: ``db.status --check`` (pending, changed
+    or missing migrations), ``db.check`` (a difference from the models) or ``db.schema
+    --check`` (a difference from the committed schema). Distinct from a failure (1)."""
 
     exit_code = 3
 

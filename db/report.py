@@ -1,5 +1,6 @@
 """Everything the tasks show a person or a pipeline, formatted in one place."""
 
+import datetime
 import json
 
 from tqdm import tqdm
@@ -203,9 +204,26 @@ def _incomplete_transfer(info):
     )
 
 
+JSON_FORMAT_VERSION = 1  # bumped when a field of a --json output changes meaning or goes
+
+
+def json_document(fields):
+    """Return a --json output: the fields after the format version, indented."""
+    return json.dumps({"format_version": JSON_FORMAT_VERSION, **fields}, indent=2)
+
+
+def utc_iso(moment):
+    """Return a time as ISO 8601 with its UTC offset; the history stores naive UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.isoformat()
+
+
 def status_json(report):
     """Return db.status as stable JSON."""
-    return json.dumps(
+    return json_document(
         {
             "database": report.url,
             "exists": report.exists,
@@ -217,7 +235,7 @@ def status_json(report):
                     "version": m.version,
                     "name": m.name,
                     "state": m.state,
-                    "applied_at": m.applied_at.isoformat() if m.applied_at else None,
+                    "applied_at": utc_iso(m.applied_at),
                     "duration_ms": m.duration_ms,
                     "error": m.error,
                 }
@@ -227,20 +245,18 @@ def status_json(report):
                 {
                     "name": seeder.name,
                     "state": seeder.state,
-                    "applied_at": seeder.applied_at.isoformat() if seeder.applied_at else None,
+                    "applied_at": utc_iso(seeder.applied_at),
                 }
                 for seeder in report.seeders
             ],
-        },
-        indent=2,
+        }
     )
 
 
 def _incomplete_transfer_json(info):
     if info is None:
         return None
-    started_at = info.started_at.isoformat() if info.started_at else None
-    return {"source": info.source, "started_at": started_at}
+    return {"source": info.source, "started_at": utc_iso(info.started_at)}
 
 
 def transferred(result):
@@ -392,7 +408,7 @@ def _backup_age(backup):
 def stats_json(stats):
     """Return db.stats as stable JSON."""
     backup = stats.latest_backup
-    return json.dumps(
+    return json_document(
         {
             "database": stats.database,
             "engine": stats.engine,
@@ -425,12 +441,11 @@ def stats_json(stats):
             if backup is None
             else {
                 "path": str(backup.path),
-                "created_at": backup.created_at.isoformat(),
+                "created_at": utc_iso(backup.created_at),
                 "age_seconds": round(backup.age_seconds),
             },
             "notes": stats.notes,
-        },
-        indent=2,
+        }
     )
 
 
@@ -474,12 +489,11 @@ def checked(differences):
 
 def checked_json(differences):
     """Return db.check as stable JSON."""
-    return json.dumps(
+    return json_document(
         {
             "in_step": not differences,
             "differences": [
                 {"kind": d.kind, "table": d.table, "detail": d.detail} for d in differences
             ],
-        },
-        indent=2,
+        }
     )

@@ -102,7 +102,7 @@ def test_task_says_in_step_and_exits_0(engine_url, checked_db, project_migration
     assert result.stdout.strip() == IN_STEP
 
 
-def test_task_prints_a_line_per_difference_and_exits_1(
+def test_task_prints_a_line_per_difference_and_exits_3_not_in_step(
     engine_url, checked_db, project_migrations, write_migration
 ):
     checked_db.execute_sql("ALTER TABLE tags ADD COLUMN colour TEXT")
@@ -110,7 +110,7 @@ def test_task_prints_a_line_per_difference_and_exits_1(
 
     result = run_invoke("db.check", url=engine_url, migrations_dir=project_migrations)
 
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr
     assert result.stdout.splitlines() == [
         "tags.colour: column not in the models",
         "migration 005_x: pending",
@@ -122,8 +122,9 @@ def test_task_json_shape(engine_url, checked_db, project_migrations):
 
     result = run_invoke("db.check", "--json", url=engine_url, migrations_dir=project_migrations)
 
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr
     assert json.loads(result.stdout) == {
+        "format_version": 1,
         "in_step": False,
         "differences": [
             {"kind": "table", "table": "user_likes", "detail": "table user_likes: missing"}
@@ -135,7 +136,7 @@ def test_task_json_in_step(engine_url, checked_db, project_migrations):
     result = run_invoke("db.check", "--json", url=engine_url, migrations_dir=project_migrations)
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"in_step": True, "differences": []}
+    assert json.loads(result.stdout) == {"format_version": 1, "in_step": True, "differences": []}
 
 
 def test_task_refuses_a_database_that_does_not_exist(tmp_path):

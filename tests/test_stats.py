@@ -13,6 +13,7 @@ from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
 
 PLAN = GalleryPlan(users=10, images=60, seed=4)
 TOP_KEYS = {
+    "format_version",
     "database",
     "engine",
     "size_bytes",

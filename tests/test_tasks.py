@@ -64,7 +64,7 @@ TASK_OPTIONS = {
     "db.backups": ["all", "max-age", "debug"],
     "db.verify": ["path", "identity", "debug"],
     "db.restore": ["path", "yes", "identity", "debug"],
-    "db.schema": ["output", "debug"],
+    "db.schema": ["output", "check", "debug"],
     "db.optimize": ["debug"],
     "db.explain": ["sql", "builtin", "debug"],
     "db.stats": ["json", "debug"],
@@ -246,8 +246,8 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
     report = status_json(project_cli("db.status", "--json"))
 
     assert report.keys() == {
-        "database", "exists", "current_version", "up_to_date", "migrations", "seeders",
-        "incomplete_transfer",
+        "format_version", "database", "exists", "current_version", "up_to_date", "migrations",
+        "seeders", "incomplete_transfer",
     }  # fmt: skip
     assert report["database"] == f"sqlite:///{db_path}"
     assert report["exists"] is True

@@ -1,0 +1,668 @@
+"""The command line: the ``db`` tasks, and the ``clonegallery-db`` program that runs them.
+
+Two ways in, the same tasks::
+
+    invoke db.status                      # from a checkout: tasks.py names the project
+    clonegallery-db --project DIR status  # installed: any directory (or CLONEGALLERY_PROJECT)
+
+Each task parses its options, calls ``db.commands`` and prints what ``db.report``
+formats; ``toolkit_task`` gives every one the same edges: the toolkit's errors as one
+``error:`` line (a JSON object with ``--json``) and an exit code that means something
+(``db.errors``), no traceback unless ``--debug``, quiet on a closed pipe (``| head``).
+Feature modules are imported inside the task that needs them, so a command starts fast.
+"""
+
+import functools
+import os
+import re
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from invoke import Argument, Collection, Exit, ParseError, Program, Task
+
+from db.config import Settings, database_name, mask_url, resolve_recipients, resolve_url
+from db.errors import ConfigError, DbError, NotUpToDate, ResetCancelled
+
+DEBUG_HELP = "show the full traceback when something fails"
+JSON_HELP = "print machine-readable JSON (an error too: an object with error and exit_code)"
+IDENTITY_HELP = "the age identity file that decrypts an encrypted backup (or db.backup_identity)"
+PROJECT_ENV = "CLONEGALLERY_PROJECT"
+# A closed pipe (``| head``): the shell's code for a process killed by SIGPIPE.
+CLOSED_PIPE_EXIT = 128 + 13
+# Invoke's own parse errors (unknown option, missing argument) under clonegallery-db.
+USAGE_EXIT = 2
+
+
+class ToolkitTask(Task):
+    """An Invoke task with the toolkit's option conventions.
+
+    No short flags (one letter cannot mean one thing across twenty tasks); the options
+    named in ``numbers`` are parsed and shown as whole numbers (``--keep=INT``); the
+    positional named in ``query`` may be left out when the flag ``query_or`` is given
+    (``db.explain "SELECT ..."`` or ``db.explain --builtin``).
+    """
+
+    def __init__(self, body, numbers=(), query=None, query_or=None, **options):
+        options.setdefault("auto_shortflags", False)
+        if query:
+            options["positional"] = [query]
+        super().__init__(body, **options)
+        self.numbers = set(numbers)
+        self.query, self.query_or = query, query_or
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in self.numbers:
+            opts["kind"] = int
+        return opts
+
+    def get_arguments(self, ignore_unknown_help=None):
+        arguments = super().get_arguments(ignore_unknown_help=ignore_unknown_help)
+        by_name = {argument.name: argument for argument in arguments}
+        for argument in arguments:
+            if argument.kind is int:
+                argument.__class__ = WholeNumberArgument
+        if self.query:
+            by_name[self.query].__class__ = QueryArgument
+            by_name[self.query].stand_in = by_name[self.query_or]
+        return arguments
+
+
+class QueryArgument(Argument):
+    """A positional that counts as given (empty) once its stand-in flag is set, so
+    Invoke's parser does not require it then."""
+
+    stand_in = None
+
+    @property
+    def value(self):
+        given = super().value
+        if given is None and self.stand_in is not None and self.stand_in.value:
+            return ""
+        return given
+
+    @value.setter
+    def value(self, given):
+        self.set_value(given, cast=True)
+
+
+class WholeNumberArgument(Argument):
+    """A number option whose bad value is one ``error:`` line naming it and exit 2, under
+    ``invoke`` as under ``clonegallery-db`` (not Invoke's traceback)."""
+
+    def set_value(self, value, cast=True):
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            raise Exit(
+                f"error: --{max(self.names, key=len)} must be a whole number, not {value!r}",
+                code=USAGE_EXIT,
+            ) from None
+
+
+def toolkit_task(numbers=(), query=None, query_or=None, **options):
+    """Make a function a ToolkitTask run inside the toolkit's error boundary."""
+
+    def decorate(body):
+        @functools.wraps(body)
+        def run(c, *args, **kwargs):
+            debug = kwargs.get("debug") or c.config.db.debug
+            with reported_errors(debug, as_json=kwargs.get("json", False)):
+                body(c, *args, **kwargs)
+                sys.stdout.flush()  # a closed pipe shows here, inside the boundary
+
+        return ToolkitTask(run, numbers=numbers, query=query, query_or=query_or, **options)
+
+    return decorate
+
+
+@contextmanager
+def reported_errors(debug, as_json=False):
+    """Turn the toolkit's errors into one line (or JSON object) and an exit code."""
+    try:
+        yield
+    except DbError as exc:
+        if debug:
+            traceback.print_exc()
+        raise failure(str(exc), exc.exit_code, as_json) from None
+    except KeyboardInterrupt:
+        raise failure("interrupted; the step in progress was rolled back", 130, as_json) from None
+    except BrokenPipeError:
+        quiet_closed_stdout()
+        raise Exit(code=CLOSED_PIPE_EXIT) from None
+
+
+def failure(message, code, as_json):
+    """Return the Exit that reports a failure: a line on stderr, or JSON on stdout."""
+    if not as_json:
+        return Exit(f"error: {message}", code=code)
+    try:
+        from db.report import json_document
+
+        print(json_document({"error": message, "exit_code": code}))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_closed_stdout()
+    return Exit(code=code)
+
+
+def quiet_closed_stdout():
+    """Point stdout at /dev/null, so Python's flush at exit finds no closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def settings_of(c):
+    """Return the Settings of the configured project."""
+    project = Path(c.config.db.project)
+    return Settings(
+        url=resolve_url(c.config.db.url, project),
+        migrations_dir=project_path(project, c.config.db.migrations),
+        seeders_dir=project_path(project, c.config.db.seeders),
+        backups_dir=project_path(project, c.config.db.backups),
+        backup_recipients=resolve_recipients(c.config.db.backup_recipients),
+        backup_identity=c.config.db.backup_identity,
+    )
+
+
+def project_path(project, configured):
+    path = Path(configured)
+    return path if path.is_absolute() else project / path
+
+
+def print_progress(event, migration, duration_ms):
+    from db import report
+
+    print(report.progress_line(event, migration, duration_ms), flush=True)
+
+
+def confirm(command, what, settings):
+    """Ask the person at the terminal to type the database name; refuse without one."""
+    name = database_name(settings.url)
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"{command} would {what} and there is no terminal to confirm on; "
+            "pass --yes to do it anyway"
+        )
+    print(f"This will {what} ({mask_url(settings.url)}).")
+    try:
+        answer = input(f"Type the database name ({name}) to confirm: ")
+    except EOFError:
+        answer = ""
+    if answer.strip() != name:
+        raise ResetCancelled(f"{command} cancelled: the name did not match; nothing changed")
+
+
+# --- The tasks ---------------------------------------------------------------------------
+
+
+@toolkit_task(help={"debug": DEBUG_HELP})
+def setup(c, debug=False):
+    """Create the database, apply every migration and seed the sample gallery."""
+    from db import commands, report
+
+    print(report.set_up(commands.setup(settings_of(c), on_event=print_progress)))
+
+
+@toolkit_task(help={"force": "re-run every seeder (no row is duplicated)", "debug": DEBUG_HELP})
+def seed(c, force=False, debug=False):
+    """Run the pending seeders (sample data); --force re-runs them all."""
+    from db import commands, report
+
+    print(report.seeded(commands.seed(settings_of(c), force=force, on_event=print_progress)))
+
+
+@toolkit_task(
+    help={
+        "yes": "do not ask for confirmation (for scripts and CI)",
+        "data-only": "empty every table but keep the schema and migration history",
+        "debug": DEBUG_HELP,
+    }
+)
+def reset(c, yes=False, data_only=False, debug=False):
+    """Drop every table (or --data-only: delete every row), after confirmation."""
+    from db import commands, report
+
+    settings = settings_of(c)
+    if not yes:
+        name = database_name(settings.url)
+        what = "delete every row of" if data_only else "drop every table of"
+        confirm("db.reset", f"{what} {name}", settings)
+    print(report.reset_done(commands.reset(settings, data_only=data_only), data_only))
+
+
+@toolkit_task(
+    help={
+        "path": "the backup to restore (a file made by db.backup)",
+        "yes": "do not ask for confirmation (for scripts and CI)",
+        "identity": IDENTITY_HELP,
+        "debug": DEBUG_HELP,
+    }
+)
+def restore(c, path, yes=False, identity=None, debug=False):
+    """Replace the database with a verified backup, after a safety backup of it."""
+    from db import commands, report
+
+    settings = settings_of(c)
+    if not yes:
+        plan = commands.restore_plan(settings, path)
+        confirm("db.restore", report.restore_question(plan), settings)
+    print(report.restored(commands.restore(settings, path, identity=identity)))
+
+
+@toolkit_task(
+    help={
+        "to": "stop after this version (e.g. 002)",
+        "dry-run": "print the plan and change nothing",
+        "allow-out-of-order": "also apply pending migrations numbered below applied ones",
+        "debug": DEBUG_HELP,
+    }
+)
+def migrate(c, to=None, dry_run=False, allow_out_of_order=False, debug=False):
+    """Apply pending migrations, oldest first."""
+    from db import commands, report
+
+    names = commands.migrate(
+        settings_of(c),
+        to=to,
+        dry_run=dry_run,
+        allow_out_of_order=allow_out_of_order,
+        on_event=print_progress,
+    )
+    print(report.migrated(names, dry_run=dry_run))
+
+
+@toolkit_task(
+    numbers=("steps",),
+    help={
+        "to": "roll back every migration after this version (0: all of them)",
+        "steps": "how many migrations to roll back (default 1)",
+        "dry-run": "print the plan and change nothing",
+        "debug": DEBUG_HELP,
+    },
+)
+def rollback(c, to=None, steps=None, dry_run=False, debug=False):
+    """Roll back the last applied migration, or back to --to, or --steps of them."""
+    from db import commands, report
+
+    names = commands.rollback(
+        settings_of(c), to=to, steps=steps, dry_run=dry_run, on_event=print_progress
+    )
+    print(report.rolled_back(names, dry_run=dry_run))
+
+
+@toolkit_task(
+    numbers=("images", "users", "seed"),
+    help={
+        "images": "how many images to generate (default 10,000)",
+        "users": "how many users (default: images / 20, at least 1)",
+        "seed": "random seed (default 1); the same seed on the same database, the same gallery",
+        "debug": DEBUG_HELP,
+    },
+)
+def populate(c, images=None, users=None, seed=None, debug=False):
+    """Fill the database with a realistic generated gallery, at any scale."""
+    from db import commands, report
+    from db.populate import GalleryPlan
+
+    plan = GalleryPlan.sized(images=images, users=users, seed=seed)
+    progress = report.ProgressPrinter("images", on_terminal=sys.stdout.isatty())
+    print(report.populated(commands.populate(settings_of(c), plan, on_progress=progress)))
+
+
+@toolkit_task(
+    numbers=("batch",),
+    help={
+        "to": "the database to copy to, as a URL: any engine, created if it does not exist",
+        "force": "replace the target's contents when it is not empty (drops its tables)",
+        "batch": "rows read and written at a time (default 5,000)",
+        "debug": DEBUG_HELP,
+    },
+)
+def transfer(c, to, force=False, batch=None, debug=False):
+    """Copy the database to another one, on any engine, and prove the copy equal."""
+    from db import commands, report
+    from db.transfer import DEFAULT_BATCH
+
+    result = commands.transfer(
+        settings_of(c),
+        to,
+        force=force,
+        batch=DEFAULT_BATCH if batch is None else batch,
+        on_progress=report.StageProgress(on_terminal=sys.stdout.isatty()),
+    )
+    print(report.transferred(result))
+
+
+@toolkit_task(help={"debug": DEBUG_HELP})
+def repair(c, debug=False):
+    """Forget a migration that failed half-way (MySQL), once the database is fixed."""
+    from db import commands, report
+
+    print(report.repaired(commands.repair(settings_of(c))))
+
+
+@toolkit_task(
+    numbers=("keep", "keep_daily", "keep_weekly", "keep_monthly"),
+    help={
+        "output": "where to write the backup (default: backups/<database name>-<UTC time>.db, "
+        ".pgdump on PostgreSQL, .sql on MySQL)",
+        "compress": "compress with zstd (FILE.zst; pg_dump's custom format is compressed already)",
+        "keep": "after the new backup verified, keep only the newest N of this database's",
+        "keep-daily": "...and the newest of each of the last N days that have one",
+        "keep-weekly": "...and the newest of each of the last N weeks that have one",
+        "keep-monthly": "...and the newest of each of the last N months that have one",
+        "verify": "verify the backup before reporting success",
+        "every": "run until stopped, one verified backup every DURATION (30s, 15m, 6h, 1d)",
+        "encrypt": "encrypt with age to db.backup_recipients / CLONEGALLERY_BACKUP_RECIPIENTS",
+        "debug": DEBUG_HELP,
+    },
+)
+def backup(
+    c,
+    output=None,
+    compress=False,
+    keep=None,
+    keep_daily=None,
+    keep_weekly=None,
+    keep_monthly=None,
+    verify=False,
+    every=None,
+    encrypt=False,
+    debug=False,
+):
+    """Take a consistent online backup of the database, with a manifest."""
+    from db import commands, report
+    from db.backups import Retention
+    from db.schedule import parse_duration
+
+    retention = Retention(last=keep, daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
+    options = {"output": output, "compress": compress, "encrypt": encrypt, "retention": retention}
+    if every is None:
+        print(report.backed_up(commands.backup(settings_of(c), verify=verify, **options)))
+        return
+    stopped = commands.backup_every(
+        settings_of(c),
+        parse_duration("--every", every),
+        on_backup=lambda result: print(report.backed_up(result), flush=True),
+        on_failure=lambda error: report_failure(error, debug or c.config.db.debug),
+        **options,
+    )
+    print(f"stopped by {stopped}; no backup was in progress or it was discarded", flush=True)
+
+
+def report_failure(error, debug):
+    """Print a failed run of a repeating task as one line (the traceback with --debug)."""
+    if debug:
+        traceback.print_exception(error)
+    print(f"error: {error}", file=sys.stderr, flush=True)
+
+
+@toolkit_task(
+    help={
+        "all": "list the backups of every database in the folder, with a column saying whose",
+        "max-age": "exit 3 unless this database's newest verified backup is younger "
+        "than DURATION (e.g. 26h): a check for cron, CI or a monitor",
+        "debug": DEBUG_HELP,
+    }
+)
+def backups(c, all=False, max_age=None, debug=False):
+    """List this database's backups: time, size, schema version, whether each verified."""
+    from db import commands, report
+    from db.schedule import parse_duration
+
+    settings = settings_of(c)
+    limit = None if max_age is None else parse_duration("--max-age", max_age)
+    print(report.backups_table(commands.list_backups(settings, everyone=all)))
+    if limit is not None:
+        newest = commands.require_recent_backup(settings, limit)
+        print(report.recent_enough(newest, limit))
+
+
+@toolkit_task(
+    help={"path": "the backup file to check", "identity": IDENTITY_HELP, "debug": DEBUG_HELP}
+)
+def verify(c, path, identity=None, debug=False):
+    """Check a backup against its manifest: checksum, integrity, foreign keys, row counts."""
+    from db import commands, report
+
+    print(report.verified(commands.verify(settings_of(c), path, identity=identity)))
+
+
+@toolkit_task(
+    help={
+        "json": JSON_HELP,
+        "check": "exit 3 unless every migration is applied and unchanged (a deploy gate)",
+        "debug": DEBUG_HELP,
+    }
+)
+def status(c, json=False, check=False, debug=False):
+    """Show every migration's state, the current version and the (masked) database URL."""
+    from db import commands, report
+
+    result = commands.status(settings_of(c))
+    print(report.status_json(result) if json else report.status_table(result))
+    if check and not result.up_to_date:
+        exit_not_in_step()
+
+
+def exit_not_in_step():
+    """End a check whose output already said what is not in step (exit 3)."""
+    sys.stdout.flush()
+    raise Exit(code=NotUpToDate.exit_code)
+
+
+@toolkit_task(
+    help={
+        "output": "write to a file instead of printing; its suffix names the format: "
+        ".md (Mermaid in Markdown), .mmd (Mermaid), .dot/.gv (Graphviz), .svg (needs dot)",
+        "debug": DEBUG_HELP,
+    }
+)
+def diagram(c, output=None, debug=False):
+    """Draw the live schema as an entity-relationship diagram (Mermaid by default)."""
+    from db import commands
+
+    text = commands.diagram(settings_of(c), output=output)
+    print(f"diagram written to {output}" if output else text, end="\n" if output else "")
+
+
+@toolkit_task(
+    help={
+        "output": "write the SQL to this file (its folder must exist) instead of printing it",
+        "check": "compare the live schema with FILE (a committed schema.sql): "
+        "print the difference and exit 3 when they differ",
+        "debug": DEBUG_HELP,
+    }
+)
+def schema(c, output=None, check=None, debug=False):
+    """Write the database's complete current schema as SQL for its engine."""
+    from db import commands, report
+
+    if check is not None:
+        difference = commands.schema_difference(settings_of(c), check)
+        print(difference or f"schema in step with {check}", end="" if difference else "\n")
+        if difference:
+            exit_not_in_step()
+        return
+    print(report.schema_dumped(commands.schema(settings_of(c), output=output)))
+
+
+@toolkit_task(help={"debug": DEBUG_HELP})
+def optimize(c, debug=False):
+    """Run the engine's maintenance (VACUUM, ANALYZE...) and show the space reclaimed."""
+    from db import commands, report
+
+    print(report.optimized(commands.optimize(settings_of(c))))
+
+
+@toolkit_task(
+    query="sql",
+    query_or="builtin",
+    help={
+        "sql": "the SELECT to explain, e.g. \"SELECT * FROM images WHERE caption = 'x'\" "
+        "(or give it without --sql)",
+        "builtin": "explain the app's typical queries instead (exit 1 on a full scan)",
+        "debug": DEBUG_HELP,
+    },
+)
+def explain(c, sql=None, builtin=False, debug=False):
+    """Show the engine's plan for a SELECT, flagging full scans of large tables and sorts."""
+    from db import commands, report
+
+    result = commands.explain(settings_of(c), sql=sql or None, builtin=builtin)
+    print(report.explained(result))
+    if result.full_scans:
+        sys.stdout.flush()
+        raise Exit(code=1)
+
+
+@toolkit_task(help={"json": JSON_HELP, "debug": DEBUG_HELP})
+def stats(c, json=False, debug=False):
+    """Show each table's rows, size and indexes, the database's size and the latest backup."""
+    from db import commands, report
+
+    result = commands.stats(settings_of(c))
+    print(report.stats_json(result) if json else report.stats_table(result))
+
+
+@toolkit_task(help={"json": JSON_HELP, "debug": DEBUG_HELP})
+def check(c, json=False, debug=False):
+    """Compare the database with the models and migrations; exit 3 on any difference."""
+    from db import commands, report
+
+    differences = commands.check(settings_of(c))
+    print(report.checked_json(differences) if json else report.checked(differences))
+    if differences:
+        exit_not_in_step()
+
+
+@toolkit_task(
+    help={
+        "name": "what the migration does, e.g. 'add karma to users'",
+        "sql": "write a .sql migration (-- migrate:up / -- migrate:down) instead of Python",
+        "auto": "write the migration from the database to the models (columns, indexes)",
+        "debug": DEBUG_HELP,
+    }
+)
+def new_migration(c, name, sql=False, auto=False, debug=False):
+    """Write the next-numbered migration skeleton (or, --auto, the catch-up) in migrations/."""
+    from db import commands
+
+    path = commands.new_migration(settings_of(c), name, sql=sql, auto=auto)
+    print(
+        f"created {path}"
+        if path
+        else "nothing to generate: the database is in step with the models"
+    )
+
+
+TASKS = (
+    setup, migrate, rollback, repair, seed, reset, populate, transfer, backup, backups,
+    verify, restore, status, stats, new_migration, schema, optimize, explain, diagram, check,
+)  # fmt: skip
+
+
+def db_collection(project):
+    """Return the ``db`` tasks, configured for the project folder ``project``."""
+    tasks = Collection("db", *TASKS)
+    tasks.configure(
+        {
+            "db": {
+                "project": str(project),
+                "url": None,
+                "migrations": "migrations",
+                "seeders": "seeders",
+                "backups": "backups",
+                "backup_recipients": None,
+                "backup_identity": None,
+                "debug": False,
+            }
+        }
+    )
+    return tasks
+
+
+def namespace(project):
+    """Return the root namespace of ``invoke`` (tasks.py): ``db.setup``, ``db.status``..."""
+    root = Collection()
+    root.add_collection(db_collection(project))
+    return root
+
+
+class ToolkitProgram(Program):
+    """``clonegallery-db``: the db tasks, without the prefix, for any project folder.
+
+    Invoke's own parse errors (an unknown option, a missing argument, a task that does
+    not exist, a number that is not one) end as one ``error:`` line and exit 2.
+    """
+
+    def core_args(self):
+        return [
+            *super().core_args(),
+            Argument(
+                names=("project",),
+                help=f"the project folder (default: ${PROJECT_ENV} or the current directory)",
+            ),
+        ]
+
+    def run(self, argv=None, exit=True):
+        try:
+            super().run(argv, exit)
+            sys.stdout.flush()
+        except BrokenPipeError:  # --list or --help into | head
+            quiet_closed_stdout()
+            sys.exit(CLOSED_PIPE_EXIT)
+
+    def parse_core(self, argv):
+        with usage_errors():
+            super().parse_core(argv)
+
+    def parse_collection(self):
+        project = Path(self.args.project.value or os.environ.get(PROJECT_ENV) or os.getcwd())
+        self.namespace = db_collection(project.resolve())
+        super().parse_collection()
+        self.config.set_project_location(str(project))
+        self.config.load_project()
+
+    def parse_tasks(self):
+        with usage_errors():
+            super().parse_tasks()
+
+    def parse_cleanup(self):
+        with usage_errors():
+            super().parse_cleanup()
+
+
+@contextmanager
+def usage_errors():
+    """Turn Invoke's parse errors into one line and exit 2."""
+    try:
+        yield
+    except ParseError as exc:
+        raise Exit(f"error: {named_flags(str(exc))}", code=USAGE_EXIT) from None
+
+
+def named_flags(message):
+    """Return Invoke's parse error with its ``<Argument: to>`` written as ``--to``."""
+    return re.sub(
+        r"Flag <Argument: ([^>]+)>", lambda found: "--" + found[1].replace("_", "-"), message
+    )
+
+
+def main():
+    """The ``clonegallery-db`` console script."""
+    ToolkitProgram(name="clonegallery-db", binary="clonegallery-db", version=version()).run()
+
+
+def version():
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("clonegallery-db")
+    except PackageNotFoundError:
+        return "unknown"
