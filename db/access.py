@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import peewee as pw
 
+from db.binding import database_proxy
+from db.engines import engine_for
 from db.errors import PermissionDenied
 
 ADMIN, EDITOR, VISITOR = "admin", "editor", "visitor"
@@ -99,14 +101,12 @@ def _claim_on_connection(database, user, only_if_open=False):
     database = database or _bound_database()
     if only_if_open and (database is None or database.is_closed()):
         return
-    if isinstance(database, pw.PostgresqlDatabase):
+    if engine_for(database).row_level_security:  # policies read the acting user from it
         user_id = "" if user is None else str(user.id)
         database.execute_sql("SELECT set_config(%s, %s, false)", (SETTING, user_id))
 
 
 def _bound_database():
-    from db.models import database_proxy  # the models import this module
-
     return database_proxy.obj
 
 

@@ -36,6 +36,7 @@ from playhouse.reflection import generate_models
 
 from db.check import check_database, model_indexes, sql_literal, table_indexes, type_family
 from db.codegen import INDENT, Call
+from db.engines import engine_for
 from db.errors import CannotGenerate, NotMigrated
 from db.models import ALL_MODELS
 
@@ -195,7 +196,7 @@ def _recreated_indexes(database, model):
     index a foreign key made for itself (creating the key makes it again)."""
     table = model._meta.table_name
     keys = {(key.column,) for key in database.get_foreign_keys(table)}
-    made_by_keys = isinstance(database, pw.MySQLDatabase)
+    made_by_keys = engine_for(database).foreign_keys_make_indexes
     return [
         index
         for index in table_indexes(database, table)

@@ -52,8 +52,6 @@ TYPE_FAMILIES = (
     (("REAL", "FLOA", "DOUB", "NUMERIC", "DECIMAL"), "real"),
     (("DATE", "TIME"), "datetime"),
 )
-# engine name -> the key of a trigger migration's DIALECTS (see migrations/003_add_triggers.py)
-TRIGGER_DIALECTS = {"SQLite": "sqlite", "PostgreSQL": "postgres", "MySQL": "mysql"}
 SEQUENCE_DEFAULT = re.compile(r"nextval\(", re.IGNORECASE)
 DEFAULT_CAST = re.compile(r"::[\w ]+(\[\])?")
 TRIGGER_TABLE = re.compile(r"\bON\s+[`\"]?(\w+)", re.IGNORECASE)
@@ -269,7 +267,7 @@ def expected_triggers(database, migrations_dir, statuses):
     Reading them from the files is exact for every engine and needs no reference
     database; PostgreSQL's trigger functions (named ``name()``) are left out.
     """
-    dialect = TRIGGER_DIALECTS.get(engine_for(database).name)
+    dialect = engine_for(database).key
     recorded = {m.version for m in statuses if m.state in (APPLIED, CHANGED, FAILED)}
     expected = {}
     for migration in discover(migrations_dir):
@@ -285,44 +283,9 @@ def expected_triggers(database, migrations_dir, statuses):
     return expected
 
 
-def live_checks(database, table):
-    """Return the expressions of the table's CHECK constraints, as the engine keeps them."""
-    if isinstance(database, peewee.SqliteDatabase):
-        (sql,) = database.execute_sql(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-        return _check_clauses(sql)
-    if isinstance(database, peewee.PostgresqlDatabase):
-        query = (
-            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c "
-            "JOIN pg_class t ON t.oid = c.conrelid "
-            "JOIN pg_namespace n ON n.oid = t.relnamespace "
-            "WHERE c.contype = 'c' AND t.relname = %s AND n.nspname = current_schema()"
-        )
-    else:
-        query = (
-            "SELECT check_clause FROM information_schema.check_constraints "
-            "WHERE constraint_schema = DATABASE() AND table_name = %s"
-        )
-    return [expression for (expression,) in database.execute_sql(query, (table,)).fetchall()]
-
-
-def _check_clauses(sql):
-    """Return the expressions of every CHECK (...) in an SQLite CREATE TABLE statement."""
-    clauses = []
-    for match in re.finditer(r"\bCHECK\s*\(", sql, re.IGNORECASE):
-        depth, start = 1, match.end()
-        for position in range(start, len(sql)):
-            depth += {"(": 1, ")": -1}.get(sql[position], 0)
-            if depth == 0:
-                clauses.append(sql[start:position])
-                break
-    return clauses
-
-
 def _columns_with_checks(database, table, columns):
     """Return the columns that some CHECK constraint of the table mentions."""
-    expressions = live_checks(database, table)
+    expressions = engine_for(database).check_constraints(database, table)
     return {
         name
         for name in columns
@@ -330,23 +293,9 @@ def _columns_with_checks(database, table, columns):
     }
 
 
-def live_triggers(database):
-    """Return {trigger: table} from the engine's catalogue."""
-    if isinstance(database, peewee.SqliteDatabase):
-        sql = "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
-    else:
-        postgres = isinstance(database, peewee.PostgresqlDatabase)
-        schema = "current_schema()" if postgres else "DATABASE()"
-        sql = (
-            "SELECT DISTINCT trigger_name, event_object_table FROM information_schema.triggers "
-            f"WHERE trigger_schema = {schema}"
-        )
-    return dict(database.execute_sql(sql).fetchall())
-
-
 def _trigger_differences(database, migrations_dir, statuses):
     wanted = expected_triggers(database, migrations_dir, statuses)
-    live = live_triggers(database)
+    live = engine_for(database).triggers(database)
     differences = [
         Difference("trigger", wanted[name], f"trigger {name} on {wanted[name]}: missing")
         for name in sorted(wanted.keys() - live.keys())

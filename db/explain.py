@@ -184,7 +184,7 @@ def check_select(sql):
 
 
 def _explain_checked(database, sql, params, name):
-    planner = PLANNERS[engine_for(database).name]()
+    planner = engine_for(database).planner()
     try:
         with database.atomic() as transaction:
             planner.read_only(database)
@@ -410,8 +410,6 @@ class MySQLPlanner(Planner):
     def rows(self, database, step):
         return self.estimates.get(step.table, 0)
 
-
-PLANNERS = {planner.engine: planner for planner in (SqlitePlanner, PostgresPlanner, MySQLPlanner)}
 
 _FROM_OR_JOIN = re.compile(
     r"\b(?:FROM|JOIN)\s+[`\"\[]?(\w+)[`\"\]]?(?:\s+(?:AS\s+)?[`\"\[]?(\w+)[`\"\]]?)?",

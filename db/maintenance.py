@@ -60,7 +60,7 @@ class Optimized:
 
 def optimize(database):
     """Run the engine's maintenance on the connected database; return an Optimized."""
-    return OPTIMIZERS[engine_for(database).name](database)
+    return engine_for(database).optimize(database)
 
 
 def optimize_sqlite(database):
@@ -148,6 +148,3 @@ def _server_result(engine, steps, before, after):
         sum(size.after for size in tables),
         tables=tables,
     )
-
-
-OPTIMIZERS = {"SQLite": optimize_sqlite, "PostgreSQL": optimize_postgres, "MySQL": optimize_mysql}

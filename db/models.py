@@ -52,6 +52,7 @@ from decimal import Decimal
 import peewee as pw
 
 from db import access
+from db.binding import database_proxy
 from db.engines import engine_for
 from db.errors import ValidationError
 
@@ -60,7 +61,6 @@ PRIVACY = ("public", "private")
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "HEIC", "TIFF")
 
 ID_LENGTH = 64
-database_proxy = pw.DatabaseProxy()
 
 
 def new_id():

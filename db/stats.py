@@ -96,7 +96,7 @@ class DatabaseStats:
 def database_stats(database, url, backups_dir):
     """Return the DatabaseStats of an open database (whose URL is ``url``)."""
     engine = engine_for(database)
-    reader = READERS[engine.name](url)
+    reader = engine.stats_reader(url)
     with engine.consistent_read(database):
         names = sorted(engine.tables(database))
         sizes = reader.table_sizes(database)
@@ -333,6 +333,3 @@ class MySQLStats:
                 "(MariaDB: SET GLOBAL userstat = 1)"
             )
         return notes
-
-
-READERS = {"SQLite": SqliteStats, "PostgreSQL": PostgresStats, "MySQL": MySQLStats}

@@ -16,6 +16,7 @@ import pytest
 
 from db import backups
 from db.backups.sqlite import pinned_snapshot
+from db.engines import engine_for
 from db.errors import BackupError, ConfigError
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
@@ -376,7 +377,7 @@ def test_a_restored_database_keeps_the_id_it_had_else_its_backups_own(replaced_i
 
 
 def test_only_mysql_has_an_interrupted_restore_to_finish(migrated_db):
-    assert backups.finish_interrupted_restore(migrated_db) is False
+    assert engine_for(migrated_db).finish_interrupted_restore(migrated_db) is False
 
 
 def test_an_encrypted_backup_is_not_restorable_without_its_identity_file(backup, gallery):

@@ -34,7 +34,6 @@ from tests.conftest import (
 )
 from tests.snapshots import checksum, content
 
-MANIFEST_ENGINE = {"sqlite": "sqlite", "postgres": "postgresql", "mysql": "mysql"}
 # A backup's file name as db.backups prints it: <database name>-<UTC time><suffix>.
 IDENTITY_TABLE = "database_identity"
 LISTED_FILE = re.compile(r"\S+-\d{8}T\d{12}Z\.(?:db|pgdump|sql)(?:\.zst)?")
@@ -191,7 +190,7 @@ def test_the_manifest_names_its_database_and_the_file_starts_with_its_name(
     (path,) = [p for p in backups_dir.iterdir() if not p.name.endswith(".json")]
     assert str(path) in made.stdout
     recorded = json.loads(backups.manifest_path(path).read_text())["database"]
-    assert recorded["engine"] == MANIFEST_ENGINE[engine]
+    assert recorded["engine"] == engine
     assert recorded["name"] == where(first)
     assert recorded["id"] == database_id(first) is not None
     if engine == "sqlite":
@@ -370,11 +369,11 @@ ID_B = "f3c1e2a4-0000-4000-8000-00000000000b"
     [
         (
             "postgresql://app:s3cret@db.internal:5433/gallery",
-            backups.Owner("postgresql", "db.internal", 5433, "gallery", None),
+            backups.Owner("postgres", "db.internal", 5433, "gallery", None),
         ),
         (
             "postgres://app@db.internal/gallery",
-            backups.Owner("postgresql", "db.internal", None, "gallery", None),
+            backups.Owner("postgres", "db.internal", None, "gallery", None),
         ),
         (
             "mysql://root@127.0.0.1:3306/photos",
@@ -396,11 +395,11 @@ def test_an_sqlite_database_is_its_files_absolute_path(tmp_path, monkeypatch):
 
 
 def test_a_manifests_owner_reads_back_as_it_was_written():
-    owner = backups.Owner("postgresql", "db", 5432, "gallery", ID_A)
+    owner = backups.Owner("postgres", "db", 5432, "gallery", ID_A)
 
     assert backups.Owner.from_manifest({"database": owner.as_manifest()}) == owner
     assert owner.as_manifest() == {
-        "engine": "postgresql", "host": "db", "port": 5432, "name": "gallery", "id": ID_A,
+        "engine": "postgres", "host": "db", "port": 5432, "name": "gallery", "id": ID_A,
     }  # fmt: skip
 
 
@@ -441,8 +440,8 @@ def test_odd_fields_of_a_manifests_owner_are_read_as_unknown():
     ],
 )
 def test_a_backup_is_a_databases_own_by_id_else_by_place(mine, theirs, same):
-    owner = backups.Owner("postgresql", *mine)
-    other = backups.Owner("postgresql", *theirs)
+    owner = backups.Owner("postgres", *mine)
+    other = backups.Owner("postgres", *theirs)
 
     assert owner.owns({"database": other.as_manifest()}) is same
     assert backups.Owner("mysql", *mine).owns({"database": other.as_manifest()}) is (
@@ -460,10 +459,10 @@ def test_a_backup_is_a_databases_own_by_id_else_by_place(mine, theirs, same):
             "sqlite /srv/data/gallery.db",
         ),
         (
-            backups.Owner("postgresql", "db.internal", 5432, "my gallery/2026", None),
+            backups.Owner("postgres", "db.internal", 5432, "my gallery/2026", None),
             "my gallery/2026",
             "my_gallery_2026",
-            "postgresql my gallery/2026 on db.internal:5432",
+            "postgres my gallery/2026 on db.internal:5432",
         ),
         (
             backups.Owner("mysql", None, None, "..gallery..", None),
@@ -483,7 +482,7 @@ def test_a_database_is_named_for_people_and_for_file_names(owner, short_name, pr
 def test_a_pooled_or_identified_server_url_is_the_same_database():
     pooled = backups.Owner.at("postgresql+pool://app@db.internal:5433/gallery", ID_A)
 
-    assert pooled == backups.Owner("postgresql", "db.internal", 5433, "gallery", ID_A)
+    assert pooled == backups.Owner("postgres", "db.internal", 5433, "gallery", ID_A)
     assert backups.Owner.at("mysql+pool://root@db/photos").engine == "mysql"
 
 

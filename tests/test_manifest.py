@@ -57,7 +57,7 @@ def test_a_new_manifest_records_the_file_its_database_and_when(backup_file):
 
     digest, size = backups.file_digest(backup_file)
     assert manifest == {
-        "format": 2,
+        "format": 3,
         "tool": TOOL,
         "tool_version": metadata.version(TOOL),
         "engine": "sqlite",
@@ -146,6 +146,17 @@ def test_a_written_manifest_is_private_sorted_json_and_reads_back(backup_file):
         backup_file.name,
         written.name,
     ]  # no file in the making left beside them
+
+
+def test_a_format_2_manifest_that_spells_postgresql_reads_as_postgres(backup_file):
+    """Format 3 names every engine by its key; what format 2 wrote still reads."""
+    database = {"engine": "postgresql", "host": "db", "port": 5432, "name": "gallery", "id": None}
+    manifest_path(backup_file).write_text(
+        json.dumps({"format": 2, "engine": "postgresql", "database": database})
+    )
+
+    assert read_manifest(backup_file)["engine"] == "postgres"
+    assert backups.Owner.from_manifest(read_manifest(backup_file)).engine == "postgres"
 
 
 @pytest.mark.parametrize("content", [None, b"{not json", b"[1, 2]", b'"a string"', b"\xff\xfe{}"])
@@ -238,8 +249,8 @@ def test_a_databases_backups_are_those_this_tool_made_of_it(tmp_path):
         ("sqlite", False, False, ".db"),
         ("sqlite", True, False, ".db.zst"),
         ("sqlite", True, True, ".db.zst.age"),
-        ("postgresql", True, False, ".pgdump"),  # pg_dump's own format is compressed
-        ("postgresql", False, True, ".pgdump.age"),
+        ("postgres", True, False, ".pgdump"),  # pg_dump's own format is compressed
+        ("postgres", False, True, ".pgdump.age"),
         ("mysql", False, False, ".sql"),
         ("mysql", True, False, ".sql.zst"),
     ],

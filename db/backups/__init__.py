@@ -46,10 +46,8 @@ from db.backups.manifest import (
     with_deferred_checksum,
     write_manifest,
 )
-from db.backups.mysql import MySQLBackups, finish_interrupted_swap
 from db.backups.owner import Owner, engine_of
-from db.backups.postgres import PostgresBackups
-from db.engines import database_exists, engine_for, open_database
+from db.engines import database_exists, engine_for, engine_named, open_database
 from db.errors import BackupError, ConfigError, ToolFailed
 from db.history import DatabaseIdentity
 
@@ -71,7 +69,6 @@ __all__ = [
     "verify_backup",
 ]
 
-FORMATS = {"sqlite": sqlite, "postgresql": PostgresBackups(), "mysql": MySQLBackups()}
 # The setting that moves the backups folder, for the messages that name it.
 FOLDER_SETTING = "INVOKE_DB_BACKUPS (db.backups in invoke.yaml)"
 
@@ -99,7 +96,7 @@ def create_backup(
     remove_leftovers(target.parent)
 
     def dump(partial):
-        return FORMATS[engine].dump(database, url, partial, compress)
+        return engine_for(database).backup_format().dump(database, url, partial, compress)
 
     def owner():
         # Its first backup gives the database its id, once the backup is made: a backup
@@ -110,7 +107,7 @@ def create_backup(
         manifest = dump(partial)
         if manifest.get("verified_at"):  # a MySQL dump is verified as it is made
             return manifest
-        found = FORMATS[engine].check(partial, manifest, url)
+        found = engine_for(database).backup_format().check(partial, manifest, url)
         raise_problems([f"{target}: {problem}" for problem in found])
         return {**manifest, "verified_at": now_text()}
 
@@ -217,12 +214,12 @@ def verify_backup(path, url=None, identities=None):
         problems = checksum_problems(path, deferred)
     if problems:
         return problems
-    engine = manifest.get("engine")
-    if engine not in FORMATS:
-        return [f"{path}: the manifest names no known engine ({engine!r})"]
+    engine = engine_named(manifest.get("engine"))
+    if engine is None:
+        return [f"{path}: the manifest names no known engine ({manifest.get('engine')!r})"]
     try:
         with readable_backup(path, deferred, identities) as (plain, plain_manifest):
-            found = FORMATS[engine].check(plain, plain_manifest, url)
+            found = engine.backup_format().check(plain, plain_manifest, url)
     except BackupError as exc:
         return [str(exc)]
     if not found and deferred is not manifest:
@@ -296,7 +293,7 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30, identities=No
         DatabaseIdentity(copy).write(kept.id)
 
     with readable_backup(Path(path), manifest, identities) as (plain, plain_manifest):
-        safety = FORMATS[manifest["engine"]].restore(
+        safety = engine_named(manifest["engine"]).backup_format().restore(
             url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout, adopt=adopt
         )
     return _claimed(safety, kept)
@@ -334,13 +331,6 @@ def current_owner(url):
     finally:
         database.close()
 
-
-def finish_interrupted_restore(database):
-    """Finish a restore killed in the middle of its swap, where that can happen (MySQL:
-    see mysql.py); return whether there was one."""
-    if engine_for(database).name == "MySQL":
-        return finish_interrupted_swap(database)
-    return False
 
 
 def manifest_of(path):

@@ -13,10 +13,13 @@ from importlib import metadata
 from pathlib import Path
 
 from db.backups.files import file_digest, finished_file
+from db.backups.owner import engine_key
 from db.errors import ConfigError
 
 TOOL = "clonegallery-db"
-MANIFEST_FORMAT = 2  # 2: the database it was taken of (see owner.py)
+# 2: the database it was taken of (see owner.py); 3: engines named by their key
+# (postgres, which 2 spelled postgresql: read_manifest reads both).
+MANIFEST_FORMAT = 3
 MANIFEST_SUFFIX = ".json"
 # What the backups of each engine are called (compressed ones end in .zst as well).
 PLAIN_SUFFIXES = (".db", ".db.zst", ".pgdump", ".sql", ".sql.zst")
@@ -101,7 +104,11 @@ def read_manifest(path):
         manifest = json.loads(manifest_path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        return None
+    if isinstance(manifest.get("engine"), str):
+        manifest["engine"] = engine_key(manifest["engine"])
+    return manifest
 
 
 def write_manifest(path, manifest):
@@ -226,8 +233,8 @@ def backup_name(engine, compress, prefix="clonegallery", encrypted=False):
     """Return a new backup's file name: <prefix>-<UTC time><suffix>, the prefix being the
     database's name (see Owner.file_prefix)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    suffix = {"sqlite": ".db", "postgresql": ".pgdump", "mysql": ".sql"}[engine]
-    if compress and engine != "postgresql":  # pg_dump's custom format is compressed already
+    suffix = {"sqlite": ".db", "postgres": ".pgdump", "mysql": ".sql"}[engine]
+    if compress and engine != "postgres":  # pg_dump's custom format is compressed already
         suffix += ".zst"
     if encrypted:
         suffix += ENCRYPTED_SUFFIX

@@ -21,18 +21,23 @@ from urllib.parse import urlsplit
 
 import peewee
 
-from db.config import scheme_of
+from db.engines import engine_for_url, engine_named
 from db.engines.base import database_name_of
 from db.history import DatabaseIdentity
 
-ENGINE_OF_SCHEME = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
 UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def engine_of(url):
-    """Return the manifest's name of the URL's engine: sqlite, postgresql or mysql."""
-    scheme = scheme_of(url).split("+")[0]
-    return ENGINE_OF_SCHEME.get(scheme, scheme)
+    """Return the manifest's name of the URL's engine: its key (sqlite, postgres, mysql)."""
+    return engine_for_url(url).key
+
+
+def engine_key(name):
+    """Return the key of the engine a manifest names, in any spelling it was ever
+    written in (postgresql before format 3); an unknown name as it is."""
+    engine = engine_named(name)
+    return engine.key if engine else name
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class Owner:
             return None
         port = recorded.get("port")
         return cls(
-            str(recorded.get("engine")),
+            engine_key(str(recorded.get("engine"))),
             recorded.get("host"),
             port if isinstance(port, int) else None,
             recorded["name"],

@@ -41,7 +41,7 @@ LOADER_PREFIX = "clonegallery_load_"
 
 
 class PostgresBackups(ServerBackups):
-    engine = "postgresql"
+    engine = "postgres"
     suffix = ".pgdump"
 
     def dump(self, database, url, partial, compress):

@@ -18,8 +18,13 @@ The toolkit needs these things from an engine, and only these:
   (which database a connection really reaches), ``restart_sequences(database, tables)``
   (new rows get ids past the copied ones) and ``datetime_precision``.
 
-``engine_for(database)`` and ``engine_for_url(url)`` pick the engine: ``sqlite.py``,
-``postgres.py``, ``mysql.py``.
+And each engine's part of the features that differ most (``stats_reader``, ``planner``,
+``optimize``, ``schema_sql``, ``backup_format``, the catalogue's ``check_constraints`` and
+``triggers``): the feature modules reach it through here, never by the engine's name.
+
+``engine_for(database)``, ``engine_for_url(url)`` and ``engine_named(key)`` pick the
+engine: ``sqlite.py``, ``postgres.py``, ``mysql.py``. Its ``key`` (sqlite, postgres,
+mysql) is its one name in files, settings and tests; ``name`` is for people.
 """
 
 from db.config import scheme_of
@@ -40,6 +45,7 @@ __all__ = [
     "database_exists",
     "engine_for",
     "engine_for_url",
+    "engine_named",
     "open_database",
 ]
 
@@ -50,6 +56,15 @@ def engine_for(database):
         if isinstance(database, engine_class.database_class):
             return engine_class()
     raise TypeError(f"no engine for {type(database).__name__}")
+
+
+def engine_named(name):
+    """Return the Engine a file or setting names by its key (sqlite, postgres, mysql) or
+    by a URL scheme (postgresql: how manifests before format 3 named it); None if none."""
+    for engine_class in ENGINES:
+        if name in (engine_class.key, *engine_class.schemes):
+            return engine_class()
+    return None
 
 
 def engine_for_url(url):

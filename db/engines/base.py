@@ -24,13 +24,15 @@ class Statement(NamedTuple):
 class Engine:
     """The primitives the toolkit needs from one database engine."""
 
-    name = "generic"
+    name = "generic"  # how the engine is shown to people: SQLite, PostgreSQL, MySQL
+    key = "generic"  # how it is named in files and settings: sqlite, postgres, mysql
     schemes = ()
     database_class = peewee.Database
     transactional_ddl = True
     row_level_security = False  # whether the database may filter a write to no row
     driver_extra = None  # the pyproject extra that installs the driver
     datetime_precision = 6  # digits of a second that its date-time columns keep
+    foreign_keys_make_indexes = False  # whether a foreign key makes an index of its own
 
     def check_url(self, url):
         """Raise ConfigError unless the URL can name a database of this engine."""
@@ -118,6 +120,43 @@ class Engine:
         if rows:
             database.cursor().executemany(insert_statement(database, table, columns), rows)
 
+    def finish_interrupted_restore(self, database):
+        """Finish a restore killed in the middle of its swap, where one can be (MySQL:
+        see db/backups/mysql.py); return whether there was one."""
+        return False
+
+    # -- the catalogue, for db.check ------------------------------------------------------
+
+    def check_constraints(self, database, table):
+        """Return the expressions of the table's CHECK constraints, as the engine keeps them."""
+        raise NotImplementedError
+
+    def triggers(self, database):
+        """Return {trigger: table} of the database's triggers."""
+        raise NotImplementedError
+
+    # -- this engine's part of each feature, imported when a command first needs it ------
+
+    def stats_reader(self, url):
+        """Return the reader of sizes and index use for db.stats (db/stats.py)."""
+        raise NotImplementedError
+
+    def planner(self):
+        """Return the query planner reader for db.explain (db/explain.py)."""
+        raise NotImplementedError
+
+    def optimize(self, database):
+        """Run the engine's maintenance for db.optimize (db/maintenance.py); an Optimized."""
+        raise NotImplementedError
+
+    def schema_sql(self, database, url):
+        """Return the schema as SQL for db.schema (db/schema_dump.py)."""
+        raise NotImplementedError
+
+    def backup_format(self):
+        """Return how db.backup dumps, checks and restores this engine (db/backups/)."""
+        raise NotImplementedError
+
 
 class ServerEngine(Engine):
     """An engine whose databases live on a server: created and dropped over a maintenance
@@ -125,6 +164,7 @@ class ServerEngine(Engine):
 
     maintenance_database = None
     create_right = None  # the privilege that lets a user create databases
+    current_schema = None  # the SQL that names the schema the connection works in
 
     def check_url(self, url):
         # Without a name, playhouse raises a ValueError that quotes the password.
@@ -168,6 +208,13 @@ class ServerEngine(Engine):
 
     def is_unknown_database(self, exc, url):
         raise NotImplementedError
+
+    def triggers(self, database):
+        sql = (
+            "SELECT DISTINCT trigger_name, event_object_table FROM information_schema.triggers "
+            f"WHERE trigger_schema = {self.current_schema}"
+        )
+        return dict(database.execute_sql(sql).fetchall())
 
     def create_database(self, maintenance, name):
         raise NotImplementedError

@@ -25,11 +25,51 @@ class MySQLEngine(ServerEngine):
     maintenance_database = "information_schema"
     create_right = "CREATE"
     name = "MySQL"
+    key = "mysql"
     schemes = ("mysql",)
     database_class = peewee.MySQLDatabase
     driver_extra = "mysql"
     transactional_ddl = False
     datetime_precision = 0  # DATETIME, as the migrations declare it, keeps whole seconds
+    foreign_keys_make_indexes = True
+    current_schema = "DATABASE()"
+
+    def check_constraints(self, database, table):
+        query = (
+            "SELECT check_clause FROM information_schema.check_constraints "
+            "WHERE constraint_schema = DATABASE() AND table_name = %s"
+        )
+        return [expression for (expression,) in database.execute_sql(query, (table,))]
+
+    def finish_interrupted_restore(self, database):
+        from db.backups.mysql import finish_interrupted_swap
+
+        return finish_interrupted_swap(database)
+
+    def stats_reader(self, url):
+        from db.stats import MySQLStats
+
+        return MySQLStats(url)
+
+    def planner(self):
+        from db.explain import MySQLPlanner
+
+        return MySQLPlanner()
+
+    def optimize(self, database):
+        from db.maintenance import optimize_mysql
+
+        return optimize_mysql(database)
+
+    def schema_sql(self, database, url):
+        from db.schema_dump import mysql_schema
+
+        return mysql_schema(database, url)
+
+    def backup_format(self):
+        from db.backups.mysql import MySQLBackups
+
+        return MySQLBackups()
 
     def is_unknown_database(self, exc, url):
         return _error_code(exc.__cause__) == UNKNOWN_DATABASE

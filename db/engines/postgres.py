@@ -24,10 +24,46 @@ class PostgresEngine(ServerEngine):
     maintenance_database = "postgres"
     create_right = "CREATEDB"
     name = "PostgreSQL"
+    key = "postgres"
     schemes = ("postgresql", "postgres")
     database_class = peewee.PostgresqlDatabase
     driver_extra = "postgres"
     row_level_security = True  # migration 004's policies
+    current_schema = "current_schema()"
+
+    def check_constraints(self, database, table):
+        query = (
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c "
+            "JOIN pg_class t ON t.oid = c.conrelid "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE c.contype = 'c' AND t.relname = %s AND n.nspname = current_schema()"
+        )
+        return [expression for (expression,) in database.execute_sql(query, (table,))]
+
+    def stats_reader(self, url):
+        from db.stats import PostgresStats
+
+        return PostgresStats(url)
+
+    def planner(self):
+        from db.explain import PostgresPlanner
+
+        return PostgresPlanner()
+
+    def optimize(self, database):
+        from db.maintenance import optimize_postgres
+
+        return optimize_postgres(database)
+
+    def schema_sql(self, database, url):
+        from db.schema_dump import postgres_schema
+
+        return postgres_schema(database, url)
+
+    def backup_format(self):
+        from db.backups.postgres import PostgresBackups
+
+        return PostgresBackups()
 
     def is_unknown_database(self, exc, url):
         # libpq reports a missing database at connection time without an

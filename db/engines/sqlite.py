@@ -5,6 +5,7 @@ writer waits for another instead of failing with "database is locked".
 """
 
 import os
+import re
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,8 +53,44 @@ class SqliteEngine(Engine):
     """SQLite: a file lock beside the database, IMMEDIATE transactions."""
 
     name = "SQLite"
+    key = "sqlite"
     schemes = ("sqlite",)
     database_class = peewee.SqliteDatabase
+
+    def check_constraints(self, database, table):
+        (sql,) = database.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return check_clauses(sql)
+
+    def triggers(self, database):
+        sql = "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
+        return dict(database.execute_sql(sql).fetchall())
+
+    def stats_reader(self, url):
+        from db.stats import SqliteStats
+
+        return SqliteStats(url)
+
+    def planner(self):
+        from db.explain import SqlitePlanner
+
+        return SqlitePlanner()
+
+    def optimize(self, database):
+        from db.maintenance import optimize_sqlite
+
+        return optimize_sqlite(database)
+
+    def schema_sql(self, database, url):
+        from db.schema_dump import sqlite_schema
+
+        return sqlite_schema(database, url)
+
+    def backup_format(self):
+        from db.backups import sqlite
+
+        return sqlite
 
     def check_url(self, url):
         parts = urlsplit(url)
@@ -209,3 +246,16 @@ def _give_back_free_pages(database):
     """Shrink the file to what it holds: SQLite keeps the pages of dropped or emptied
     tables for reuse, so a reset gallery would stay as large as it was."""
     database.execute_sql("VACUUM")
+
+
+def check_clauses(sql):
+    """Return the expressions of every CHECK (...) in an SQLite CREATE TABLE statement."""
+    clauses = []
+    for match in re.finditer(r"\bCHECK\s*\(", sql, re.IGNORECASE):
+        depth, start = 1, match.end()
+        for position in range(start, len(sql)):
+            depth += {"(": 1, ")": -1}.get(sql[position], 0)
+            if depth == 0:
+                clauses.append(sql[start:position])
+                break
+    return clauses
