@@ -1,7 +1,8 @@
-"""Nox sessions: ``nox`` runs the tests on every installed Python and the linters.
+"""Nox sessions: ``nox`` runs the tests on every installed Python, the linters and the docs' build.
 
 nox -s tests-3.12 -- -k status     # one Python, arguments passed to pytest
 nox -s lint
+nox -s docs                      # the documentation site (mkdocs.yml, docs/), --strict, into site/
 nox -s mutation -- db/loader.py  # mutation testing of one module (or folder)
 """
 

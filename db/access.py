@@ -5,7 +5,7 @@
     Image.visible_to(user)           # the query helpers on the models use visible_filter
     can(user, "edit", album)         # ask before showing a button
 
-The rules (README "Access rules" shows the same table; tests/test_access.py proves it):
+The rules (docs/security.md, "Access rules", shows the same table; tests/test_access.py proves it):
 
 - images and albums: anyone sees public ones; a signed-in user also sees their own
   private ones; an admin sees everything. A visitor creates, edits and deletes their

@@ -1,4 +1,4 @@
-"""Access rules: who may do what (the README's permission table), and who sees what.
+"""Access rules: who may do what (docs/security.md's permission table), and who sees what.
 
 The permission table runs over the sample users (the seeders' admin Maya, editor Diego,
 visitor Liam) and an anonymous visitor, on SQLite: the rules live in Python, the same on
@@ -45,7 +45,7 @@ MAYA, DIEGO, AMARA, LIAM, SOFIA = (
 ACTORS = {"admin": MAYA, "editor": DIEGO, "visitor": LIAM, "anonymous": None}
 Y, N, NA = "yes", "no", "n/a"  # n/a: an anonymous visitor owns nothing
 
-# The README's permission table, row for row: (admin, editor, visitor, anonymous).
+# docs/security.md's permission table, row for row: (admin, editor, visitor, anonymous).
 PERMISSIONS = {
     "view another user's public image": (Y, Y, Y, Y),
     "view another user's private image": (Y, N, N, N),

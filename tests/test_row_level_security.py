@@ -3,7 +3,7 @@ images and albums from the wrong users, and refuses their writes.
 
 Every test talks to a real PostgreSQL server through a real role made for it: a LOGIN
 role that owns nothing and cannot bypass row-level security, granted the rights the
-application needs, as README's "Row-level security on PostgreSQL" says to create one.
+application needs, as docs/security.md's "Row-level security on PostgreSQL" says to create one.
 The gallery is written by the tables' owner (the test server's superuser, who ran the
 migrations), whom the policies do not apply to. The role acts for a user through the connection's
 ``clonegallery.user_id`` setting, or for nobody (anonymous) when it is not set.
@@ -325,7 +325,7 @@ def test_the_tables_owner_reads_every_row_even_when_no_superuser(owner, app_role
 
 
 def test_the_setting_is_the_applications_word_for_who_acts(alice):
-    act_as(alice, BOB)  # any SQL run on the connection could do this: see README
+    act_as(alice, BOB)  # any SQL run on the connection could do this: see docs/security.md
 
     assert images(alice) == {*PUBLIC_IMAGES, "bob-private"}
 
