@@ -5,7 +5,9 @@
     status(settings)                     # a StatusReport
 
 Invoke knows nothing of what happens here, and nothing here prints: progress
-goes to the ``on_event`` callback, results are returned.
+goes to the ``on_event`` callback, results are returned. Each command resolves the
+configured database once, as a ``db.target.Target`` (URL, engine, existence, connection),
+and hands that on.
 """
 
 from contextlib import contextmanager
@@ -14,32 +16,16 @@ from pathlib import Path
 
 import peewee
 
-from db import autogen, backups, maintenance, schedule, schema_dump
-from db import check as checks
-from db import diagram as diagrams
-from db import explain as explains
-from db import transfer as transfers
 from db.access import as_system
-from db.backups import encryption
-from db.config import mask_url
-from db.engines import database_exists, engine_for, engine_for_url, open_database
-from db.errors import (
-    BackupError,
-    BackupTooOld,
-    ConfigError,
-    DatabaseFailed,
-    IncompleteTransfer,
-    NotMigrated,
-)
+from db.errors import ConfigError, DatabaseFailed, IncompleteTransfer, NotMigrated
 from db.history import DatabaseIdentity, History, SeederHistory, TransferMarker
 from db.loader import discover, next_version, slugify
-from db.populate import populate as populate_gallery
 from db.runner import APPLIED, Runner
-from db.schedule import format_age, utc_moment
 from db.seeders import Seeder
-from db.stats import database_stats
+from db.target import Target
 
-IN_MEMORY_URL = "sqlite:///:memory:"
+# The feature modules (backups, stats, explain, transfer...) are imported by the
+# commands that use them: db.status loads none of them.
 
 PYTHON_TEMPLATE = '''"""{title}"""
 
@@ -112,46 +98,38 @@ class SetupResult:
 
 
 @contextmanager
-def opened(settings, create=True, allow_incomplete=False):
-    """Yield the configured database, opened, and close it afterwards.
+def opened(target, create=False, allow_incomplete=False):
+    """Yield the target's database, opened (see Target.opened), and close it afterwards.
 
-    With ``create=False`` a database that does not exist yet is not created: an
-    empty in-memory stand-in is opened instead (to plan or to report). The target of
-    an unfinished db.transfer is refused unless ``allow_incomplete``; a MySQL restore
-    killed in the middle of its swap is finished first. Writes through the models inside
-    run as maintenance code (db.access.as_system).
+    The target of an unfinished db.transfer is refused unless ``allow_incomplete``; a
+    MySQL restore killed in the middle of its swap is finished first. Writes through the
+    models inside run as maintenance code (db.access.as_system).
     """
-    url = settings.url
-    if not create and not database_exists(url):
-        url = IN_MEMORY_URL
-    # Not created when it vanished since: a task that reads must never make an empty one.
-    database = open_database(url, create=create or url == IN_MEMORY_URL)
     try:
-        engine_for(database).finish_interrupted_restore(database)
-        if not allow_incomplete:
-            _refuse_incomplete_transfer(database, settings.url)
-        with as_system():  # the tasks are maintenance code: seeders, the generator
-            yield database
+        with target.opened(create) as database:
+            target.database_engine.finish_interrupted_restore(database)
+            if not allow_incomplete:
+                _refuse_incomplete_transfer(database, target)
+            with as_system():  # the tasks are maintenance code: seeders, the generator
+                yield database
     except peewee.DatabaseError as exc:
-        raise DatabaseFailed(f"{mask_url(settings.url)}: {exc}") from exc
-    finally:
-        database.close()
+        raise DatabaseFailed(f"{target.masked_url}: {exc}") from exc
 
 
-def _refuse_incomplete_transfer(database, url):
+def _refuse_incomplete_transfer(database, target):
     marked = TransferMarker(database).read()
     if marked is not None:
         raise IncompleteTransfer(
-            f"{mask_url(url)} is an incomplete transfer from {marked.source}; "
+            f"{target.masked_url} is an incomplete transfer from {marked.source}; "
             "run invoke db.transfer --force again or invoke db.reset"
         )
 
 
 @contextmanager
-def runner_for(settings, on_event=None, create=True, allow_incomplete=False):
-    """Yield a migration Runner on the configured database (see ``opened``)."""
-    with opened(settings, create, allow_incomplete) as database:
-        yield Runner(database, settings.migrations_dir, on_event)
+def runner_for(target, settings, on_event=None, create=False, allow_incomplete=False):
+    """Yield a migration Runner on the target's database (see ``opened``)."""
+    with opened(target, create, allow_incomplete) as database:
+        yield Runner(database, settings.migrations_dir, on_event, engine=target.database_engine)
 
 
 def migrate(settings, to=None, dry_run=False, allow_out_of_order=False, on_event=None):
@@ -160,19 +138,23 @@ def migrate(settings, to=None, dry_run=False, allow_out_of_order=False, on_event
     A new database is created only once the plan has passed validation, so a
     refused run leaves nothing behind.
     """
-    options = {"to": to, "allow_out_of_order": allow_out_of_order}
-    if dry_run or not database_exists(settings.url):
-        with runner_for(settings, create=False) as planner:
+    options = {"to": to, "allow_out_of_order": allow_out_of_order, "dry_run": dry_run}
+    return _migrate(Target(settings.url), settings, on_event, **options)
+
+
+def _migrate(target, settings, on_event, dry_run=False, **options):
+    if dry_run or not target.exists:
+        with runner_for(target, settings) as planner:
             plan = planner.migrate(dry_run=True, **options)
         if dry_run or not plan:
             return plan
-    with runner_for(settings, on_event) as runner:
+    with runner_for(target, settings, on_event, create=True) as runner:
         return runner.migrate(**options)
 
 
 def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
     """Revert applied migrations; return the names reverted (or planned, with dry_run)."""
-    with runner_for(settings, on_event, create=False) as runner:
+    with runner_for(Target(settings.url), settings, on_event) as runner:
         reverted = runner.rollback(to=to, steps=steps, dry_run=dry_run)
         if reverted and not dry_run and runner.current_version() is None:
             # Back to no schema at all: the seeded rows are gone, so is the record of them.
@@ -182,31 +164,39 @@ def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
 
 def repair(settings):
     """Forget failed migration runs; return their names."""
-    with runner_for(settings, create=False) as runner:
+    with runner_for(Target(settings.url), settings) as runner:
         return runner.repair()
 
 
 def seed(settings, force=False, on_event=None):
     """Run the pending seeders (all of them with ``force``); return a SeedResult."""
-    with runner_for(settings, create=False) as runner:
+    return _seed(Target(settings.url), settings, force, on_event)
+
+
+def _seed(target, settings, force, on_event):
+    with runner_for(target, settings) as runner:
         _require_migrated(runner)
-        return Seeder(runner.database, settings.seeders_dir, on_event).seed(force=force)
+        return Seeder(runner.database, settings.seeders_dir, on_event, runner.engine).seed(
+            force=force
+        )
 
 
 def setup(settings, on_event=None):
     """Bring a database from nothing to a seeded gallery; return a SetupResult."""
-    migrations = migrate(settings, on_event=on_event)
-    seeded = seed(settings, on_event=on_event)
+    target = Target(settings.url)
+    migrations = _migrate(target, settings, on_event)
+    seeded = _seed(target, settings, False, on_event)
     return SetupResult(migrations, seeded.applied)
 
 
 def reset(settings, data_only=False):
     """Drop every table (or, with ``data_only``, empty them but keep the schema and its
     migration history); return the tables dropped or emptied."""
-    if not database_exists(settings.url):
+    target = Target(settings.url)
+    if not target.exists:
         return []
-    with opened(settings, allow_incomplete=True) as database:
-        engine = engine_for(database)
+    with opened(target, allow_incomplete=True) as database:
+        engine = target.engine
         with engine.migration_lock(database):
             TransferMarker(database).clear()  # what an unfinished transfer left goes too
             if data_only:
@@ -222,8 +212,10 @@ def reset(settings, data_only=False):
 
 def populate(settings, plan, on_progress=None):
     """Generate a realistic gallery at scale (see db.populate); return a PopulateResult."""
+    from db.populate import populate as populate_gallery
+
     plan.check()
-    with runner_for(settings, create=False) as runner:
+    with runner_for(Target(settings.url), settings) as runner:
         _require_migrated(runner)
         return populate_gallery(runner.database, plan, on_progress)
 
@@ -232,11 +224,13 @@ def backup(settings, output=None, retention=None, verify=False, compress=False, 
     """Back up the database (verifying it when asked, or before pruning by ``retention``,
     a backups.Retention; encrypted to the configured recipients with ``encrypt``);
     return a BackupResult."""
+    from db import backups
+
     retention = retention or backups.Retention()
     recipients = _recipients(settings) if encrypt else None  # a bad key: refused first
-    if not database_exists(settings.url):
-        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to back up")
-    with opened(settings, create=False) as database:
+    target = Target(settings.url)
+    target.require_existing("nothing to back up")
+    with opened(target) as database:
         info = backups.create_backup(
             database,
             settings.url,
@@ -252,12 +246,16 @@ def backup(settings, output=None, retention=None, verify=False, compress=False, 
 
 
 def _recipients(settings):
+    from db.backups import encryption
+
     return encryption.parse_recipients(settings.backup_recipients or "")
 
 
 def _identities(settings, identity):
     """Return the identities of ``identity`` (a path) or of the configured identity
     file, or None when neither is given."""
+    from db.backups import encryption
+
     path = identity or settings.backup_identity
     return encryption.read_identities(path) if path else None
 
@@ -267,10 +265,12 @@ def backup_every(settings, period, on_backup, on_failure, **options):
     SIGTERM or Ctrl-C; each BackupResult goes to ``on_backup``, each failed run to
     ``on_failure`` (the next period tries again). Return the name of the signal that
     stopped it; a backup in progress then is discarded."""
+    from db import backups, schedule
+
     if options.get("output") is not None:
         raise ConfigError("--every writes into the backups folder: drop --output")
     # What no later run could mend is refused now, not once a period.
-    engine_for_url(settings.url).check_url(settings.url)
+    Target(settings.url)  # a URL that can name no database
     backups.writable_folder(settings.backups_dir)
     with schedule.stop_on_signals() as stops:
         try:
@@ -302,6 +302,9 @@ def restore_plan(settings, path):
     """Return the RestorePlan of restoring ``path``; raise BackupError when the file or
     its manifest is missing (before anyone is asked to confirm). Nothing else is checked
     or changed yet."""
+    from db import backups
+    from db.errors import BackupError
+
     try:
         manifest = backups.manifest_of(path)
     except BackupError as exc:
@@ -315,6 +318,8 @@ def restore(settings, path, identity=None):
     """Restore the database from a verified backup (decrypted with the ``identity``
     file, or the configured one, when encrypted), after a safety backup of the current
     one; return a RestoreResult."""
+    from db import backups
+
     versions = [f.version for f in discover(settings.migrations_dir)]
     latest_known = max(versions, key=int) if versions else None
     identities = _identities(settings, identity)
@@ -330,6 +335,8 @@ def verify(settings, path, identity=None):
     """Verify a backup file (a server backup on the configured server; an encrypted one
     decrypted with the ``identity`` file, or the configured one); mark it verified and
     return its BackupInfo, or raise."""
+    from db import backups
+
     info = backups.BackupInfo(Path(path), backups.read_manifest(path))
     return _verified(info, settings.url, _identities(settings, identity))
 
@@ -345,6 +352,8 @@ class BackupListing:
 def list_backups(settings, everyone=False):
     """Return a BackupListing of the backups folder: the configured database's backups,
     newest first, or with ``everyone`` every backup there."""
+    from db import backups
+
     owner = None if everyone else backups.current_owner(settings.url)
     return BackupListing(owner, backups.list_backups(settings.backups_dir, owner))
 
@@ -352,6 +361,10 @@ def list_backups(settings, everyone=False):
 def require_recent_backup(settings, max_age, now=None):
     """Raise BackupTooOld unless the configured database's newest verified backup is
     younger than ``max_age`` (a timedelta); return that backup."""
+    from db import backups
+    from db.errors import BackupTooOld
+    from db.schedule import format_age, utc_moment
+
     owner = backups.current_owner(settings.url)
     newest = next(
         (info for info in backups.list_backups(settings.backups_dir, owner) if info.verified),
@@ -370,12 +383,12 @@ def require_recent_backup(settings, max_age, now=None):
 
 def stats(settings):
     """Return the DatabaseStats of the database (see db.stats); it must exist."""
-    if not database_exists(settings.url):
-        raise ConfigError(
-            f"{mask_url(settings.url)} does not exist yet: no statistics; db.setup creates it"
-        )
-    with opened(settings, create=False) as database:
-        return database_stats(database, settings.url, settings.backups_dir)
+    from db.stats import database_stats
+
+    target = Target(settings.url)
+    target.require_existing("no statistics")
+    with opened(target):
+        return database_stats(target, settings.backups_dir)
 
 
 DIAGRAM_FORMATS = {".md": "markdown", ".mmd": "mermaid", ".dot": "dot", ".gv": "dot", ".svg": "svg"}
@@ -384,10 +397,12 @@ DIAGRAM_FORMATS = {".md": "markdown", ".mmd": "mermaid", ".dot": "dot", ".gv": "
 def diagram(settings, output=None):
     """Draw the live schema: return the diagram's text (Mermaid unless ``output`` names
     another format by its suffix), written to ``output`` when given."""
+    from db import diagram as diagrams
+
     kind = "mermaid" if output is None else _diagram_format(output)
-    if not database_exists(settings.url):
-        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
-    with opened(settings, create=False) as database:
+    target = Target(settings.url)
+    target.require_existing("no schema to draw")
+    with opened(target) as database:
         schema = diagrams.read_schema(database)
     text = {
         "mermaid": lambda: diagrams.mermaid(schema),
@@ -412,18 +427,20 @@ def _diagram_format(output):
 
 
 def _verified(info, url, identities=None):
+    from db import backups
+
     backups.raise_problems(backups.verify_backup(info.path, url, identities))
     return backups.mark_verified(info)
 
 
 def status(settings):
     """Return a StatusReport; a database that does not exist yet is left uncreated."""
-    exists = database_exists(settings.url)
-    with runner_for(settings, create=False, allow_incomplete=True) as runner:
-        seeders = Seeder(runner.database, settings.seeders_dir).status()
+    target = Target(settings.url)
+    with runner_for(target, settings, allow_incomplete=True) as runner:
+        seeders = Seeder(runner.database, settings.seeders_dir, engine=runner.engine).status()
         return StatusReport(
-            mask_url(settings.url),
-            exists,
+            target.masked_url,
+            target.exists,
             runner.current_version(),
             runner.status(),
             seeders,
@@ -431,13 +448,16 @@ def status(settings):
         )
 
 
-def transfer(settings, to, force=False, batch=transfers.DEFAULT_BATCH, on_progress=None):
+def transfer(settings, to, force=False, batch=None, on_progress=None):
     """Copy the database to the one at ``to`` (any engine; created if need be) and prove
     the copy equal (see db.transfer); return a TransferResult."""
+    from db import transfer as transfers
+
+    batch = transfers.DEFAULT_BATCH if batch is None else batch
     transfers.check_options(to, batch)  # a bad --to or --batch: refused before opening
-    if not database_exists(settings.url):
-        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to transfer")
-    with runner_for(settings, create=False) as runner:
+    target = Target(settings.url)
+    target.require_existing("nothing to transfer")
+    with runner_for(target, settings) as runner:
         _require_migrated(runner)
         return transfers.transfer(
             runner.database, settings.url, to, settings.migrations_dir, force, batch, on_progress
@@ -469,9 +489,11 @@ def new_migration(settings, description, sql=False, auto=False):
     kind, text = ("sql", SQL_TEMPLATE) if sql else ("py", PYTHON_TEMPLATE)
     text = text.format(title=description.strip())
     if auto:
-        if not database_exists(settings.url):
-            raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
-        with opened(settings, create=False) as database:
+        from db import autogen
+
+        target = Target(settings.url)
+        target.require_existing("no database to compare with the models")
+        with opened(target) as database:
             text = autogen.migration_text(database, settings.migrations_dir, description.strip())
         if text is None:
             return None
@@ -483,17 +505,16 @@ def new_migration(settings, description, sql=False, auto=False):
 def schema(settings, output=None):
     """Return the migrated database's schema as SQL for its engine (see db.schema_dump),
     written to ``output`` when given; a SchemaDump."""
+    from db import schema_dump
+
     if output is not None:
         schema_dump.check_output(output)  # a missing folder: refused before the dump
-    if not database_exists(settings.url):
-        raise ConfigError(
-            f"{mask_url(settings.url)} does not exist yet: no schema to write; "
-            "run invoke db.setup first"
-        )
-    with runner_for(settings, create=False) as runner:
+    target = Target(settings.url)
+    target.require_existing("no schema to write")
+    with runner_for(target, settings) as runner:
         _require_migrated(runner)
         sql = schema_dump.schema_sql(runner.database, settings.url)
-        tables = len(engine_for(runner.database).tables(runner.database))
+        tables = len(target.engine.tables(runner.database))
     path = None if output is None else schema_dump.write_schema(sql, output)
     return schema_dump.SchemaDump(sql, tables, path)
 
@@ -501,13 +522,12 @@ def schema(settings, output=None):
 def schema_difference(settings, path):
     """Return the unified diff from the schema file ``path`` (a committed schema.sql) to
     the migrated database's live schema (see db.schema_dump); "" when they are in step."""
+    from db import schema_dump
+
     schema_dump.read_schema(path)  # a missing file: refused before the database is opened
-    if not database_exists(settings.url):
-        raise ConfigError(
-            f"{mask_url(settings.url)} does not exist yet: no schema to compare; "
-            "run invoke db.setup first"
-        )
-    with runner_for(settings, create=False) as runner:
+    target = Target(settings.url)
+    target.require_existing("no schema to compare")
+    with runner_for(target, settings) as runner:
         _require_migrated(runner)
         return schema_dump.compare_with_file(runner.database, settings.url, path)
 
@@ -515,36 +535,37 @@ def schema_difference(settings, path):
 def optimize(settings):
     """Run the engine's maintenance under the migration lock (see db.maintenance);
     return an Optimized."""
-    if not database_exists(settings.url):
-        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: nothing to optimize")
-    with (
-        opened(settings, create=False) as database,
-        engine_for(database).migration_lock(database),
-    ):
-        return maintenance.optimize(database)
+    target = Target(settings.url)
+    target.require_existing("nothing to optimize")
+    with opened(target) as database, target.engine.migration_lock(database):
+        return target.engine.optimize(database)
 
 
 def explain(settings, sql=None, builtin=False):
     """Return an ExplainReport (see db.explain): the plan of one SELECT, or with
     ``builtin`` of each of the app's typical queries (on a migrated database)."""
+    from db import explain as explains
+
     if builtin == (sql is not None):
         raise ConfigError("db.explain needs either the SQL of one SELECT or --builtin, not both")
     if sql is not None:
         explains.check_select(sql)  # refused before the database is opened
-    if not database_exists(settings.url):
-        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
-    with runner_for(settings, create=False) as runner:
+    target = Target(settings.url)
+    target.require_existing("nothing to explain")
+    with runner_for(target, settings) as runner:
         if builtin:
             _require_migrated(runner)
             return explains.explain_builtin(runner.database)
         explained = explains.explain(runner.database, sql)
-        return explains.ExplainReport(engine_for(runner.database).name, (explained,))
+        return explains.ExplainReport(target.engine.name, (explained,))
 
 
 def check(settings):
     """Return the Differences between the database and the models and migrations (see
     db.check); the database must exist."""
-    if not database_exists(settings.url):
-        raise ConfigError(f"{mask_url(settings.url)} does not exist yet: run invoke db.setup")
-    with opened(settings, create=False) as database:
-        return checks.check_database(database, settings.migrations_dir)
+    from db.check import check_database
+
+    target = Target(settings.url)
+    target.require_existing("nothing to check")
+    with opened(target) as database:
+        return check_database(database, settings.migrations_dir)

@@ -24,6 +24,10 @@ class ConfigError(DbError):
     exit_code = 2
 
 
+class DatabaseMissing(ConfigError):
+    """The configured database does not exist yet (db.setup creates it)."""
+
+
 class ConnectionFailed(DbError):
     """The database could not be opened or reached."""
 

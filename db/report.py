@@ -3,9 +3,6 @@
 import datetime
 import json
 
-from tqdm import tqdm
-
-from db.backups.owner import Owner
 from db.errors import printable
 from db.schedule import format_age
 
@@ -122,6 +119,8 @@ def backups_table(listing):
         state = "yes" if info.verified else ("no manifest" if not info.manifest else "no")
         line = f"{created:<20} {size:>10} {schema!s:<7} {state:<9} {info.path.name}"
         if everyone:
+            from db.backups.owner import Owner  # db.backups: only where backups are shown
+
             owner = Owner.from_manifest(info.manifest)
             line += f"  {printable(owner.describe()) if owner else '?'}"
         lines.append(line)
@@ -305,6 +304,8 @@ class ProgressPrinter:
     def __call__(self, done, total):
         if self.on_terminal:
             if self.bar is None:
+                from tqdm import tqdm
+
                 self.bar = tqdm(total=total, unit=f" {self.what}", unit_scale=True)
             self.bar.update(done - self.bar.n)
             if done >= total:

@@ -56,10 +56,10 @@ class MigrationStatus:
 class Runner:
     """Apply and roll back the migrations of one folder on one database."""
 
-    def __init__(self, database, migrations_dir, on_event=None):
+    def __init__(self, database, migrations_dir, on_event=None, engine=None):
         self.database = database
         self.migrations_dir = migrations_dir
-        self.engine = engine_for(database)
+        self.engine = engine or engine_for(database)
         self.history = History(database)
         self.migrator = self.engine.migrator(database)
         self.on_event = on_event or _ignore_event

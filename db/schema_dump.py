@@ -82,7 +82,7 @@ class SchemaDump:
 
 def schema_sql(database, url):
     """Return the schema of the connected database (of ``url``) as SQL for its engine."""
-    return DUMPERS[engine_for(database).name](database, url)
+    return engine_for(database).schema_sql(database, url)
 
 
 def compare_with_file(database, url, path):
@@ -240,6 +240,3 @@ def _tool_output(command, env):
         run_tool(command, env, stdout=output)
         output.seek(0)
         return output.read().decode("utf-8")
-
-
-DUMPERS = {"SQLite": sqlite_schema, "PostgreSQL": postgres_schema, "MySQL": mysql_schema}

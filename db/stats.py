@@ -30,7 +30,6 @@ import peewee
 
 from db.backups import Owner, created_moment, list_backups
 from db.config import mask_url
-from db.engines import engine_for
 from db.engines.base import quoted
 from db.engines.sqlite import sqlite_path
 
@@ -93,9 +92,9 @@ class DatabaseStats:
     notes: list
 
 
-def database_stats(database, url, backups_dir):
-    """Return the DatabaseStats of an open database (whose URL is ``url``)."""
-    engine = engine_for(database)
+def database_stats(target, backups_dir):
+    """Return the DatabaseStats of an opened db.target.Target."""
+    database, url, engine = target.database, target.url, target.engine
     reader = engine.stats_reader(url)
     with engine.consistent_read(database):
         names = sorted(engine.tables(database))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from db.commands import IN_MEMORY_URL
+from db.target import IN_MEMORY_URL
 from db.config import (
     RECIPIENTS_VARIABLE,
     anchored,

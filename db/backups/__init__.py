@@ -293,8 +293,12 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30, identities=No
         DatabaseIdentity(copy).write(kept.id)
 
     with readable_backup(Path(path), manifest, identities) as (plain, plain_manifest):
-        safety = engine_named(manifest["engine"]).backup_format().restore(
-            url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout, adopt=adopt
+        safety = (
+            engine_named(manifest["engine"])
+            .backup_format()
+            .restore(
+                url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout, adopt=adopt
+            )
         )
     return _claimed(safety, kept)
 
@@ -330,7 +334,6 @@ def current_owner(url):
         return Owner.known(database, url)
     finally:
         database.close()
-
 
 
 def manifest_of(path):

@@ -5,7 +5,6 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 import peewee
-import sqlparse
 from playhouse import db_url
 
 from db.config import mask_url, require_database_name
@@ -39,6 +38,11 @@ class Engine:
 
     def exists(self, url):
         raise NotImplementedError
+
+    def connect_existing(self, url):
+        """Return a connected Database when the URL's database exists, else None: the
+        probe and the connection in one (on a server, one connection, not two)."""
+        return self.connect(url) if self.exists(url) else None
 
     def create(self, url):
         raise NotImplementedError
@@ -80,6 +84,8 @@ class Engine:
 
     def split_statements(self, sql, first_line=1):
         """Split with sqlparse (quotes, comments, dollar quoting); keep each start line."""
+        import sqlparse  # its lexer compiles many patterns: only for commands that run SQL files
+
         statements, offset = [], 0
         for text in sqlparse.split(sql):
             if not text.strip() or _only_comments(text):
@@ -171,13 +177,18 @@ class ServerEngine(Engine):
         require_database_name(url)
 
     def exists(self, url):
+        database = self.connect_existing(url)
+        if database is not None:
+            database.close()
+        return database is not None
+
+    def connect_existing(self, url):
         try:
-            self.connect(url).close()
+            return self.connect(url)
         except ConnectionFailed as exc:
             if self.is_unknown_database(exc, url):
-                return False
+                return None
             raise
-        return True
 
     def create(self, url):
         name = database_name_of(url)

@@ -1,0 +1,76 @@
+"""The database a command works on, resolved once per command.
+
+    target = Target(settings.url)        # the engine, from the URL, once
+    target.require_existing("nothing to back up")   # one probe, one wording
+    with target.opened() as database:    # the probe's connection, not a second one
+        ...
+
+Commands hand the Target (URL, engine, open database) to the library instead of
+working the engine out again from a URL or a connection at each step.
+"""
+
+from contextlib import contextmanager
+
+from db.config import mask_url
+from db.engines import engine_for_url
+from db.errors import DatabaseMissing
+
+IN_MEMORY_URL = "sqlite:///:memory:"
+
+
+class Target:
+    """The configured database: its URL, its Engine, whether it exists (probed once, by
+    connecting where that is how one finds out) and, while opened, its connection."""
+
+    def __init__(self, url):
+        self.url = url
+        self.engine = engine_for_url(url)
+        self.engine.check_url(url)
+        self.database = None  # the open connection, inside opened()
+        self.database_engine = None  # its engine: ``engine``, or SQLite's for a stand-in
+        self._probed = False
+        self._exists = None
+        self._connection = None  # the probe's connection, kept for opened()
+
+    @property
+    def masked_url(self):
+        return mask_url(self.url)
+
+    @property
+    def exists(self):
+        """Whether the database exists (it is not created by asking)."""
+        if not self._probed:
+            self._connection = self.engine.connect_existing(self.url)
+            self._exists, self._probed = self._connection is not None, True
+        return self._exists
+
+    def require_existing(self, consequence):
+        """Raise DatabaseMissing, worded the one way, unless the database exists."""
+        if not self.exists:
+            raise DatabaseMissing(
+                f"{self.masked_url} does not exist yet: {consequence}; invoke db.setup creates it"
+            )
+
+    @contextmanager
+    def opened(self, create=False):
+        """Yield the database connected (created first with ``create``; without it, a
+        database that does not exist is an empty in-memory stand-in, to plan or report
+        on) and close it afterwards."""
+        self.database_engine, self.database = self._connect(create)
+        try:
+            yield self.database
+        finally:
+            self.database.close()
+            self.database = self.database_engine = None
+
+    def _connect(self, create):
+        """Return (engine, connected database)."""
+        if self.exists:
+            connection, self._connection = self._connection, None
+            return self.engine, connection or self.engine.connect(self.url)
+        if not create:
+            stand_in = engine_for_url(IN_MEMORY_URL)
+            return stand_in, stand_in.connect(IN_MEMORY_URL)
+        self.engine.create(self.url)
+        self._exists = True
+        return self.engine, self.engine.connect(self.url)
