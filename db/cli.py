@@ -33,6 +33,11 @@ PROJECT_ENV = "CLONEGALLERY_PROJECT"
 CLOSED_PIPE_EXIT = 128 + 13
 # Invoke's own parse errors (unknown option, missing argument) under clonegallery-db.
 USAGE_EXIT = 2
+# -d once meant --dry-run in some tasks and --debug in others. Without a flag of the
+# task's own, Invoke would read it as its core --debug and run the task for real: a
+# script that meant a dry run would migrate. Every task therefore refuses it.
+RETIRED_FLAG = "d"
+RETIRED_HELP = "refused: say --dry-run or --debug in full (-d meant either, once)"
 
 
 class ToolkitTask(Task):
@@ -67,7 +72,10 @@ class ToolkitTask(Task):
         if self.query:
             by_name[self.query].__class__ = QueryArgument
             by_name[self.query].stand_in = by_name[self.query_or]
-        return arguments
+        return [
+            *arguments,
+            Argument(names=(RETIRED_FLAG,), kind=bool, default=False, help=RETIRED_HELP),
+        ]
 
 
 class QueryArgument(Argument):
@@ -108,6 +116,8 @@ def toolkit_task(numbers=(), query=None, query_or=None, **options):
     def decorate(body):
         @functools.wraps(body)
         def run(c, *args, **kwargs):
+            if kwargs.pop(RETIRED_FLAG, False):
+                raise Exit(f"error: -d is no option: {RETIRED_HELP.split(': ', 1)[1]}", USAGE_EXIT)
             debug = kwargs.get("debug") or c.config.db.debug
             with reported_errors(debug, as_json=kwargs.get("json", False)):
                 body(c, *args, **kwargs)
@@ -483,6 +493,8 @@ def schema(c, output=None, check=None, debug=False):
     from db import commands, report
 
     if check is not None:
+        if output is not None:
+            raise ConfigError("db.schema --check compares and --output writes: give one of them")
         difference = commands.schema_difference(settings_of(c), check)
         print(difference or f"schema in step with {check}", end="" if difference else "\n")
         if difference:
@@ -622,7 +634,8 @@ class ToolkitProgram(Program):
             super().parse_core(argv)
 
     def parse_collection(self):
-        project = Path(self.args.project.value or os.environ.get(PROJECT_ENV) or os.getcwd())
+        self.project_given = self.args.project.value
+        project = Path(self.project_given or os.environ.get(PROJECT_ENV) or os.getcwd())
         self.namespace = db_collection(project.resolve())
         super().parse_collection()
         self.config.set_project_location(str(project))
@@ -631,6 +644,8 @@ class ToolkitProgram(Program):
     def parse_tasks(self):
         with usage_errors():
             super().parse_tasks()
+        if self.args.project.value != self.project_given:
+            raise Exit("error: --project goes before the task's name", code=USAGE_EXIT)
 
     def parse_cleanup(self):
         with usage_errors():

@@ -253,10 +253,10 @@ def cli(program, elsewhere):
 # -- short flags and numbers -------------------------------------------------------------
 
 
-def test_no_task_has_a_short_flag_of_its_own(program, elsewhere):
+def test_no_task_has_a_short_flag_but_the_refused_d(program, elsewhere):
     # One letter cannot mean one thing across twenty tasks (-d was --debug, --dry-run and
     # --data-only): only Invoke's own core flags (-h, -l ...) are short, and a task's help
-    # lists the task's own options only.
+    # lists the task's own options only, with -d, which every task refuses.
     listing = succeeded(program.run("--list", "--list-format=json", cwd=elsewhere))
     tasks = listed_task_names(listing, "db" if program.prefix else None)
     assert len(tasks) >= 20, tasks
@@ -264,10 +264,26 @@ def test_no_task_has_a_short_flag_of_its_own(program, elsewhere):
     short = {}
     for task in tasks:
         help_text = succeeded(program.run("--help", program.prefix + task, cwd=elsewhere))
-        if lines := [line for line in options_section(help_text) if SHORT_FLAG.match(line)]:
+        lines = [line.split()[0] for line in options_section(help_text) if SHORT_FLAG.match(line)]
+        if lines != ["-d"]:
             short[task] = lines
 
     assert short == {}
+
+
+@pytest.mark.parametrize("task", ["rollback", "migrate", "reset"])
+def test_d_is_refused_so_a_dry_run_spelled_the_old_way_changes_nothing(
+    migrated_project, elsewhere, task
+):
+    # Without a -d of the task's own, Invoke would read it as its core --debug and run
+    # the task for real.
+    database = migrated_project / "clonegallery.db"
+    before = database.read_bytes()
+
+    result = run_console_script("--project", migrated_project, task, "-d", cwd=elsewhere)
+
+    one_error_line(result, 2, "-d", "--dry-run")
+    assert database.read_bytes() == before
 
 
 @pytest.mark.parametrize("task", NUMERIC_OPTIONS)
@@ -731,3 +747,21 @@ def test_in_json_mode_the_console_scripts_errors_are_json_too(project, elsewhere
     assert set(document) == {"format_version", "error", "exit_code"}
     assert (document["format_version"], document["exit_code"]) == (1, 2)
     assert "nosuch" in document["error"]
+
+
+def test_project_given_after_the_task_is_refused_not_ignored(migrated_project, elsewhere):
+    result = run_console_script("status", "--project", migrated_project, cwd=elsewhere)
+
+    one_error_line(result, 2, "--project goes before")
+
+
+def test_schema_check_and_output_together_are_refused(migrated_project, elsewhere):
+    committed = migrated_project / "schema.sql"
+
+    result = run_console_script(
+        "--project", migrated_project, "schema", "--check", committed, "--output", committed,
+        cwd=elsewhere,
+    )  # fmt: skip
+
+    one_error_line(result, 2, "--check", "--output")
+    assert not committed.exists()
