@@ -74,7 +74,8 @@ class Difference:
 
 def check_database(database, migrations_dir, models=ALL_MODELS):
     """Return the Differences between the database and the models and migrations."""
-    statuses = Runner(database, migrations_dir).status()
+    engine = engine_for(database)
+    statuses = Runner(database, migrations_dir, engine=engine).status()
     differences = []
     live = set(application_tables(database))
     declared = {model._meta.table_name: model for model in models}
@@ -85,8 +86,8 @@ def check_database(database, migrations_dir, models=ALL_MODELS):
             detail = f"table {table}: not in the models"
             differences.append(Difference("table", table, detail, None, False))
         else:
-            differences += _table_differences(database, declared[table])
-    differences += _trigger_differences(database, migrations_dir, statuses)
+            differences += _table_differences(database, engine, declared[table])
+    differences += _trigger_differences(database, engine, migrations_dir, statuses)
     differences += [
         Difference("migration", None, f"migration {m.name}: {MIGRATION_STATES[m.state]}")
         for m in statuses
@@ -104,7 +105,7 @@ def type_family(declared):
     return text.lower()
 
 
-def _table_differences(database, model):
+def _table_differences(database, engine, model):
     table = model._meta.table_name
     differences = []
 
@@ -153,7 +154,7 @@ def _table_differences(database, model):
     for index in sorted(live_indexes - wanted_indexes):
         add("index", f"{_index_words(table, *index)} not in the models", index, missing=False)
 
-    checked_columns = _columns_with_checks(database, table, columns)
+    checked_columns = _columns_with_checks(database, engine, table, columns)
     for name, field in fields.items():
         if getattr(field, "rules", None) and name in columns and name not in checked_columns:
             add("check", f"{table}.{name}: CHECK constraint missing")
@@ -259,7 +260,7 @@ def _reference(table, key):
     return f"{table}.{column} -> {parent}.{parent_column}"
 
 
-def expected_triggers(database, migrations_dir, statuses):
+def expected_triggers(engine, migrations_dir, statuses):
     """Return {trigger: table} that the applied migrations create on this engine.
 
     A migration that creates triggers declares them as migration 003 does: a
@@ -267,7 +268,7 @@ def expected_triggers(database, migrations_dir, statuses):
     Reading them from the files is exact for every engine and needs no reference
     database; PostgreSQL's trigger functions (named ``name()``) are left out.
     """
-    dialect = engine_for(database).key
+    dialect = engine.key
     recorded = {m.version for m in statuses if m.state in (APPLIED, CHANGED, FAILED)}
     expected = {}
     for migration in discover(migrations_dir):
@@ -283,9 +284,9 @@ def expected_triggers(database, migrations_dir, statuses):
     return expected
 
 
-def _columns_with_checks(database, table, columns):
+def _columns_with_checks(database, engine, table, columns):
     """Return the columns that some CHECK constraint of the table mentions."""
-    expressions = engine_for(database).check_constraints(database, table)
+    expressions = engine.check_constraints(database, table)
     return {
         name
         for name in columns
@@ -293,9 +294,9 @@ def _columns_with_checks(database, table, columns):
     }
 
 
-def _trigger_differences(database, migrations_dir, statuses):
-    wanted = expected_triggers(database, migrations_dir, statuses)
-    live = engine_for(database).triggers(database)
+def _trigger_differences(database, engine, migrations_dir, statuses):
+    wanted = expected_triggers(engine, migrations_dir, statuses)
+    live = engine.triggers(database)
     differences = [
         Difference("trigger", wanted[name], f"trigger {name} on {wanted[name]}: missing")
         for name in sorted(wanted.keys() - live.keys())
