@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from invoke import Argument, Collection, Exit, ParseError, Program, Task
+from invoke.util import yaml
 
 from db.config import Settings, database_name, mask_url, resolve_recipients, resolve_url
 from db.errors import ConfigError, DbError, NotUpToDate, ResetCancelled
@@ -639,7 +640,13 @@ class ToolkitProgram(Program):
         self.namespace = db_collection(project.resolve())
         super().parse_collection()
         self.config.set_project_location(str(project))
-        self.config.load_project()
+        try:
+            self.config.load_project()
+        except (yaml.YAMLError, ValueError, OSError) as exc:  # YAML, JSON, unreadable
+            detail = " ".join(str(exc).split())
+            raise Exit(
+                f"error: {project}/invoke.yaml cannot be read: {detail}", USAGE_EXIT
+            ) from None
 
     def parse_tasks(self):
         with usage_errors():

@@ -765,3 +765,11 @@ def test_schema_check_and_output_together_are_refused(migrated_project, elsewher
 
     one_error_line(result, 2, "--check", "--output")
     assert not committed.exists()
+
+
+def test_a_project_whose_invoke_yaml_is_broken_is_one_error_line(project, elsewhere):
+    (project / "invoke.yaml").write_text("db: [unclosed\n")
+
+    result = run_console_script("--project", project, "status", cwd=elsewhere)
+
+    one_error_line(result, 2, "invoke.yaml", str(project))
