@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from db.target import IN_MEMORY_URL
 from db.config import (
     RECIPIENTS_VARIABLE,
     anchored,
@@ -20,6 +19,7 @@ from db.config import (
 )
 from db.engines import open_database
 from db.errors import ConfigError
+from db.target import IN_MEMORY_URL
 from tests.conftest import PROJECT_ROOT, run_invoke
 
 
