@@ -637,6 +637,9 @@ class ToolkitProgram(Program):
     def parse_collection(self):
         self.project_given = self.args.project.value
         project = Path(self.project_given or os.environ.get(PROJECT_ENV) or os.getcwd())
+        if not project.is_dir():
+            source = "--project" if self.project_given else PROJECT_ENV
+            raise Exit(f"error: {source} {project}: no such folder", USAGE_EXIT)
         self.namespace = db_collection(project.resolve())
         super().parse_collection()
         self.config.set_project_location(str(project))
@@ -645,7 +648,7 @@ class ToolkitProgram(Program):
         except (yaml.YAMLError, ValueError, OSError) as exc:  # YAML, JSON, unreadable
             detail = " ".join(str(exc).split())
             raise Exit(
-                f"error: {project}/invoke.yaml cannot be read: {detail}", USAGE_EXIT
+                f"error: the invoke.yaml of {project} cannot be read: {detail}", USAGE_EXIT
             ) from None
 
     def parse_tasks(self):

@@ -773,3 +773,15 @@ def test_a_project_whose_invoke_yaml_is_broken_is_one_error_line(project, elsewh
     result = run_console_script("--project", project, "status", cwd=elsewhere)
 
     one_error_line(result, 2, "invoke.yaml", str(project))
+
+
+@pytest.mark.parametrize("where", ["--project", "CLONEGALLERY_PROJECT"])
+def test_a_project_that_is_not_a_folder_is_one_error_line(tmp_path, elsewhere, where):
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("not a project")
+    options = ["--project", not_a_folder] if where == "--project" else []
+    env = {} if options else {"CLONEGALLERY_PROJECT": str(not_a_folder)}
+
+    result = run_console_script(*options, "status", cwd=elsewhere, env=env)
+
+    one_error_line(result, 2, where, "no such folder")
