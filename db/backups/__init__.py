@@ -47,9 +47,10 @@ from db.backups.manifest import (
     write_manifest,
 )
 from db.backups.owner import Owner, engine_of
-from db.engines import database_exists, engine_for, engine_named, open_database
+from db.engines import engine_for, engine_named
 from db.errors import BackupError, ConfigError, ToolFailed
 from db.history import DatabaseIdentity
+from db.target import Target
 
 __all__ = [
     "BackupInfo",
@@ -279,15 +280,13 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30, identities=No
     kept = Owner.at(url, _kept_id(replaced, manifest))
 
     def take_safety():
-        if not database_exists(url):
+        target = Target(url)
+        if not target.exists:
             return None
-        database = open_database(url, create=False)
-        try:
+        with target.opened() as database:
             if DatabaseIdentity(database).read() is None:
                 DatabaseIdentity(database).write(kept.id)  # the id it keeps from now on
             return create_backup(database, url, safety_folder)
-        finally:
-            database.close()
 
     def adopt(copy):
         DatabaseIdentity(copy).write(kept.id)
@@ -327,13 +326,11 @@ def _claimed(safety, owner):
 def current_owner(url):
     """Return the Owner of the database at ``url``, with its id when it exists and has
     one; nothing is written."""
-    if not database_exists(url):
+    target = Target(url)
+    if not target.exists:
         return Owner.at(url)
-    database = open_database(url, create=False)
-    try:
+    with target.opened() as database:
         return Owner.known(database, url)
-    finally:
-        database.close()
 
 
 def manifest_of(path):
