@@ -37,6 +37,7 @@ from db.history import SeederHistory
 from db.populate import GalleryPlan, populate
 from db.runner import Runner
 from db.seeders import Seeder
+from db.target import Target
 from db.transfer import DEFAULT_BATCH, plan_tables, transfer
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -114,11 +115,11 @@ def run_floor(source, target):
 
 def run_transfer(source, target):
     """Transfer the source to the target; return figures."""
-    database = open_database(source, create=False)
-    started = time.perf_counter()
-    result = transfer(database, source, target, MIGRATIONS_DIR, batch=DEFAULT_BATCH)
-    seconds = time.perf_counter() - started
-    database.close()
+    origin = Target(source)
+    with origin.opened():
+        started = time.perf_counter()
+        result = transfer(origin, target, MIGRATIONS_DIR, batch=DEFAULT_BATCH)
+        seconds = time.perf_counter() - started
     return {"rows": result.total_rows, "seconds": seconds}
 
 

@@ -232,8 +232,7 @@ def backup(settings, output=None, retention=None, verify=False, compress=False, 
     target.require_existing("nothing to back up")
     with opened(target) as database:
         info = backups.create_backup(
-            database,
-            settings.url,
+            target,
             settings.backups_dir,
             output,
             compress=compress,
@@ -459,9 +458,7 @@ def transfer(settings, to, force=False, batch=None, on_progress=None):
     target.require_existing("nothing to transfer")
     with runner_for(target, settings) as runner:
         _require_migrated(runner)
-        return transfers.transfer(
-            runner.database, settings.url, to, settings.migrations_dir, force, batch, on_progress
-        )
+        return transfers.transfer(target, to, settings.migrations_dir, force, batch, on_progress)
 
 
 def _require_migrated(runner):
@@ -513,7 +510,7 @@ def schema(settings, output=None):
     target.require_existing("no schema to write")
     with runner_for(target, settings) as runner:
         _require_migrated(runner)
-        sql = schema_dump.schema_sql(runner.database, settings.url)
+        sql = schema_dump.schema_sql(target)
         tables = len(target.engine.tables(runner.database))
     path = None if output is None else schema_dump.write_schema(sql, output)
     return schema_dump.SchemaDump(sql, tables, path)
@@ -529,7 +526,7 @@ def schema_difference(settings, path):
     target.require_existing("no schema to compare")
     with runner_for(target, settings) as runner:
         _require_migrated(runner)
-        return schema_dump.compare_with_file(runner.database, settings.url, path)
+        return schema_dump.compare_with_file(target, path)
 
 
 def optimize(settings):

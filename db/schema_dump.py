@@ -1,8 +1,8 @@
 """The complete current schema of a database, as SQL for its engine (``db.schema``).
 
-    sql = schema_sql(database, url)        # tables, constraints, indexes, triggers
+    sql = schema_sql(target)               # an opened db.target.Target: tables, indexes...
     write_schema(sql, Path("schema.sql"))  # refuses a folder that does not exist
-    diff = compare_with_file(database, url, Path("schema.sql"))  # "" when in step
+    diff = compare_with_file(target, Path("schema.sql"))  # "" when in step
 
 Each engine's schema comes from where that engine keeps it, so it is the schema the
 database really has, not the one the migrations meant to give it:
@@ -50,7 +50,6 @@ from db.clients import (
     mysql_options_file,
     run_tool,
 )
-from db.engines import engine_for
 from db.errors import ConfigError
 
 # SQLite's own objects (sqlite_sequence, sqlite_stat1...): SQLite makes them itself.
@@ -80,16 +79,16 @@ class SchemaDump:
     path: Path | None  # None: not written to a file (printed)
 
 
-def schema_sql(database, url):
-    """Return the schema of the connected database (of ``url``) as SQL for its engine."""
-    return engine_for(database).schema_sql(database, url)
+def schema_sql(target):
+    """Return the schema of an opened db.target.Target as SQL for its engine."""
+    return target.engine.schema_sql(target.database, target.url)
 
 
-def compare_with_file(database, url, path):
-    """Return the unified diff from the schema SQL in ``path`` to the live database's
-    (of ``url``); an empty string when they are the same."""
+def compare_with_file(target, path):
+    """Return the unified diff from the schema SQL in ``path`` to the live schema of an
+    opened db.target.Target; an empty string when they are the same."""
     committed = read_schema(path)  # a missing file: refused before the dump
-    return schema_diff(committed, schema_sql(database, url), str(path))
+    return schema_diff(committed, schema_sql(target), str(path))
 
 
 def read_schema(path):

@@ -32,6 +32,14 @@ class Target:
         self._exists = None
         self._connection = None  # the probe's connection, kept for opened()
 
+    @classmethod
+    def around(cls, database, url):
+        """Return an opened Target over a connection opened elsewhere (to ``url``)."""
+        target = cls(url)
+        target._exists = target._probed = True
+        target.database, target.database_engine = database, target.engine
+        return target
+
     @property
     def masked_url(self):
         return mask_url(self.url)

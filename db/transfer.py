@@ -1,9 +1,9 @@
 """Copy the CloneGallery database to another database, on any engine: ``db.transfer``.
 
-    source = open_database("sqlite:///clonegallery.db")      # fully migrated
-    result = transfer(source, "sqlite:///clonegallery.db",
-                      "postgresql://app@db.example.com/gallery", Path("migrations"),
-                      on_progress=show)                      # show(stage, done, total)
+    source = Target("sqlite:///clonegallery.db")               # fully migrated
+    with source.opened():
+        result = transfer(source, "postgresql://app@db.example.com/gallery",
+                          Path("migrations"), on_progress=show)   # show(stage, done, total)
     result.rows       # {"users": 5005, "tags": 1018, "images": 100008, ...}, parents first
     result.seconds
 
@@ -98,16 +98,16 @@ class TableCopy:
 
 
 def transfer(
-    source,
-    source_url,
+    origin,
     target_url,
     migrations_dir,
     force=False,
     batch=DEFAULT_BATCH,
     on_progress=None,
 ):
-    """Copy the migrated ``source`` to the database at ``target_url`` (created if need be)
-    and prove the copy; return a TransferResult."""
+    """Copy the migrated database of ``origin`` (an opened db.target.Target) to the one at
+    ``target_url`` (created if need be) and prove the copy; return a TransferResult."""
+    source, source_url = origin.database, origin.url
     check_options(target_url, batch)
     started = time.perf_counter()
     plan = plan_tables(source)

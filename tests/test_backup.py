@@ -18,6 +18,7 @@ from db import backups
 from db.backups.sqlite import pinned_snapshot
 from db.engines import engine_for
 from db.errors import BackupError, ConfigError
+from db.target import Target
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
@@ -32,7 +33,9 @@ def cli(db_url, backups_dir):
 
 
 def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gallery, backups_dir):
-    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    info = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
 
     assert info.path.parent == backups_dir
     assert info.path.name.startswith("clonegallery-") and info.path.suffix == ".db"
@@ -49,7 +52,9 @@ def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gall
 
 
 def test_a_fresh_backup_verifies(migrated_db, gallery, backups_dir):
-    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    info = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
 
     assert backups.verify_backup(info.path) == []
 
@@ -79,7 +84,9 @@ def corrupt(path, how):
 
 @pytest.mark.parametrize("how", ["appended", "truncated", "random bytes", "empty"])
 def test_a_damaged_backup_fails_verification(migrated_db, gallery, backups_dir, cli, how):
-    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    info = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
     corrupt(info.path, how)
 
     assert backups.verify_backup(info.path)
@@ -87,7 +94,9 @@ def test_a_damaged_backup_fails_verification(migrated_db, gallery, backups_dir, 
 
 
 def test_a_tampered_manifest_fails_verification(migrated_db, gallery, backups_dir):
-    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    info = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
     manifest = json.loads(backups.manifest_path(info.path).read_text())
     manifest["row_counts"]["images"] = 9
     backups.manifest_path(info.path).write_text(json.dumps(manifest))
@@ -145,10 +154,16 @@ def test_keep_prunes_only_this_tools_oldest_backups(cli, gallery, backups_dir):
 
 def test_pruning_never_deletes_the_newest_verified_backup(migrated_db, gallery, backups_dir):
     oldest = backups.mark_verified(
-        backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+        backups.create_backup(
+            Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+        )
     )
-    middle = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
-    newest = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    middle = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
+    newest = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
 
     owner = backups.Owner.known(migrated_db, sqlite_url(migrated_db.database))
     deleted = backups.prune_backups(backups_dir, owner, backups.Retention(last=1))
@@ -190,7 +205,9 @@ def test_a_backup_taken_while_a_writer_inserts_is_consistent(migrated_db, galler
     try:
         assert writer.stdout.readline().strip() == "started"
         wait_for_writer_rows(gallery, at_least=20)
-        info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+        info = backups.create_backup(
+            Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+        )
         time.sleep(0.2)
     finally:
         writer.kill()
@@ -257,7 +274,7 @@ def test_a_database_the_writers_keep_busy_is_backed_up_through_the_backup_api(
         writer.execute("SELECT COUNT(*) FROM tags").fetchone()
         with pinned_snapshot(db_path) as pinned:
             assert pinned is None
-        info = backups.create_backup(migrated_db, sqlite_url(db_path), backups_dir)
+        info = backups.create_backup(Target.around(migrated_db, sqlite_url(db_path)), backups_dir)
         writer.execute("ROLLBACK")
 
     assert backups.verify_backup(info.path) == []
@@ -273,7 +290,7 @@ def test_a_database_the_writers_keep_busy_is_backed_up_through_the_backup_api(
 @pytest.fixture
 def backup(migrated_db, gallery, backups_dir):
     """A fresh, unverified backup of the gallery."""
-    return backups.create_backup(migrated_db, sqlite_url(gallery), backups_dir)
+    return backups.create_backup(Target.around(migrated_db, sqlite_url(gallery)), backups_dir)
 
 
 def edit_manifest(path, **changes):
@@ -407,7 +424,7 @@ def test_a_restore_returns_the_replaced_databases_safety_backup_under_its_id(
     migrated_db, gallery, backups_dir, tmp_path
 ):
     url = sqlite_url(gallery)
-    info = backups.create_backup(migrated_db, url, backups_dir, verify=True)
+    info = backups.create_backup(Target.around(migrated_db, url), backups_dir, verify=True)
     own_id = backups.current_owner(url).id
     manifest = backups.check_restorable(info.path, url, "004")
     migrated_db.close()

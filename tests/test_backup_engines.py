@@ -33,6 +33,7 @@ from db.models import Album, AlbumImage, Analytics, Image, ImageTag, Tag, User, 
 from db.populate import GalleryPlan, populate
 from db.runner import Runner
 from db.seeders import Seeder
+from db.target import Target
 from tests import servers
 from tests.conftest import (
     MIGRATIONS_DIR,
@@ -140,7 +141,7 @@ def backup_of(url, folder, compress=False):
     """Back up the database of ``url`` into ``folder`` with the library; return the file."""
     database = open_database(url, create=False)
     try:
-        return backups.create_backup(database, url, folder, compress=compress).path
+        return backups.create_backup(Target.around(database, url), folder, compress=compress).path
     finally:
         database.close()
 
@@ -395,7 +396,9 @@ def test_another_applications_dump_is_not_a_clonegallery_backup(
     try:
         notes.execute_sql("CREATE TABLE notes (body VARCHAR(100))")
         notes.execute_sql("INSERT INTO notes (body) VALUES ('not a gallery')")
-        foreign = backups.create_backup(notes, other_engine_url, backups_dir / "foreign").path
+        foreign = backups.create_backup(
+            Target.around(notes, other_engine_url), backups_dir / "foreign"
+        ).path
     finally:
         notes.close()
     before = checksum(engine_gallery)
@@ -806,7 +809,7 @@ def test_a_restore_killed_at_any_moment_leaves_the_old_or_the_new_database(
 ):
     populate(engine_migrated_db, GalleryPlan(users=50, images=1_000, seed=8))
     new = checksum(engine_migrated_db)
-    path = backups.create_backup(engine_migrated_db, engine_url, backups_dir).path
+    path = backups.create_backup(Target.around(engine_migrated_db, engine_url), backups_dir).path
     populate(engine_migrated_db, GalleryPlan(users=10, images=100, seed=9))
     old = checksum(engine_migrated_db)
     engine_migrated_db.close()

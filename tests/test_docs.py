@@ -55,6 +55,7 @@ from db.access import as_system
 from db.engines.base import database_name_of
 from db.models import Album, Image, User, bind_models
 from db.runner import Runner
+from db.target import Target
 from tests import servers
 from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, sqlite_url
 from tests.test_access import DIEGO, LIAM, MAYA
@@ -398,7 +399,9 @@ def test_a_migration_example_applies_and_rolls_back(example, engine, engine_db, 
 
 
 def test_the_schema_pages_table_names_every_table(migrated_db, gallery, db_url, tmp_path):
-    backups.create_backup(migrated_db, db_url, tmp_path)  # the first backup makes its id
+    backups.create_backup(
+        Target.around(migrated_db, db_url), tmp_path
+    )  # the first backup makes its id
     section = section_of(SCHEMA_PAGE, "## Tables")
 
     listed = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)

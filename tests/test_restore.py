@@ -15,6 +15,7 @@ import pytest
 from db import backups
 from db.errors import BackupError
 from db.populate import GalleryPlan, populate
+from db.target import Target
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
@@ -32,7 +33,9 @@ def cli(db_url, backups_dir):
 @pytest.fixture
 def backup_of_gallery(migrated_db, gallery, backups_dir):
     """A backup of the seeded gallery, then more data written to the live database."""
-    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    info = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
     populate(migrated_db, GalleryPlan(users=20, images=200, seed=4))
     migrated_db.close()  # restore refuses while another connection uses the database
     return info
@@ -205,7 +208,9 @@ def test_a_restore_killed_at_any_moment_leaves_the_old_or_the_new_database(
     migrated_db, db_path, db_url, backups_dir, tmp_path
 ):
     populate(migrated_db, GalleryPlan(users=200, images=20_000, seed=8))
-    info = backups.create_backup(migrated_db, sqlite_url(migrated_db.database), backups_dir)
+    info = backups.create_backup(
+        Target.around(migrated_db, sqlite_url(migrated_db.database)), backups_dir
+    )
     populate(migrated_db, GalleryPlan(users=10, images=100, seed=9))
     migrated_db.close()
     pristine = tmp_path / "pristine.db"

@@ -22,6 +22,7 @@ import pytest
 
 from db import backups
 from db.backups.files import file_digest
+from db.target import Target
 from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
@@ -78,7 +79,7 @@ def live(gallery):
 def verified_backup(migrated_db, live, tmp_path):
     """A verified backup of the live gallery, kept outside the backups folder; the
     live database is closed afterwards (a restore waits for other connections)."""
-    info = backups.create_backup(migrated_db, sqlite_url(live), tmp_path / "kept")
+    info = backups.create_backup(Target.around(migrated_db, sqlite_url(live)), tmp_path / "kept")
     migrated_db.close()
     assert backups.verify_backup(info.path) == []
     return backups.mark_verified(info).path
@@ -147,7 +148,7 @@ def test_a_restore_onto_a_full_disk_is_one_line_and_leaves_the_database_as_it_wa
     migrated_db, live, tmp_path, small_disk, compress
 ):
     info = backups.create_backup(
-        migrated_db, sqlite_url(live), tmp_path / "kept", compress=compress
+        Target.around(migrated_db, sqlite_url(live)), tmp_path / "kept", compress=compress
     )
     migrated_db.close()
     backups.mark_verified(info)
@@ -305,7 +306,7 @@ def test_a_backup_of_a_wal_database_is_a_rollback_journal_file_hashed_as_written
 ):
     # The copy is hashed as it is written, its header switched to rollback journal first:
     # the manifest's checksum is the file's own, and the file needs no WAL beside it.
-    info = backups.create_backup(migrated_db, sqlite_url(live), tmp_path / "kept")
+    info = backups.create_backup(Target.around(migrated_db, sqlite_url(live)), tmp_path / "kept")
 
     assert info.path.read_bytes()[18:20] == b"\x01\x01"
     assert file_digest(info.path) == (info.manifest["sha256"], info.manifest["size"])

@@ -33,6 +33,7 @@ from db.schema_dump import (
     schema_sql,
     write_schema,
 )
+from db.target import Target
 from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
 from tests.snapshots import connected, schema
 
@@ -185,7 +186,9 @@ def test_two_databases_migrated_alike_dump_the_same_schema(
         Runner(other, MIGRATIONS_DIR).migrate()
         add_tags(other, "only-in-the-other")
 
-        assert schema_sql(other, other_engine_url) == schema_sql(engine_migrated_db, engine_url)
+        assert schema_sql(Target.around(other, other_engine_url)) == schema_sql(
+            Target.around(engine_migrated_db, engine_url)
+        )
     finally:
         other.close()
 
@@ -196,7 +199,7 @@ def test_on_postgresql_no_restrict_line_and_no_version_comment_is_written(
     if engine != "postgres":
         pytest.skip("pg_dump's restrict key and version comments")
 
-    sql = schema_sql(engine_migrated_db, engine_url)
+    sql = schema_sql(Target.around(engine_migrated_db, engine_url))
 
     lines = sql.splitlines()
     assert not [line for line in lines if re.match(r"\\(un)?restrict\b", line)]
@@ -212,7 +215,7 @@ def test_on_mysql_no_table_keeps_its_next_id_and_no_trigger_its_definer(
         pytest.skip("SHOW CREATE TABLE's AUTO_INCREMENT=N and a trigger's DEFINER are MySQL's")
     add_tags(engine_migrated_db, "sunset", "harbour")
 
-    sql = schema_sql(engine_migrated_db, engine_url)
+    sql = schema_sql(Target.around(engine_migrated_db, engine_url))
 
     assert "AUTO_INCREMENT=" not in sql
     assert "`id` int(11) NOT NULL AUTO_INCREMENT," in sql  # the column keeps its own
@@ -253,12 +256,12 @@ def test_a_pg_dump_without_the_restrict_key_option_writes_the_same_schema(
 ):
     if engine != "postgres":
         pytest.skip("pg_dump's --restrict-key option")
-    current = schema_sql(engine_migrated_db, engine_url)
+    current = schema_sql(Target.around(engine_migrated_db, engine_url))
     old = old_pg_dump(tmp_path)
     monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{os.environ['PATH']}")
     assert shutil.which("pg_dump") == str(old)
 
-    assert schema_sql(engine_migrated_db, engine_url) == current
+    assert schema_sql(Target.around(engine_migrated_db, engine_url)) == current
 
 
 # --- compare_with_file: a committed schema against the live database ---------------------
@@ -271,7 +274,7 @@ def test_a_dump_compared_with_its_own_database_is_in_step(
     dump_to(engine_url, committed)
     add_tags(engine_migrated_db, "sunset")
 
-    assert compare_with_file(engine_migrated_db, engine_url, committed) == ""
+    assert compare_with_file(Target.around(engine_migrated_db, engine_url), committed) == ""
 
 
 def test_an_added_column_and_index_show_in_the_diff_and_the_file_is_left_alone(
@@ -282,7 +285,7 @@ def test_an_added_column_and_index_show_in_the_diff_and_the_file_is_left_alone(
     engine_migrated_db.execute_sql("ALTER TABLE tags ADD COLUMN colour VARCHAR(20)")
     engine_migrated_db.execute_sql("CREATE INDEX tags_colour ON tags (colour)")
 
-    diff = compare_with_file(engine_migrated_db, engine_url, committed)
+    diff = compare_with_file(Target.around(engine_migrated_db, engine_url), committed)
 
     assert diff.startswith(f"--- {committed}\n+++ live database\n@@ "), diff
     added = changed_lines(diff, "+", "colour")
@@ -297,7 +300,7 @@ def test_a_dropped_index_shows_as_removed_lines(engine, engine_migrated_db, engi
     drop = "DROP INDEX tags_trending" + (" ON tags" if engine == "mysql" else "")
     engine_migrated_db.execute_sql(drop)
 
-    diff = compare_with_file(engine_migrated_db, engine_url, committed)
+    diff = compare_with_file(Target.around(engine_migrated_db, engine_url), committed)
 
     assert changed_lines(diff, "-", "tags_trending"), diff
     assert not changed_lines(diff, "+", "tags_trending"), diff
@@ -309,7 +312,7 @@ def test_a_missing_schema_file_is_refused_naming_it_and_how_to_write_it(
     missing = tmp_path / "schema.sql"
 
     with pytest.raises(ConfigError) as refused:
-        compare_with_file(migrated_db, db_url, missing)
+        compare_with_file(Target.around(migrated_db, db_url), missing)
 
     assert str(missing) in str(refused.value)
     assert "does not exist" in str(refused.value)
@@ -326,7 +329,7 @@ def test_an_unreadable_schema_file_is_refused_naming_it(migrated_db, db_url, tmp
         path.write_bytes(b"CREATE TABLE caf\xe9 (id INTEGER);\n")
 
     with pytest.raises(ConfigError, match=re.escape(f"cannot read the schema file {path}: ")):
-        compare_with_file(migrated_db, db_url, path)
+        compare_with_file(Target.around(migrated_db, db_url), path)
 
 
 def test_the_diff_is_empty_only_for_the_same_text_and_marks_a_missing_last_newline():
@@ -349,12 +352,12 @@ def test_only_a_newline_ends_a_line_of_the_diff():
 
 
 def test_a_file_written_by_write_schema_is_in_step(migrated_db, db_url, tmp_path):
-    path = write_schema(schema_sql(migrated_db, db_url), tmp_path / "schema.sql")
+    path = write_schema(schema_sql(Target.around(migrated_db, db_url)), tmp_path / "schema.sql")
 
-    assert compare_with_file(migrated_db, db_url, path) == ""
+    assert compare_with_file(Target.around(migrated_db, db_url), path) == ""
     migrated_db.execute_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
     assert "+CREATE TABLE notes (id INTEGER PRIMARY KEY);" in compare_with_file(
-        migrated_db, db_url, path
+        Target.around(migrated_db, db_url), path
     )
 
 

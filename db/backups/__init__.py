@@ -1,6 +1,6 @@
 """Backups you can trust: consistent snapshots with a manifest, verified before trusted.
 
-    info = create_backup(database, url, folder=Path("backups"))   # BackupInfo(path, manifest)
+    info = create_backup(target, folder=Path("backups"))   # an opened db.target.Target
     verify_backup(info.path, url)            # [] when sound, else the problems found
     owner = Owner.known(database, url)       # the database, as manifests name it
     list_backups(Path("backups"), owner)     # its BackupInfos, newest first (None: all)
@@ -47,7 +47,7 @@ from db.backups.manifest import (
     write_manifest,
 )
 from db.backups.owner import Owner, engine_of
-from db.engines import engine_for, engine_named
+from db.engines import engine_named
 from db.errors import BackupError, ConfigError, ToolFailed
 from db.history import DatabaseIdentity
 from db.target import Target
@@ -75,29 +75,29 @@ FOLDER_SETTING = "INVOKE_DB_BACKUPS (db.backups in invoke.yaml)"
 
 
 def create_backup(
-    database,
-    url,
+    source,
     folder=Path("backups"),
     output=None,
     compress=False,
     recipients=None,
     verify=False,
 ):
-    """Take a consistent snapshot of the open ``database`` (whose URL is ``url``),
+    """Take a consistent snapshot of ``source``, an opened db.target.Target,
     compressed and then encrypted to ``recipients`` (see encryption.py) when asked, and
     verified when asked; return its BackupInfo.
 
     An encrypted backup is verified before it is encrypted, so that the machine that
     makes backups needs no key that can read them: afterwards its checksum proves the
     stored file is still the one that verified."""
-    engine = engine_of(url)
+    database, url, backup_format = source.database, source.url, source.engine.backup_format()
+    engine = source.engine.key
     live = sqlite.live_file(url) if engine == "sqlite" else None
     name = backup_name(engine, compress, Owner.at(url).file_prefix(), encrypted=bool(recipients))
     target = _target_path(Path(folder), output, name, live)
     remove_leftovers(target.parent)
 
     def dump(partial):
-        return engine_for(database).backup_format().dump(database, url, partial, compress)
+        return backup_format.dump(database, url, partial, compress)
 
     def owner():
         # Its first backup gives the database its id, once the backup is made: a backup
@@ -108,7 +108,7 @@ def create_backup(
         manifest = dump(partial)
         if manifest.get("verified_at"):  # a MySQL dump is verified as it is made
             return manifest
-        found = engine_for(database).backup_format().check(partial, manifest, url)
+        found = backup_format.check(partial, manifest, url)
         raise_problems([f"{target}: {problem}" for problem in found])
         return {**manifest, "verified_at": now_text()}
 
@@ -286,7 +286,7 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30, identities=No
         with target.opened() as database:
             if DatabaseIdentity(database).read() is None:
                 DatabaseIdentity(database).write(kept.id)  # the id it keeps from now on
-            return create_backup(database, url, safety_folder)
+            return create_backup(target, safety_folder)
 
     def adopt(copy):
         DatabaseIdentity(copy).write(kept.id)
