@@ -145,8 +145,14 @@ def reported_errors(debug, as_json=False):
         raise Exit(code=CLOSED_PIPE_EXIT) from None
 
 
+# How the messages' hints name a task ("run invoke db.setup"): the program running them
+# says it its own way (ToolkitProgram: "clonegallery-db setup").
+TASK_PREFIX = "invoke db."
+
+
 def failure(message, code, as_json):
     """Return the Exit that reports a failure: a line on stderr, or JSON on stdout."""
+    message = message.replace("invoke db.", TASK_PREFIX)
     if not as_json:
         return Exit(f"error: {message}", code=code)
     try:
@@ -623,6 +629,8 @@ class ToolkitProgram(Program):
         ]
 
     def run(self, argv=None, exit=True):
+        global TASK_PREFIX
+        TASK_PREFIX = f"{self.binary} "
         try:
             super().run(argv, exit)
             sys.stdout.flush()

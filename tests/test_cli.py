@@ -785,3 +785,11 @@ def test_a_project_that_is_not_a_folder_is_one_error_line(tmp_path, elsewhere, w
     result = run_console_script(*options, "status", cwd=elsewhere, env=env)
 
     one_error_line(result, 2, where, "no such folder")
+
+
+def test_a_hint_names_the_task_the_way_the_program_running_it_does(project, elsewhere):
+    under_invoke = run_invoke("db.stats", url=f"sqlite:///{project / 'none.db'}")
+    under_console_script = run_console_script("--project", project, "stats", cwd=elsewhere)
+
+    one_error_line(under_invoke, 2, "does not exist yet", "invoke db.setup")
+    one_error_line(under_console_script, 2, "does not exist yet", "clonegallery-db setup")
