@@ -412,7 +412,7 @@ def stats_json(stats):
     return json_document(
         {
             "database": stats.database,
-            "engine": stats.engine,
+            "engine": stats.engine_key,  # the key, as manifests name it
             "size_bytes": stats.size_bytes,
             "free_bytes": stats.free_bytes,
             "wal_bytes": stats.wal_bytes,

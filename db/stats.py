@@ -90,6 +90,7 @@ class DatabaseStats:
     tables: list
     latest_backup: BackupAge | None
     notes: list
+    engine_key: str = None  # the engine's key (sqlite, postgres, mysql), for machines
 
 
 def database_stats(target, backups_dir):
@@ -120,6 +121,7 @@ def database_stats(target, backups_dir):
         tables,
         latest_backup(backups_dir, Owner.known(database, url)),
         notes,
+        engine.key,
     )
 
 

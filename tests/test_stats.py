@@ -102,6 +102,7 @@ def test_json_has_the_documented_keys_and_the_latest_backup_appears_after_a_back
     after = json.loads(cli(settings, "db.stats", "--json").stdout)
 
     assert set(after) == TOP_KEYS
+    assert after["engine"] == "sqlite"  # the engine's key, as manifests name it
     for table in after["tables"]:
         assert set(table) == TABLE_KEYS
         for index in table["indexes"]:
