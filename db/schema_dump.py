@@ -38,6 +38,7 @@ schema are byte-identical, whatever the rows, the time or who ran the migrations
 import difflib
 import io
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ MYSQL_NEXT_ID = re.compile(r"^(\) ENGINE=\w+) AUTO_INCREMENT=\d+", re.MULTILINE)
 MYSQL_DEFINER = re.compile(r"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*` ?")
 MYSQL_EMPTY_VERSIONED_COMMENT = re.compile(r" ?/\*!\d{5} ?\*/")
 LIVE_LABEL = "live database"
+# A schema file is kilobytes: one far larger is not one (and its diff would never end).
+SCHEMA_FILE_LIMIT = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,31 @@ def compare_with_file(target, path):
 
 
 def read_schema(path):
-    """Return the text of a schema file; raise ConfigError naming it when it cannot be read."""
+    """Return the text of a schema file; raise ConfigError naming it when it cannot be
+    read, is not a regular file (a FIFO or /dev/zero would never end) or is too large to
+    be a schema (SCHEMA_FILE_LIMIT: the diff would run for hours)."""
+    file = Path(path).expanduser()
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8")
+        if not stat.S_ISREG(file.stat().st_mode):
+            raise ConfigError(f"cannot read the schema file {path}: not a regular file")
+        with open(file, "rb") as stream:
+            data = stream.read(SCHEMA_FILE_LIMIT + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"cannot compare the schema with {path}: it does not exist; "
             f"write it with invoke db.schema --output {path}"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ConfigError(f"cannot read the schema file {path}: {reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the schema file {path}: {exc.strerror or exc}") from None
+    if len(data) > SCHEMA_FILE_LIMIT:
+        raise ConfigError(
+            f"cannot read the schema file {path}: larger than {SCHEMA_FILE_LIMIT // 2**20} MiB, "
+            "no schema is"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read the schema file {path}: {exc}") from None
 
 
 def schema_diff(committed, live, label):

@@ -27,6 +27,7 @@ from db.engines.sqlite import sqlite_path
 from db.errors import ConfigError
 from db.runner import Runner
 from db.schema_dump import (
+    SCHEMA_FILE_LIMIT,
     compare_with_file,
     dependency_order,
     schema_diff,
@@ -320,11 +321,17 @@ def test_a_missing_schema_file_is_refused_naming_it_and_how_to_write_it(
     assert not missing.exists()
 
 
-@pytest.mark.parametrize("kind", ["folder", "not UTF-8"])
+@pytest.mark.parametrize("kind", ["folder", "not UTF-8", "FIFO", "larger than any schema"])
 def test_an_unreadable_schema_file_is_refused_naming_it(migrated_db, db_url, tmp_path, kind):
+    # A FIFO (or /dev/zero) would block or never end; a huge file's diff would run for hours.
     path = tmp_path / "schema.sql"
     if kind == "folder":
         path.mkdir()
+    elif kind == "FIFO":
+        os.mkfifo(path)
+    elif kind == "larger than any schema":
+        with open(path, "wb") as big:
+            big.truncate(SCHEMA_FILE_LIMIT + 1)
     else:
         path.write_bytes(b"CREATE TABLE caf\xe9 (id INTEGER);\n")
 
