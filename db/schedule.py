@@ -103,6 +103,8 @@ def run_every(period, job, on_failure, stops=None, clock=time.monotonic, sleep=t
         started = clock()
         try:
             job()
+        except BrokenPipeError:  # the reader of | head went away: end, as any command does
+            raise
         except (DbError, OSError) as exc:
             stops.raise_if_received()
             on_failure(exc)

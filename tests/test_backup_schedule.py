@@ -379,3 +379,27 @@ def test_max_age_fails_in_one_line_without_a_young_enough_verified_backup(
 @pytest.mark.parametrize("limit", ["0s", "26", "abc", "1y"])
 def test_a_bad_max_age_is_refused_in_one_line(gallery, backups_dir, limit):
     one_error_line(max_age(sqlite_url(gallery), backups_dir, limit), 2, "--max-age", limit)
+
+
+@pytest.mark.slow
+def test_a_loop_whose_reader_goes_away_ends_quietly_after_a_whole_backup(gallery, backups_dir):
+    """``db.backup --every 1s | head -1``: once head has its line and exits, the next
+    backup's line meets a closed pipe; the loop ends (141) rather than reporting the
+    closed pipe as a failed run every period, and what it made is whole."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    environment.update(DATABASE_URL=sqlite_url(gallery), INVOKE_DB_BACKUPS=str(backups_dir))
+    loop = subprocess.Popen(
+        [*INVOKE, "db.backup", "--every", "1s"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=environment,
+    )  # fmt: skip
+    try:
+        assert BACKUP_LINE.match(loop.stdout.readline().decode().rstrip("\n"))
+        loop.stdout.close()  # head -1 exits
+        code = loop.wait(timeout=60)
+    finally:
+        loop.kill()
+        loop.wait()
+
+    assert code == 141
+    assert loop.stderr.read().decode() == ""
+    assert_only_complete_backups(backups_dir)
