@@ -534,8 +534,10 @@ def optimize(settings):
     return an Optimized."""
     target = Target(settings.url)
     target.require_existing("nothing to optimize")
+    from db.maintenance import optimize as run_maintenance
+
     with opened(target) as database, target.engine.migration_lock(database):
-        return target.engine.optimize(database)
+        return run_maintenance(target.engine, database)
 
 
 def explain(settings, sql=None, builtin=False):

@@ -26,13 +26,14 @@ The built-in queries are built with the models, so each engine gets its own SQL,
 bound to a typical value (the middle row of the table, not the most popular one).
 """
 
+import functools
 import json
 import re
 from dataclasses import dataclass
 
 import peewee
 
-from db.engines import engine_for
+from db.engines import MySQLEngine, PostgresEngine, SqliteEngine, engine_for
 from db.engines.base import quoted
 from db.errors import BadQuery, one_line
 from db.models import Album, AlbumImage, Image, ImageTag, Tag, User, UserLike, bind_models
@@ -184,7 +185,7 @@ def check_select(sql):
 
 
 def _explain_checked(database, sql, params, name):
-    planner = engine_for(database).planner()
+    planner = planner_for(engine_for(database))
     try:
         with database.atomic() as transaction:
             planner.read_only(database)
@@ -409,6 +410,27 @@ class MySQLPlanner(Planner):
 
     def rows(self, database, step):
         return self.estimates.get(step.table, 0)
+
+
+@functools.singledispatch
+def planner_for(engine):
+    """Return the Planner that reads ``engine``'s query plans."""
+    raise TypeError(f"db.explain has no planner for {engine.name}")
+
+
+@planner_for.register
+def _(engine: SqliteEngine):
+    return SqlitePlanner()
+
+
+@planner_for.register
+def _(engine: PostgresEngine):
+    return PostgresPlanner()
+
+
+@planner_for.register
+def _(engine: MySQLEngine):
+    return MySQLPlanner()
 
 
 _FROM_OR_JOIN = re.compile(

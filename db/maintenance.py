@@ -14,12 +14,13 @@ The caller holds the migration lock (engine.migration_lock), so maintenance neve
 in the middle of a migration.
 """
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from db.engines import engine_for
+from db.engines import MySQLEngine, PostgresEngine, SqliteEngine
 from db.engines.base import quoted
 
 
@@ -58,12 +59,14 @@ class Optimized:
         return self.size_before - self.size_after
 
 
-def optimize(database):
-    """Run the engine's maintenance on the connected database; return an Optimized."""
-    return engine_for(database).optimize(database)
+@functools.singledispatch
+def optimize(engine, database):
+    """Run ``engine``'s maintenance on the connected database; return an Optimized."""
+    raise TypeError(f"db.optimize has nothing to run on {engine.name}")
 
 
-def optimize_sqlite(database):
+@optimize.register
+def optimize_sqlite(engine: SqliteEngine, database):
     """PRAGMA optimize, ANALYZE, VACUUM; return the file and free pages before and after."""
     steps = ("PRAGMA optimize", "ANALYZE", "VACUUM")
     size_before, free_before = _sqlite_size(database)
@@ -80,7 +83,8 @@ def _sqlite_size(database):
     return Path(database.database).stat().st_size, free_pages
 
 
-def optimize_postgres(database):
+@optimize.register
+def optimize_postgres(engine: PostgresEngine, database):
     """VACUUM ANALYZE the whole database; return each table's size before and after."""
     before = _postgres_table_sizes(database)
     with _autocommit(database):
@@ -110,7 +114,8 @@ def _postgres_table_sizes(database):
     return dict(rows)
 
 
-def optimize_mysql(database):
+@optimize.register
+def optimize_mysql(engine: MySQLEngine, database):
     """OPTIMIZE TABLE, then ANALYZE TABLE, each table; return what the server answered
     and each table's size before and after."""
     tables = sorted(database.get_tables())

@@ -36,6 +36,7 @@ schema are byte-identical, whatever the rows, the time or who ran the migrations
 """
 
 import difflib
+import functools
 import io
 import re
 import stat
@@ -51,6 +52,7 @@ from db.clients import (
     mysql_options_file,
     run_tool,
 )
+from db.engines import MySQLEngine, PostgresEngine, SqliteEngine
 from db.errors import ConfigError
 
 # SQLite's own objects (sqlite_sequence, sqlite_stat1...): SQLite makes them itself.
@@ -84,7 +86,7 @@ class SchemaDump:
 
 def schema_sql(target):
     """Return the schema of an opened db.target.Target as SQL for its engine."""
-    return target.engine.schema_sql(target.database, target.url)
+    return engine_schema(target.engine, target.database, target.url)
 
 
 def compare_with_file(target, path):
@@ -160,6 +162,27 @@ def write_schema(sql, output):
     path = Path(output).expanduser()
     path.write_text(sql, encoding="utf-8")
     return path
+
+
+@functools.singledispatch
+def engine_schema(engine, database, url):
+    """Return the schema of ``engine``'s connected database (of ``url``) as SQL."""
+    raise TypeError(f"db.schema cannot dump {engine.name}")
+
+
+@engine_schema.register
+def _(engine: SqliteEngine, database, url):
+    return sqlite_schema(database, url)
+
+
+@engine_schema.register
+def _(engine: PostgresEngine, database, url):
+    return postgres_schema(database, url)
+
+
+@engine_schema.register
+def _(engine: MySQLEngine, database, url):
+    return mysql_schema(database, url)
 
 
 def sqlite_schema(database, url=None):

@@ -23,6 +23,7 @@ What an engine cannot tell is None, and a note says why. Nothing here writes.
 """
 
 import datetime
+import functools
 import os
 from dataclasses import dataclass
 
@@ -31,7 +32,9 @@ import peewee
 from db.backups import Owner, created_moment, list_backups
 from db.config import mask_url
 from db.engines.base import quoted
-from db.engines.sqlite import sqlite_path
+from db.engines.mysql import MySQLEngine
+from db.engines.postgres import PostgresEngine
+from db.engines.sqlite import SqliteEngine, sqlite_path
 
 ROWID = "(rowid)"
 _UNREAD = object()
@@ -96,7 +99,7 @@ class DatabaseStats:
 def database_stats(target, backups_dir):
     """Return the DatabaseStats of an opened db.target.Target."""
     database, url, engine = target.database, target.url, target.engine
-    reader = engine.stats_reader(url)
+    reader = stats_reader(engine, url)
     with engine.consistent_read(database):
         names = sorted(engine.tables(database))
         sizes = reader.table_sizes(database)
@@ -334,3 +337,24 @@ class MySQLStats:
                 "(MariaDB: SET GLOBAL userstat = 1)"
             )
         return notes
+
+
+@functools.singledispatch
+def stats_reader(engine, url):
+    """Return the reader of sizes and index use for a database of ``engine`` at ``url``."""
+    raise TypeError(f"db.stats has no reader for {engine.name}")
+
+
+@stats_reader.register
+def _(engine: SqliteEngine, url):
+    return SqliteStats(url)
+
+
+@stats_reader.register
+def _(engine: PostgresEngine, url):
+    return PostgresStats(url)
+
+
+@stats_reader.register
+def _(engine: MySQLEngine, url):
+    return MySQLStats(url)

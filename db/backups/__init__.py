@@ -19,6 +19,7 @@ deletes this tool's backups of that database, only after the new backup verified
 never the newest verified one.
 """
 
+import functools
 import os
 import sqlite3
 import tempfile
@@ -46,8 +47,10 @@ from db.backups.manifest import (
     with_deferred_checksum,
     write_manifest,
 )
+from db.backups.mysql import MySQLBackups
 from db.backups.owner import Owner, engine_of
-from db.engines import engine_named
+from db.backups.postgres import PostgresBackups
+from db.engines import MySQLEngine, PostgresEngine, SqliteEngine, engine_named
 from db.errors import BackupError, ConfigError, ToolFailed
 from db.history import DatabaseIdentity
 from db.target import Target
@@ -70,6 +73,29 @@ __all__ = [
     "verify_backup",
 ]
 
+
+@functools.singledispatch
+def backup_format(engine):
+    """Return how ``engine``'s databases are dumped, checked and restored: sqlite.py's
+    online backup, or the server tools of postgres.py and mysql.py."""
+    raise TypeError(f"no backup format for {engine.name}")
+
+
+@backup_format.register
+def _(engine: SqliteEngine):
+    return sqlite
+
+
+@backup_format.register
+def _(engine: PostgresEngine):
+    return PostgresBackups()
+
+
+@backup_format.register
+def _(engine: MySQLEngine):
+    return MySQLBackups()
+
+
 # The setting that moves the backups folder, for the messages that name it.
 FOLDER_SETTING = "INVOKE_DB_BACKUPS (db.backups in invoke.yaml)"
 
@@ -89,7 +115,7 @@ def create_backup(
     An encrypted backup is verified before it is encrypted, so that the machine that
     makes backups needs no key that can read them: afterwards its checksum proves the
     stored file is still the one that verified."""
-    database, url, backup_format = source.database, source.url, source.engine.backup_format()
+    database, url, dumper = source.database, source.url, backup_format(source.engine)
     engine = source.engine.key
     live = sqlite.live_file(url) if engine == "sqlite" else None
     name = backup_name(engine, compress, Owner.at(url).file_prefix(), encrypted=bool(recipients))
@@ -97,7 +123,7 @@ def create_backup(
     remove_leftovers(target.parent)
 
     def dump(partial):
-        return backup_format.dump(database, url, partial, compress)
+        return dumper.dump(database, url, partial, compress)
 
     def owner():
         # Its first backup gives the database its id, once the backup is made: a backup
@@ -108,7 +134,7 @@ def create_backup(
         manifest = dump(partial)
         if manifest.get("verified_at"):  # a MySQL dump is verified as it is made
             return manifest
-        found = backup_format.check(partial, manifest, url)
+        found = dumper.check(partial, manifest, url)
         raise_problems([f"{target}: {problem}" for problem in found])
         return {**manifest, "verified_at": now_text()}
 
@@ -220,7 +246,7 @@ def verify_backup(path, url=None, identities=None):
         return [f"{path}: the manifest names no known engine ({manifest.get('engine')!r})"]
     try:
         with readable_backup(path, deferred, identities) as (plain, plain_manifest):
-            found = engine.backup_format().check(plain, plain_manifest, url)
+            found = backup_format(engine).check(plain, plain_manifest, url)
     except BackupError as exc:
         return [str(exc)]
     if not found and deferred is not manifest:
@@ -292,12 +318,8 @@ def restore_backup(url, path, manifest, safety_folder, timeout=30, identities=No
         DatabaseIdentity(copy).write(kept.id)
 
     with readable_backup(Path(path), manifest, identities) as (plain, plain_manifest):
-        safety = (
-            engine_named(manifest["engine"])
-            .backup_format()
-            .restore(
-                url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout, adopt=adopt
-            )
+        safety = backup_format(engine_named(manifest["engine"])).restore(
+            url, plain, plain_manifest, safety_folder, take_safety, timeout=timeout, adopt=adopt
         )
     return _claimed(safety, kept)
 

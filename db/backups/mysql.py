@@ -21,7 +21,8 @@ MariaDB). Triggers cannot move between databases, so each side's trigger definit
 are first written into a table of its own (PARKED_TRIGGERS), which moves along with the
 others, and the triggers dropped; after the RENAME the live database's parked triggers
 are created again. A restore killed in between leaves the parked table in the live
-database, and the next command that opens it finishes the job (finish_interrupted_swap).
+database, and the next command that opens it finishes the job
+(MySQLEngine.finish_interrupted_restore).
 """
 
 import re
@@ -52,10 +53,16 @@ from db.clients import (
 )
 from db.engines import engine_for_url
 from db.engines.base import database_name_of, quoted
+from db.engines.mysql import (
+    PARKED_TRIGGERS,
+    base_tables,
+    catalogue_names,
+    trigger_names,
+    unpark_triggers,
+)
 from db.errors import BackupError, ConfigError, ToolFailed, one_line
 
 # Where a swap keeps the triggers it has to drop while their tables move (see swap).
-PARKED_TRIGGERS = "clonegallery_parked_triggers"
 # The temporary accounts that load backups: this prefix and random letters.
 LOADER_PREFIX = "cg_load_"
 # mariadb-dump's definer of a trigger, at the start of a line (a newline inside a value
@@ -149,22 +156,12 @@ class MySQLBackups(ServerBackups):
                     + ", ".join(_moves(server, live, retired) + _moves(server, fresh, live))
                 )
             except peewee.DatabaseError as exc:
-                _unpark_triggers(server, live)
+                unpark_triggers(server, live)
                 raise BackupError(
                     f"database {live} stayed locked by other connections for more than "
                     f"{timeout} s ({one_line(exc)}); stop the app and retry; nothing restored"
                 ) from exc
-            _unpark_triggers(server, live)
-
-
-def finish_interrupted_swap(database):
-    """Create again the triggers a killed restore left parked in ``database`` (a no-op
-    when there are none); return whether there were any."""
-    schema = database.database
-    if PARKED_TRIGGERS not in database.get_tables():
-        return False
-    _unpark_triggers(database, schema)
-    return True
+            unpark_triggers(server, live)
 
 
 def _park_triggers(server, schema):
@@ -175,27 +172,12 @@ def _park_triggers(server, schema):
     server.execute_sql(
         f"CREATE TABLE IF NOT EXISTS {table} (name VARCHAR(64) PRIMARY KEY, definition TEXT)"
     )
-    for name in _trigger_names(server, schema):
+    for name in trigger_names(server, schema):
         definition = _trigger_definition(server, schema, name)
         server.execute_sql(
             f"REPLACE INTO {table} (name, definition) VALUES (%s, %s)", (name, definition)
         )
         server.execute_sql(f"DROP TRIGGER {quoted(server, schema)}.{quoted(server, name)}")
-
-
-def _unpark_triggers(server, schema):
-    """Create the parked triggers that do not exist, then drop the PARKED_TRIGGERS table."""
-    if PARKED_TRIGGERS not in _tables(server, schema):
-        return
-    table = f"{quoted(server, schema)}.{quoted(server, PARKED_TRIGGERS)}"
-    existing = set(_trigger_names(server, schema))
-    parked = server.execute_sql(f"SELECT name, definition FROM {table} ORDER BY name").fetchall()
-    server.execute_sql(f"USE {quoted(server, schema)}")
-    for name, definition in parked:
-        if name not in existing:
-            # The raw cursor: a definer such as app@'%' must not be read as a parameter.
-            server.cursor().execute(definition)
-    server.execute_sql(f"DROP TABLE {table}")
 
 
 def _temporary_account(server, schema):
@@ -221,10 +203,10 @@ def _adopt_triggers(server, schema, user):
     """Create again, as the connected user's, the triggers that the account ``user``
     created in ``schema`` (they would stop working once it is dropped)."""
     definer = f"CREATE DEFINER=`{user}`@`%` "
-    if schema not in _names(server, "schema_name", "schemata", "schema_name = %s", schema):
+    if schema not in catalogue_names(server, "schema_name", "schemata", "schema_name = %s", schema):
         return
     server.execute_sql(f"USE {quoted(server, schema)}")
-    for name in _trigger_names(server, schema):
+    for name in trigger_names(server, schema):
         sql_mode, definition = _trigger_definition(server, schema, name, with_sql_mode=True)
         if not definition.startswith(definer):
             continue
@@ -269,28 +251,9 @@ def _counted(url):
 
 
 def _moves(server, source, target):
-    tables = _tables(server, source)
+    tables = base_tables(server, source)
     source, target = quoted(server, source), quoted(server, target)
     return [f"{source}.{quoted(server, t)} TO {target}.{quoted(server, t)}" for t in tables]
-
-
-def _tables(server, schema):
-    return _names(
-        server, "table_name", "tables", "table_schema = %s AND table_type = 'BASE TABLE'", schema
-    )
-
-
-def _trigger_names(server, schema):
-    return _names(server, "trigger_name", "triggers", "trigger_schema = %s", schema)
-
-
-def _names(server, column, view, condition, schema):
-    """Return one column of an information_schema view, sorted, for one schema."""
-    cursor = server.execute_sql(
-        f"SELECT {column} FROM information_schema.{view} WHERE {condition} ORDER BY {column}",
-        (schema,),
-    )
-    return [name for (name,) in cursor.fetchall()]
 
 
 def _trigger_definition(server, schema, name, with_sql_mode=False):

@@ -18,9 +18,11 @@ The toolkit needs these things from an engine, and only these:
   (which database a connection really reaches), ``restart_sequences(database, tables)``
   (new rows get ids past the copied ones) and ``datetime_precision``.
 
-And each engine's part of the features that differ most (``stats_reader``, ``planner``,
-``optimize``, ``schema_sql``, ``backup_format``, the catalogue's ``check_constraints`` and
-``triggers``): the feature modules reach it through here, never by the engine's name.
+And the catalogue's ``check_constraints`` and ``triggers`` (db.check), and
+``finish_interrupted_restore`` (what a killed MySQL restore leaves). The features whose
+work differs most per engine (stats, explain, optimize, schema, backups) keep each
+engine's part beside the others and pick it with ``functools.singledispatch`` on the
+Engine's class: never by its name, and no engine module imports a feature.
 
 ``engine_for(database)``, ``engine_for_url(url)`` and ``engine_named(key)`` pick the
 engine: ``sqlite.py``, ``postgres.py``, ``mysql.py``. Its ``key`` (sqlite, postgres,

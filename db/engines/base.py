@@ -141,28 +141,6 @@ class Engine:
         """Return {trigger: table} of the database's triggers."""
         raise NotImplementedError
 
-    # -- this engine's part of each feature, imported when a command first needs it ------
-
-    def stats_reader(self, url):
-        """Return the reader of sizes and index use for db.stats (db/stats.py)."""
-        raise NotImplementedError
-
-    def planner(self):
-        """Return the query planner reader for db.explain (db/explain.py)."""
-        raise NotImplementedError
-
-    def optimize(self, database):
-        """Run the engine's maintenance for db.optimize (db/maintenance.py); an Optimized."""
-        raise NotImplementedError
-
-    def schema_sql(self, database, url):
-        """Return the schema as SQL for db.schema (db/schema_dump.py)."""
-        raise NotImplementedError
-
-    def backup_format(self):
-        """Return how db.backup dumps, checks and restores this engine (db/backups/)."""
-        raise NotImplementedError
-
 
 class ServerEngine(Engine):
     """An engine whose databases live on a server: created and dropped over a maintenance

@@ -42,34 +42,12 @@ class MySQLEngine(ServerEngine):
         return [expression for (expression,) in database.execute_sql(query, (table,))]
 
     def finish_interrupted_restore(self, database):
-        from db.backups.mysql import finish_interrupted_swap
-
-        return finish_interrupted_swap(database)
-
-    def stats_reader(self, url):
-        from db.stats import MySQLStats
-
-        return MySQLStats(url)
-
-    def planner(self):
-        from db.explain import MySQLPlanner
-
-        return MySQLPlanner()
-
-    def optimize(self, database):
-        from db.maintenance import optimize_mysql
-
-        return optimize_mysql(database)
-
-    def schema_sql(self, database, url):
-        from db.schema_dump import mysql_schema
-
-        return mysql_schema(database, url)
-
-    def backup_format(self):
-        from db.backups.mysql import MySQLBackups
-
-        return MySQLBackups()
+        """Create again the triggers a killed restore left parked (see PARKED_TRIGGERS);
+        return whether there were any."""
+        if PARKED_TRIGGERS not in database.get_tables():
+            return False
+        unpark_triggers(database, database.database)
+        return True
 
     def is_unknown_database(self, exc, url):
         return _error_code(exc.__cause__) == UNKNOWN_DATABASE
@@ -151,3 +129,44 @@ def _error_code(exc):
             return exc.args[0]
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+# -- a restore's trigger parking (db/backups/mysql.py): what a killed one leaves -------
+# Triggers cannot be renamed into another database, so a restore parks their definitions
+# in this table, which moves with the others; whoever opens the database next unparks
+# them (MySQLEngine.finish_interrupted_restore).
+PARKED_TRIGGERS = "clonegallery_parked_triggers"
+
+
+def unpark_triggers(server, schema):
+    """Create the parked triggers that do not exist, then drop the PARKED_TRIGGERS table."""
+    if PARKED_TRIGGERS not in base_tables(server, schema):
+        return
+    table = f"{quoted(server, schema)}.{quoted(server, PARKED_TRIGGERS)}"
+    existing = set(trigger_names(server, schema))
+    parked = server.execute_sql(f"SELECT name, definition FROM {table} ORDER BY name").fetchall()
+    server.execute_sql(f"USE {quoted(server, schema)}")
+    for name, definition in parked:
+        if name not in existing:
+            # The raw cursor: a definer such as app@'%' must not be read as a parameter.
+            server.cursor().execute(definition)
+    server.execute_sql(f"DROP TABLE {table}")
+
+
+def base_tables(server, schema):
+    return catalogue_names(
+        server, "table_name", "tables", "table_schema = %s AND table_type = 'BASE TABLE'", schema
+    )
+
+
+def trigger_names(server, schema):
+    return catalogue_names(server, "trigger_name", "triggers", "trigger_schema = %s", schema)
+
+
+def catalogue_names(server, column, view, condition, schema):
+    """Return one column of an information_schema view, sorted, for one schema."""
+    cursor = server.execute_sql(
+        f"SELECT {column} FROM information_schema.{view} WHERE {condition} ORDER BY {column}",
+        (schema,),
+    )
+    return [name for (name,) in cursor.fetchall()]

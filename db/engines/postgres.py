@@ -40,31 +40,6 @@ class PostgresEngine(ServerEngine):
         )
         return [expression for (expression,) in database.execute_sql(query, (table,))]
 
-    def stats_reader(self, url):
-        from db.stats import PostgresStats
-
-        return PostgresStats(url)
-
-    def planner(self):
-        from db.explain import PostgresPlanner
-
-        return PostgresPlanner()
-
-    def optimize(self, database):
-        from db.maintenance import optimize_postgres
-
-        return optimize_postgres(database)
-
-    def schema_sql(self, database, url):
-        from db.schema_dump import postgres_schema
-
-        return postgres_schema(database, url)
-
-    def backup_format(self):
-        from db.backups.postgres import PostgresBackups
-
-        return PostgresBackups()
-
     def is_unknown_database(self, exc, url):
         # libpq reports a missing database at connection time without an
         # SQLSTATE, so the server's own words are checked as well.

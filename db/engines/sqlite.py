@@ -67,31 +67,6 @@ class SqliteEngine(Engine):
         sql = "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
         return dict(database.execute_sql(sql).fetchall())
 
-    def stats_reader(self, url):
-        from db.stats import SqliteStats
-
-        return SqliteStats(url)
-
-    def planner(self):
-        from db.explain import SqlitePlanner
-
-        return SqlitePlanner()
-
-    def optimize(self, database):
-        from db.maintenance import optimize_sqlite
-
-        return optimize_sqlite(database)
-
-    def schema_sql(self, database, url):
-        from db.schema_dump import sqlite_schema
-
-        return sqlite_schema(database, url)
-
-    def backup_format(self):
-        from db.backups import sqlite
-
-        return sqlite
-
     def check_url(self, url):
         parts = urlsplit(url)
         if parts.username or parts.password or parts.port:
