@@ -38,7 +38,8 @@ USAGE_EXIT = 2
 # task's own, Invoke would read it as its core --debug and run the task for real: a
 # script that meant a dry run would migrate. Every task therefore refuses it.
 RETIRED_FLAG = "d"
-RETIRED_HELP = "refused: say --dry-run or --debug in full (-d meant either, once)"
+RETIRED_ADVICE = "say --dry-run or --debug in full (-d meant either, once)"
+RETIRED_HELP = f"refused: {RETIRED_ADVICE}"
 
 
 class ToolkitTask(Task):
@@ -118,7 +119,7 @@ def toolkit_task(numbers=(), query=None, query_or=None, **options):
         @functools.wraps(body)
         def run(c, *args, **kwargs):
             if kwargs.pop(RETIRED_FLAG, False):
-                raise Exit(f"error: -d is no option: {RETIRED_HELP.split(': ', 1)[1]}", USAGE_EXIT)
+                raise Exit(f"error: -d is no option: {RETIRED_ADVICE}", USAGE_EXIT)
             debug = kwargs.get("debug") or c.config.db.debug
             with reported_errors(debug, as_json=kwargs.get("json", False)):
                 body(c, *args, **kwargs)
@@ -342,13 +343,12 @@ def populate(c, images=None, users=None, seed=None, debug=False):
 def transfer(c, to, force=False, batch=None, debug=False):
     """Copy the database to another one, on any engine, and prove the copy equal."""
     from db import commands, report
-    from db.transfer import DEFAULT_BATCH
 
     result = commands.transfer(
         settings_of(c),
         to,
         force=force,
-        batch=DEFAULT_BATCH if batch is None else batch,
+        batch=batch,  # None: commands.transfer's default
         on_progress=report.StageProgress(on_terminal=sys.stdout.isatty()),
     )
     print(report.transferred(result))

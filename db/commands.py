@@ -521,21 +521,21 @@ def schema_difference(settings, path):
     the migrated database's live schema (see db.schema_dump); "" when they are in step."""
     from db import schema_dump
 
-    schema_dump.read_schema(path)  # a missing file: refused before the database is opened
+    committed = schema_dump.read_schema(path)  # a bad file: refused before the database opens
     target = Target(settings.url)
     target.require_existing("no schema to compare")
     with runner_for(target, settings) as runner:
         _require_migrated(runner)
-        return schema_dump.compare_with_file(target, path)
+        return schema_dump.schema_diff(committed, schema_dump.schema_sql(target), str(path))
 
 
 def optimize(settings):
     """Run the engine's maintenance under the migration lock (see db.maintenance);
     return an Optimized."""
-    target = Target(settings.url)
-    target.require_existing("nothing to optimize")
     from db.maintenance import optimize as run_maintenance
 
+    target = Target(settings.url)
+    target.require_existing("nothing to optimize")
     with opened(target) as database, target.engine.migration_lock(database):
         return run_maintenance(target.engine, database)
 
