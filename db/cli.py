@@ -183,6 +183,10 @@ def settings_of(c):
         backups_dir=project_path(project, c.config.db.backups),
         backup_recipients=resolve_recipients(c.config.db.backup_recipients),
         backup_identity=c.config.db.backup_identity,
+        environment=c.config.db.environment,
+        lock_timeout=c.config.db.lock_timeout,
+        statement_timeout=c.config.db.statement_timeout,
+        lock_retries=c.config.db.lock_retries,
     )
 
 
@@ -598,6 +602,10 @@ def db_collection(project):
                 "backups": "backups",
                 "backup_recipients": None,
                 "backup_identity": None,
+                "environment": "development",
+                "lock_timeout": "5s",
+                "statement_timeout": "off",
+                "lock_retries": 3,
                 "debug": False,
             }
         }

@@ -42,6 +42,12 @@ class Settings:
     backups_dir: Path = Path("backups")
     backup_recipients: object = None  # age/SSH public keys: text, or a list of texts
     backup_identity: Path | None = None  # the file of the key that decrypts backups
+    environment: str = "development"  # "production" refuses sample seeders (db/seeders.py)
+    # How long a migration waits for a lock, and may run one statement ("off": no limit),
+    # unless the migration says otherwise; lock timeouts are retried lock_retries times.
+    lock_timeout: str = "5s"
+    statement_timeout: str = "off"
+    lock_retries: int = 3
 
 
 def resolve_url(configured=None, project_dir=Path(".")):

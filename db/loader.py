@@ -16,6 +16,17 @@ sections; a file without markers is all "up" and cannot be rolled back::
     -- migrate:down
     ALTER TABLE users DROP COLUMN karma;
 
+How a step runs (StepOptions) is said on its marker line, as ``key:value`` words::
+
+    -- migrate:up transaction:false lock_timeout:10s statement_timeout:5m
+    CREATE INDEX CONCURRENTLY images_views ON images (views);
+
+and in a Python migration by module-level names, for both of its steps::
+
+    atomic = False            # run outside a transaction (each statement commits)
+    lock_timeout = "10s"      # instead of the configured db.lock_timeout
+    statement_timeout = "5m"  # instead of db.statement_timeout ("off": no limit)
+
 ``discover(folder)`` returns the files in version order and refuses misnamed
 files and duplicate versions before anything runs; ``load_migration(file, engine)``
 returns its up/down steps. A file's checksum ignores line endings, so a CRLF
@@ -33,11 +44,13 @@ from pathlib import Path
 
 import peewee
 
-from db.errors import DbError, SourceFileError, StatementFailed, one_line
+from db.errors import ConfigError, DbError, SourceFileError, StatementFailed, one_line
 
 NAME_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<description>[a-z0-9_]+)\.(?P<kind>py|sql)$")
-UP_MARKER = re.compile(r"^--\s*migrate:up\s*$", re.MULTILINE)
-DOWN_MARKER = re.compile(r"^--\s*migrate:down\s*$", re.MULTILINE)
+UP_MARKER = re.compile(r"^--\s*migrate:up(?P<options>(?:[ \t]+\S+)*)[ \t]*$", re.MULTILINE)
+DOWN_MARKER = re.compile(r"^--\s*migrate:down(?P<options>(?:[ \t]+\S+)*)[ \t]*$", re.MULTILINE)
+# The words a marker line may carry, and what they set in StepOptions.
+MARKER_OPTIONS = {"transaction": "atomic", "lock_timeout": None, "statement_timeout": None}
 # What may sit beside migrations and seeders without being one: notes, helpers the files
 # import (``_common.py``), hidden files (``.gitkeep``, ``.DS_Store``, editor swap files),
 # folders (``__pycache__``) and editor back-ups. Every other file must be well named.
@@ -47,11 +60,24 @@ EDITOR_BACKUP_SUFFIXES = ("~", ".bak", ".orig", ".swp")
 
 
 @dataclass(frozen=True)
+class StepOptions:
+    """How one step runs: in a transaction or not, and its own timeouts (text such as
+    ``10s`` or ``off``, checked by db.timeouts; None: the configured ones)."""
+
+    atomic: bool = True
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+
+
+@dataclass(frozen=True)
 class Steps:
-    """What a migration does: callables ``up(migrator, db)`` and ``down`` (None if absent)."""
+    """What a migration does: callables ``up(migrator, db)`` and ``down`` (None if absent),
+    and how each runs."""
 
     up: object
     down: object
+    up_options: StepOptions = StepOptions()
+    down_options: StepOptions = StepOptions()
 
 
 @dataclass(frozen=True)
@@ -109,13 +135,14 @@ def load_migration(migration, engine):
         up, down = getattr(module, "up", None), getattr(module, "down", None)
         if not callable(up):
             raise SourceFileError(f"{migration.path}: defines no up(migrator, db) function")
-        return Steps(up=up, down=down if callable(down) else None)
-    up_text, up_line, down_text, down_line = _sql_sections(migration)
-    up = _sql_step(migration, engine.split_statements(up_text, up_line))
-    down = None
-    if down_text is not None:
-        down = _sql_step(migration, engine.split_statements(down_text, down_line))
-    return Steps(up=up, down=down)
+        options = _module_options(migration, module)
+        return Steps(up, down if callable(down) else None, options, options)
+    up, down = _sql_sections(migration)
+    up_step = _sql_step(migration, engine.split_statements(up.text, up.line))
+    if down is None:
+        return Steps(up_step, None, up.options)
+    down_step = _sql_step(migration, engine.split_statements(down.text, down.line))
+    return Steps(up_step, down_step, up.options, down.options)
 
 
 def load_module(numbered_file):
@@ -171,27 +198,85 @@ def _refuse_duplicate_versions(files):
             )
 
 
+@dataclass(frozen=True)
+class Section:
+    """The up or down part of an SQL migration: its text, the line it starts on, and the
+    options of its marker line."""
+
+    text: str
+    line: int
+    options: StepOptions
+
+
 def _sql_sections(migration):
-    """Return (up text, its first line, down text or None, its first line)."""
+    """Return the up Section and the down Section (None when there is none)."""
     text = migration.path.read_text(encoding="utf-8")
     ups, downs = list(UP_MARKER.finditer(text)), list(DOWN_MARKER.finditer(text))
     if not ups and not downs:
-        return text, 1, None, None
+        return Section(text, 1, StepOptions()), None
     if len(ups) != 1 or len(downs) > 1:
         raise SourceFileError(
             f"{migration.path}: needs exactly one '-- migrate:up' and at most one "
             "'-- migrate:down' marker"
         )
     up_start = ups[0].end()
-    up_line = _line_at(text, up_start)
+    up_options = _marker_options(migration, text, ups[0])
     if not downs:
-        return text[up_start:], up_line, None, None
+        return Section(text[up_start:], _line_at(text, up_start), up_options), None
     down_start, down_end = downs[0].start(), downs[0].end()
     if down_start < up_start:
         raise SourceFileError(
             f"{migration.path}: '-- migrate:down' must come after '-- migrate:up'"
         )
-    return text[up_start:down_start], up_line, text[down_end:], _line_at(text, down_end)
+    up = Section(text[up_start:down_start], _line_at(text, up_start), up_options)
+    down_options = _marker_options(migration, text, downs[0])
+    return up, Section(text[down_end:], _line_at(text, down_end), down_options)
+
+
+def _marker_options(migration, text, marker):
+    """Return the StepOptions of a marker line's ``key:value`` words."""
+    where = f"{migration.path}, line {_line_at(text, marker.start())}"
+    options = {}
+    for word in marker.group("options").split():
+        key, _, value = word.partition(":")
+        if key not in MARKER_OPTIONS or not value:
+            raise SourceFileError(
+                f"{where}: unknown marker option {word!r} (known: transaction:false, "
+                "lock_timeout:10s, statement_timeout:5m)"
+            )
+        if key == "transaction":
+            if value not in ("true", "false"):
+                raise SourceFileError(f"{where}: transaction: is true or false, not {value!r}")
+            options["atomic"] = value == "true"
+        else:
+            options[key] = _checked_timeout(f"{where}: {key}", value)
+    return StepOptions(**options)
+
+
+def _module_options(migration, module):
+    """Return the StepOptions of a Python migration's ``atomic``, ``lock_timeout`` and
+    ``statement_timeout`` names."""
+    atomic = getattr(module, "atomic", True)
+    if not isinstance(atomic, bool):
+        raise SourceFileError(f"{migration.path}: atomic is True or False, not {atomic!r}")
+    options = {"atomic": atomic}
+    for key in ("lock_timeout", "statement_timeout"):
+        value = getattr(module, key, None)
+        if value is not None:
+            options[key] = _checked_timeout(f"{migration.path}: {key}", value)
+    return StepOptions(**options)
+
+
+def _checked_timeout(where, value):
+    """Return ``value`` as text once it reads as a timeout; else SourceFileError naming
+    the file (and line)."""
+    from db.timeouts import parse_timeout
+
+    try:
+        parse_timeout(where, value)
+    except ConfigError as exc:
+        raise SourceFileError(str(exc)) from None
+    return str(value)
 
 
 def _line_at(text, offset):
