@@ -55,6 +55,7 @@ TYPE_FAMILIES = (
 SEQUENCE_DEFAULT = re.compile(r"nextval\(", re.IGNORECASE)
 DEFAULT_CAST = re.compile(r"::[\w ]+(\[\])?")
 TRIGGER_TABLE = re.compile(r"\bON\s+[`\"]?(\w+)", re.IGNORECASE)
+MODELS = "the models"  # what check_database compares the database with, in its lines
 
 
 @dataclass(frozen=True)
@@ -76,23 +77,165 @@ def check_database(database, migrations_dir, models=ALL_MODELS):
     """Return the Differences between the database and the models and migrations."""
     engine = engine_for(database)
     statuses = Runner(database, migrations_dir, engine=engine).status()
-    differences = []
-    live = set(application_tables(database))
-    declared = {model._meta.table_name: model for model in models}
-    for table in sorted(live | declared.keys()):
-        if table not in live:
-            differences.append(Difference("table", table, f"table {table}: missing", None, True))
-        elif table not in declared:
-            detail = f"table {table}: not in the models"
-            differences.append(Difference("table", table, detail, None, False))
-        else:
-            differences += _table_differences(database, engine, declared[table])
-    differences += _trigger_differences(database, engine, migrations_dir, statuses)
+    wanted = {model._meta.table_name: model_shape(database, model) for model in models}
+    differences = schema_differences(database, engine, wanted, MODELS)
+    wanted_triggers = expected_triggers(engine, migrations_dir, statuses)
+    differences += trigger_differences(wanted_triggers, engine.triggers(database))
     differences += [
         Difference("migration", None, f"migration {m.name}: {MIGRATION_STATES[m.state]}")
         for m in statuses
         if m.state != APPLIED
     ]
+    return differences
+
+
+def schema_differences(database, engine, wanted, source):
+    """Return the Differences between the database's tables and ``wanted`` ({table:
+    TableShape}, as ``source`` declares them: the models, or what migrations build)."""
+    differences = []
+    live = set(application_tables(database))
+    for table in sorted(live | wanted.keys()):
+        if table not in live:
+            differences.append(Difference("table", table, f"table {table}: missing", None, True))
+        elif table not in wanted:
+            detail = f"table {table}: not in {source}"
+            differences.append(Difference("table", table, detail, None, False))
+        else:
+            found = live_shape(database, engine, table)
+            differences += shape_differences(table, wanted[table], found, source)
+    return differences
+
+
+@dataclass(frozen=True)
+class ColumnShape:
+    """One column as check compares it: type family, nullability, server default."""
+
+    family: str
+    null: bool
+    default: str | None  # SQL text, as declared or as the engine reports it
+    # The models' literal Python default as SQL: a live default equal to it stands in.
+    stand_in: str | None = None
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """One table as check compares it, read from a model or from a live database."""
+
+    columns: dict  # name -> ColumnShape, in the table's order
+    primary_key: list
+    indexes: frozenset  # (columns, unique) pairs
+    checked: frozenset  # the columns some CHECK constraint mentions
+    # (column, parent table, parent column) -> ON DELETE rule (None: not compared)
+    foreign_keys: dict
+
+
+def model_shape(database, model):
+    """Return the TableShape a model declares, in the words of ``database``'s engine."""
+    field_types = database._field_types  # the engine's declared type per peewee field type
+    columns = {
+        field.column_name: ColumnShape(
+            type_family(field_types.get(field.field_type, field.field_type)),
+            field.null,
+            _model_default(field),
+            _python_literal(field),
+        )
+        for field in model._meta.sorted_fields
+    }
+    return TableShape(
+        columns,
+        [f.column_name for f in model._meta.get_primary_keys()],
+        frozenset(model_indexes(model)),
+        frozenset(f.column_name for f in model._meta.sorted_fields if getattr(f, "rules", None)),
+        {
+            (f.column_name, f.rel_model._meta.table_name, f.rel_field.column_name): f.on_delete
+            for f in model._meta.sorted_fields
+            if isinstance(f, peewee.ForeignKeyField)
+        },
+    )
+
+
+def live_shape(database, engine, table):
+    """Return the TableShape of a table of the live database, read from its catalogue."""
+    columns = {
+        column.name: ColumnShape(type_family(column.data_type), column.null, _live_default(column))
+        for column in database.get_columns(table)
+    }
+    return TableShape(
+        columns,
+        database.get_primary_keys(table),
+        frozenset((tuple(i.columns), i.unique) for i in table_indexes(database, table)),
+        frozenset(_columns_with_checks(database, engine, table, columns)),
+        {
+            (key.column, key.dest_table, key.dest_column): (key.on_delete or "NO ACTION").upper()
+            for key in database.get_foreign_keys(table)
+        },
+    )
+
+
+def shape_differences(table, wanted, found, source=None):
+    """Return the Differences of one table: ``found`` in the database, ``wanted`` as
+    ``source`` (the models by default) declares it."""
+    source = source or MODELS
+    differences = []
+
+    def add(kind, detail, subject=None, missing=None):
+        differences.append(Difference(kind, table, detail, subject, missing))
+
+    for name in sorted(found.columns.keys() - wanted.columns.keys()):
+        add("column", f"{table}.{name}: column not in {source}", name, missing=False)
+    for name, want in wanted.columns.items():
+        column = found.columns.get(name)
+        if column is None:
+            add("column", f"{table}.{name}: column missing", name, missing=True)
+            continue
+        if want.family != column.family:
+            add(
+                "type",
+                f"{table}.{name}: {want.family} in {source}, {column.family} in the database",
+            )
+        if want.null != column.null:
+            wanted_null, found_null = _nullability(want.null), _nullability(column.null)
+            add("null", f"{table}.{name}: {wanted_null} in {source}, {found_null} in the database")
+        if _comparable_default(want.default) != _comparable_default(column.default) and not (
+            want.stand_in is not None
+            and column.default is not None
+            and _comparable_default(want.stand_in) == _comparable_default(column.default)
+        ):
+            wanted_default = _default_words(want.default)
+            found_default = _default_words(column.default)
+            add(
+                "default",
+                f"{table}.{name}: {wanted_default} in {source}, {found_default} in the database",
+            )
+
+    if found.primary_key != wanted.primary_key:
+        wanted_key = ", ".join(wanted.primary_key)
+        found_key = ", ".join(found.primary_key) or "none"
+        add(
+            "primary key",
+            f"{table}: primary key ({wanted_key}) in {source}, ({found_key}) in the database",
+        )
+
+    for index in sorted(wanted.indexes - found.indexes):
+        add("index", f"{_index_words(table, *index)} missing", index, missing=True)
+    for index in sorted(found.indexes - wanted.indexes):
+        add("index", f"{_index_words(table, *index)} not in {source}", index, missing=False)
+
+    for name in wanted.columns:
+        if name in wanted.checked and name in found.columns and name not in found.checked:
+            add("check", f"{table}.{name}: CHECK constraint missing")
+
+    wanted_keys, live_keys = wanted.foreign_keys, found.foreign_keys
+    for key in sorted(wanted_keys.keys() - live_keys.keys()):
+        add("foreign key", f"foreign key {_reference(table, key)} missing")
+    for key in sorted(live_keys.keys() - wanted_keys.keys()):
+        add("foreign key", f"foreign key {_reference(table, key)} not in {source}")
+    for key in sorted(wanted_keys.keys() & live_keys.keys()):
+        wanted_rule, live_rule = wanted_keys[key], live_keys[key]
+        # A model without on_delete leaves the rule to the engine's default: nothing to compare.
+        if wanted_rule is not None and wanted_rule.upper() != live_rule:
+            rules = f"ON DELETE {wanted_rule.upper()} in {source}, {live_rule} in the database"
+            add("foreign key", f"foreign key {_reference(table, key)}: {rules}")
     return differences
 
 
@@ -105,82 +248,6 @@ def type_family(declared):
     return text.lower()
 
 
-def _table_differences(database, engine, model):
-    table = model._meta.table_name
-    differences = []
-
-    def add(kind, detail, subject=None, missing=None):
-        differences.append(Difference(kind, table, detail, subject, missing))
-
-    fields = {field.column_name: field for field in model._meta.sorted_fields}
-    columns = {column.name: column for column in database.get_columns(table)}
-    field_types = database._field_types  # the engine's declared type per peewee field type
-    for name in sorted(columns.keys() - fields.keys()):
-        add("column", f"{table}.{name}: column not in the models", name, missing=False)
-    for name, field in fields.items():
-        column = columns.get(name)
-        if column is None:
-            add("column", f"{table}.{name}: column missing", name, missing=True)
-            continue
-        wanted = type_family(field_types.get(field.field_type, field.field_type))
-        found = type_family(column.data_type)
-        if wanted != found:
-            add("type", f"{table}.{name}: {wanted} in the models, {found} in the database")
-        if field.null != column.null:
-            wanted, found = _nullability(field.null), _nullability(column.null)
-            add("null", f"{table}.{name}: {wanted} in the models, {found} in the database")
-        wanted, found = _model_default(field), _live_default(column)
-        if _comparable_default(wanted) != _comparable_default(found) and not _fills_in(
-            field, found
-        ):
-            wanted, found = _default_words(wanted), _default_words(found)
-            add("default", f"{table}.{name}: {wanted} in the models, {found} in the database")
-
-    primary_key = database.get_primary_keys(table)
-    wanted_key = [f.column_name for f in model._meta.get_primary_keys()]
-    if primary_key != wanted_key:
-        wanted, found = ", ".join(wanted_key), ", ".join(primary_key) or "none"
-        add(
-            "primary key",
-            f"{table}: primary key ({wanted}) in the models, ({found}) in the database",
-        )
-
-    wanted_indexes = set(model_indexes(model))
-    live_indexes = {
-        (tuple(index.columns), index.unique) for index in table_indexes(database, table)
-    }
-    for index in sorted(wanted_indexes - live_indexes):
-        add("index", f"{_index_words(table, *index)} missing", index, missing=True)
-    for index in sorted(live_indexes - wanted_indexes):
-        add("index", f"{_index_words(table, *index)} not in the models", index, missing=False)
-
-    checked_columns = _columns_with_checks(database, engine, table, columns)
-    for name, field in fields.items():
-        if getattr(field, "rules", None) and name in columns and name not in checked_columns:
-            add("check", f"{table}.{name}: CHECK constraint missing")
-
-    wanted_keys = {
-        (f.column_name, f.rel_model._meta.table_name, f.rel_field.column_name): f.on_delete
-        for f in model._meta.sorted_fields
-        if isinstance(f, peewee.ForeignKeyField)
-    }
-    live_keys = {
-        (key.column, key.dest_table, key.dest_column): key.on_delete
-        for key in database.get_foreign_keys(table)
-    }
-    for key in sorted(wanted_keys.keys() - live_keys.keys()):
-        add("foreign key", f"foreign key {_reference(table, key)} missing")
-    for key in sorted(live_keys.keys() - wanted_keys.keys()):
-        add("foreign key", f"foreign key {_reference(table, key)} not in the models")
-    for key in sorted(wanted_keys.keys() & live_keys.keys()):
-        wanted_rule, live_rule = wanted_keys[key], (live_keys[key] or "NO ACTION").upper()
-        # A model without on_delete leaves the rule to the engine's default: nothing to compare.
-        if wanted_rule is not None and wanted_rule.upper() != live_rule:
-            rules = f"ON DELETE {wanted_rule.upper()} in the models, {live_rule} in the database"
-            add("foreign key", f"foreign key {_reference(table, key)}: {rules}")
-    return differences
-
-
 def _model_default(field):
     """The field's server default as SQL text (``pw.SQL("DEFAULT ...")``), or None."""
     for constraint in field.constraints or ():
@@ -190,12 +257,12 @@ def _model_default(field):
     return None
 
 
-def _fills_in(field, found):
-    """A live default may stand in for a literal Python default the models give (db.new-
-    migration --auto adds a NOT NULL column that way, to fill the rows there are)."""
+def _python_literal(field):
+    """The field's literal Python default (bool, number, text) as SQL, or None: a live
+    default may stand in for it (db.new-migration --auto adds a NOT NULL column that
+    way, to fill the rows there are)."""
     python = field.default
-    literal = isinstance(python, (bool, int, float, str)) and found is not None
-    return literal and _comparable_default(sql_literal(python)) == _comparable_default(found)
+    return sql_literal(python) if isinstance(python, (bool, int, float, str)) else None
 
 
 def sql_literal(value):
@@ -294,15 +361,14 @@ def _columns_with_checks(database, engine, table, columns):
     }
 
 
-def _trigger_differences(database, engine, migrations_dir, statuses):
-    wanted = expected_triggers(engine, migrations_dir, statuses)
-    live = engine.triggers(database)
+def trigger_differences(wanted, live, source="the migrations"):
+    """Return the Differences between the triggers ``wanted`` and ``live`` ({trigger: table})."""
     differences = [
         Difference("trigger", wanted[name], f"trigger {name} on {wanted[name]}: missing")
         for name in sorted(wanted.keys() - live.keys())
     ]
     differences += [
-        Difference("trigger", live[name], f"trigger {name} on {live[name]}: not in the migrations")
+        Difference("trigger", live[name], f"trigger {name} on {live[name]}: not in {source}")
         for name in sorted(live.keys() - wanted.keys())
     ]
     return differences
