@@ -28,6 +28,11 @@ class DatabaseMissing(ConfigError):
     """The configured database does not exist yet (db.setup creates it)."""
 
 
+class SampleRefused(ConfigError):
+    """A seed run in production (db.environment) would seed sample data; --no-sample or
+    --force says which is meant."""
+
+
 class ConnectionFailed(DbError):
     """The database could not be opened or reached."""
 

@@ -8,6 +8,8 @@ from datetime import datetime
 
 from db.models import User
 
+kind = "sample"  # demo data: db.setup --no-sample leaves it out
+
 AVATARS = "https://cdn.clonegallery.example/avatars"
 
 USERS = (

@@ -2,6 +2,8 @@
 
 from db.models import Tag
 
+kind = "sample"  # demo data: db.setup --no-sample leaves it out
+
 TRENDING = ("landscape", "street", "night", "astrophotography", "golden-hour", "ai-art")
 
 NAMES = (

@@ -9,6 +9,8 @@ from datetime import datetime
 
 from db.models import AIGenerationMeta, Image, User
 
+kind = "sample"  # demo data: db.setup --no-sample leaves it out
+
 CDN = "https://cdn.clonegallery.example"
 
 

@@ -5,6 +5,8 @@ Tags are found by name, their natural key, since their ids are the database's to
 
 from db.models import ImageTag, Tag
 
+kind = "sample"  # demo data: db.setup --no-sample leaves it out
+
 IMAGE_TAGS = {
     "img-misty-fjord-sunrise": ("landscape", "mountains", "golden-hour", "travel"),
     "img-shinjuku-alley-rain": ("street", "night", "urban", "travel"),

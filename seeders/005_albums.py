@@ -8,6 +8,8 @@ from datetime import datetime
 
 from db.models import Album, AlbumImage, User
 
+kind = "sample"  # demo data: db.setup --no-sample leaves it out
+
 ALBUMS = (
     {
         "id": "album-wild-places",

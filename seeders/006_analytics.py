@@ -8,6 +8,8 @@ from datetime import datetime
 
 from db.models import Analytics
 
+kind = "sample"  # demo data: db.setup --no-sample leaves it out
+
 RECORDED_AT = datetime(2024, 12, 31, 23, 59)  # the day's totals, taken before midnight
 
 
