@@ -42,6 +42,7 @@ class AppliedMigration:
     applied_at: datetime.datetime
     duration_ms: int
     error: str | None = None  # set when the run failed half-way (engines without transactional DDL)
+    baseline: str | None = None  # set when db.baseline recorded it, not a run: its note
 
     @property
     def failed(self):
@@ -127,7 +128,7 @@ class History(BookkeepingTable):
     """The ``migrations`` table: which migrations are applied."""
 
     table_name = "migrations"
-    optional_columns = ("error",)
+    optional_columns = ("error", "baseline")
 
     def fields(self):
         return {
@@ -137,6 +138,7 @@ class History(BookkeepingTable):
             "applied_at": peewee.DateTimeField(),
             "duration_ms": peewee.IntegerField(),
             "error": peewee.TextField(null=True),
+            "baseline": peewee.TextField(null=True),
         }
 
     def applied(self):
@@ -144,7 +146,13 @@ class History(BookkeepingTable):
         rows = sorted(self.rows(), key=lambda row: int(row.version))
         return {
             row.version: AppliedMigration(
-                row.version, row.name, row.checksum, row.applied_at, row.duration_ms, row.error
+                row.version,
+                row.name,
+                row.checksum,
+                row.applied_at,
+                row.duration_ms,
+                row.error,
+                row.baseline,
             )
             for row in rows
         }
@@ -160,6 +168,19 @@ class History(BookkeepingTable):
             applied_at=utc_now(),
             duration_ms=duration_ms,
             error=error,
+        )
+
+    def record_baseline(self, migration, note, applied_at=None):
+        """Record ``migration`` (a NumberedFile) as applied by adoption (db.baseline), not
+        run: ``note`` says where its schema came from."""
+        self.record_unapplied(migration.version)
+        self.Record.create(
+            version=migration.version,
+            name=migration.name,
+            checksum=migration.checksum,
+            applied_at=applied_at or utc_now(),
+            duration_ms=0,
+            baseline=note,
         )
 
     def failed(self):
@@ -187,10 +208,13 @@ class SeederHistory(BookkeepingTable):
         """Return the seeded files by name."""
         return {row.name: SeededFile(row.name, row.checksum, row.applied_at) for row in self.rows()}
 
-    def record(self, seeder):
-        """Record ``seeder`` (a NumberedFile) as run now, in its current version."""
+    def record(self, seeder, applied_at=None):
+        """Record ``seeder`` (a NumberedFile) as run now (or at ``applied_at``), in its
+        current version."""
         self.Record.delete().where(self.Record.name == seeder.name).execute()
-        self.Record.create(name=seeder.name, checksum=seeder.checksum, applied_at=utc_now())
+        self.Record.create(
+            name=seeder.name, checksum=seeder.checksum, applied_at=applied_at or utc_now()
+        )
 
     def clear(self):
         """Forget every seeder run, so that db.seed runs them all again."""
