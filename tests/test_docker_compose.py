@@ -19,8 +19,9 @@ from pathlib import PurePosixPath
 import pytest
 import yaml
 
+from db.engines import open_database
 from db.schedule import parse_duration
-from tests.conftest import PROJECT_ROOT, run_invoke
+from tests.conftest import PROJECT_ROOT, ok, one_error_line, run_invoke, sqlite_url
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
@@ -293,6 +294,94 @@ def test_db_is_healthy_while_every_migration_is_applied(services):
 
     assert invoke_calls(healthcheck["test"]) == [("db.status", ["--check"])]
     assert healthcheck["test"][0] in {"CMD", "CMD-SHELL"}
+
+
+# -- sample data -------------------------------------------------------------------------
+
+
+def compose_default(service, variable):
+    """Return the default of a ``${NAME:-default}`` variable in a service's environment."""
+    substitution = SUBSTITUTION.fullmatch(environment(service)[variable])
+    assert substitution, f"{variable} comes from the shell or .env, with a default"
+    return substitution["name"], substitution["default"]
+
+
+def run_as_compose_does(name, services, url, *extra):
+    """Run the invoke task of service ``name`` for real, in the environment compose gives it
+    by default, on the database at ``url``; ``extra``: arguments added to the task's."""
+    ((task, arguments),) = invoke_calls(services[name]["command"])
+    _, environment_name = compose_default(services[name], "INVOKE_DB_ENVIRONMENT")
+    return run_invoke(
+        task, *arguments, *extra, url=url, env={"INVOKE_DB_ENVIRONMENT": environment_name}
+    )
+
+
+def user_and_image_rows(url):
+    database = open_database(url)
+    try:
+        return tuple(
+            database.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("users", "images")
+        )
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize("name", TOOLKIT_SERVICES)
+def test_the_toolkit_runs_as_production_unless_the_environment_says_otherwise(services, name):
+    assert compose_default(services[name], "INVOKE_DB_ENVIRONMENT") == (
+        "CLONEGALLERY_ENVIRONMENT",
+        "production",
+    )
+
+
+def test_db_sets_up_without_the_sample_seeders(services):
+    assert invoke_calls(services["db"]["command"]) == [("db.setup", ["--no-sample"])]
+
+
+def test_what_db_runs_on_start_leaves_no_sample_rows(services, tmp_path):
+    """db's own command in compose's default environment, run for real: the database is
+    migrated and holds no sample user or image; a restart (a second run) changes nothing."""
+    url = sqlite_url(tmp_path / "clonegallery.db")
+
+    ok(run_as_compose_does("db", services, url))
+    ok(run_as_compose_does("db", services, url))
+
+    assert user_and_image_rows(url) == (0, 0)
+    ok(run_invoke("db.status", "--check", url=url))
+
+
+def test_db_seed_refuses_sample_data_in_production_and_seeds_it_when_told(services, tmp_path):
+    """As the header documents: db-seed alone is refused in production; the developer's
+    `db-seed invoke db.seed --force` seeds the sample gallery."""
+    url = sqlite_url(tmp_path / "clonegallery.db")
+    ok(run_as_compose_does("db", services, url))
+
+    refused = run_as_compose_does("db-seed", services, url)
+    one_error_line(refused, 2, "production", "--no-sample", "--force")
+    assert user_and_image_rows(url) == (0, 0)
+
+    ok(run_as_compose_does("db-seed", services, url, "--force"))
+    assert user_and_image_rows(url) == (5, 8)
+
+
+def test_db_seed_seeds_the_sample_gallery_when_the_environment_is_development(services, tmp_path):
+    """The header's other way: CLONEGALLERY_ENVIRONMENT=development in .env, then db-seed."""
+    url = sqlite_url(tmp_path / "clonegallery.db")
+    development = {"INVOKE_DB_ENVIRONMENT": "development"}
+    ok(run_as_compose_does("db", services, url))
+    ((task, arguments),) = invoke_calls(services["db-seed"]["command"])
+
+    ok(run_invoke(task, *arguments, url=url, env=development))
+
+    assert user_and_image_rows(url) == (5, 8)
+
+
+def test_the_header_tells_a_developer_how_to_get_the_sample_gallery():
+    header = COMPOSE_FILE.read_text(encoding="utf-8").split("\nname:", 1)[0]
+
+    assert "CLONEGALLERY_ENVIRONMENT=development" in header
+    assert "docker compose run --rm db-seed invoke db.seed --force" in header
 
 
 def test_db_keeps_its_data_in_a_declared_named_volume(compose, services):
