@@ -87,20 +87,22 @@ def docs(session):
     )  # fmt: skip
 
 
-BENCHMARKS = ("populate", "backup", "transfer", "startup")
+BENCHMARKS = ("populate", "backup", "transfer", "startup", "live_migration")
 # Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
 SMOKE_SIZES = {
     "populate": ["--images", "2000"],
     "backup": ["--images", "2000", "--pg-images", "2000", "--repeats", "1"],
     "transfer": ["--images", "2000"],
     "startup": ["--repeats", "3"],
+    "live_migration": ["--images", "20000", "--settle", "0.5", "--hold", "1"],
 }
 
 
 @nox.session(default=False)
 def bench(session):
-    """Benchmark populate, backup/restore and transfer against the engines' own tools, and
-    start-up against Invoke + peewee (slow: minutes). ``nox -s bench -- backup --images
+    """Benchmark populate, backup/restore and transfer against the engines' own tools,
+    start-up against Invoke + peewee, and a writer's stalls while migrations change a large
+    live PostgreSQL table (slow: minutes). ``nox -s bench -- backup --images
     100000`` runs one, with options."""
     session.install("-e", ".[postgres]")
     chosen = [name for name in session.posargs if name in BENCHMARKS]
