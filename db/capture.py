@@ -200,7 +200,7 @@ def _statement_lines(engine, migration):
         while comments < len(text) and _is_comment(text[comments]):
             comments += 1
         body = "\n".join(text[comments:])
-        lines.setdefault(_normalised(body), statement.line + comments)
+        lines.setdefault(_normalised(body), statement.line)  # the line of its first word
     return lines
 
 
