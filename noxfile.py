@@ -2,6 +2,7 @@
 
 nox -s tests-3.12 -- -k status     # one Python, arguments passed to pytest
 nox -s lint
+nox -s lint-migrations           # invoke db.lint on the project's migrations (SQLite, PostgreSQL)
 nox -s docs                      # the documentation site (mkdocs.yml, docs/), --strict, into site/
 nox -s mutation -- db/loader.py  # mutation testing of one module (or folder)
 """
@@ -37,7 +38,9 @@ def available(versions):
 
 
 def install_for_tests(session):
-    session.install("-e", ".[postgres,mysql]", *nox.project.dependency_groups(PYPROJECT, "test"))
+    session.install(
+        "-e", ".[postgres,mysql,squawk]", *nox.project.dependency_groups(PYPROJECT, "test")
+    )
 
 
 @nox.session(python=available(PYTHON_VERSIONS))
@@ -74,6 +77,37 @@ def lint(session):
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+# The PostgreSQL server lint-migrations makes its scratch database on (the tests' too).
+POSTGRES_SERVER = os.environ.get(
+    "CLONEGALLERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432"
+)
+SCRATCH_DATABASE = """
+import sys
+from db.engines import engine_for_url
+url, action = sys.argv[1:]
+engine = engine_for_url(url)
+engine.drop(url)
+if action == "create":
+    engine.create(url)
+"""
+
+
+@nox.session(name="lint-migrations")
+def lint_migrations(session):
+    """Lint the project's own migrations (invoke db.lint) as they would run on a fresh
+    SQLite file and a fresh PostgreSQL database (Squawk)."""
+    session.install("-e", ".[postgres,squawk]")
+    sqlite = Path(session.create_tmp()) / "lint.db"
+    sqlite.unlink(missing_ok=True)
+    session.run("invoke", "db.lint", *session.posargs, env={"DATABASE_URL": f"sqlite:///{sqlite}"})
+    postgres = f"{POSTGRES_SERVER}/clonegallery_lint_{os.getpid()}"
+    session.run("python", "-c", SCRATCH_DATABASE, postgres, "create")
+    try:
+        session.run("invoke", "db.lint", *session.posargs, env={"DATABASE_URL": postgres})
+    finally:
+        session.run("python", "-c", SCRATCH_DATABASE, postgres, "drop")
 
 
 @nox.session
