@@ -43,7 +43,7 @@ DOWN_WITHOUT_UP = "def down(migrator, db):\n    pass\n"
 SQL_WITHOUT_MARKERS = "CREATE TABLE b (id INTEGER PRIMARY KEY);\n"
 
 TASK_OPTIONS = {
-    "db.setup": ["debug"],
+    "db.setup": ["no-sample", "force", "debug"],
     "db.migrate": ["to", "dry-run", "allow-out-of-order", "debug"],
     "db.rollback": ["to", "steps", "dry-run", "debug"],
     "db.status": ["json", "check", "debug"],
@@ -270,7 +270,7 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", migration["applied_at"])
         assert isinstance(migration["duration_ms"], int)
     for seeder in report["seeders"]:
-        assert seeder.keys() == {"name", "state", "applied_at"}
+        assert seeder.keys() == {"name", "state", "applied_at", "kind"}
         assert seeder["state"] == "applied"
 
 
