@@ -81,7 +81,7 @@ def capture_pending(runner, to=None, allow_out_of_order=False):
     the refusals are db.migrate's (drift, failed runs, unknown ``--to``)."""
     database, engine = runner.database, runner.engine
     with engine.migration_lock(database):
-        plan = runner._plan_migrate(to, allow_out_of_order)
+        plan = runner.plan_migrate(to, allow_out_of_order)
         if not plan:
             return []
         with capture_session(engine, database) as (scratch, execute):

@@ -14,11 +14,19 @@ row, under a lock that makes concurrent runs apply it exactly once.
 
 ``on_event(event, migration, duration_ms)`` reports progress: ``applying``,
 ``applied``, ``reverting``, ``reverted``; a step that ran no SQL at all (an unedited
-skeleton) ends in ``applied-empty`` or ``reverted-empty`` instead. The runner never
-prints.
+skeleton) ends in ``applied-empty`` or ``reverted-empty`` instead; ``retrying`` (with the
+back-off in ``duration_ms``) when a step gave up waiting for a lock and will be tried
+again. The runner never prints.
+
+Each step runs with a lock timeout and a statement timeout (db.timeouts), in a
+transaction unless it says ``transaction:false`` (db.loader.StepOptions): then each
+statement commits as it runs, which ``CREATE INDEX CONCURRENTLY`` needs, and a failure
+part-way is recorded as failed, as on MySQL, for db.rollback or db.repair to go on.
 """
 
+import itertools
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +45,8 @@ from db.history import History
 from db.loader import describe_failure, discover, load_migration
 
 APPLIED, PENDING, CHANGED, MISSING, FAILED = "applied", "pending", "changed", "missing", "failed"
+# A step that gave up waiting for a lock is tried again after 1 s, 2 s, 4 s, 8 s, 8 s...
+MAX_BACKOFF_SECONDS = 8
 # Peewee logs every statement a database runs to this logger, at DEBUG.
 PEEWEE_QUERY_LOG = logging.getLogger("peewee")
 
@@ -56,8 +66,11 @@ class MigrationStatus:
 class Runner:
     """Apply and roll back the migrations of one folder on one database."""
 
-    def __init__(self, database, migrations_dir, on_event=None, engine=None):
+    def __init__(self, database, migrations_dir, on_event=None, engine=None, timeouts=None):
+        from db.timeouts import MigrationTimeouts
+
         self.database = database
+        self.timeouts = timeouts or MigrationTimeouts()
         self.migrations_dir = migrations_dir
         self.engine = engine or engine_for(database)
         self.history = History(database)
@@ -77,12 +90,12 @@ class Runner:
     def migrate(self, to=None, dry_run=False, allow_out_of_order=False):
         """Apply pending migrations (up to ``to``); return the names applied."""
         with self.engine.migration_lock(self.database):
-            plan = self._plan_migrate(to, allow_out_of_order)
+            plan = self.plan_migrate(to, allow_out_of_order)
             if dry_run:
                 return [migration.name for migration, _ in plan]
-            self.history.ensure_table()
+            self._ensure_history()
             for migration, steps in plan:
-                self._run(migration, steps.up, "applying", "applied")
+                self._run(migration, steps.up, steps.up_options, "applying", "applied")
             return [migration.name for migration, _ in plan]
 
     def rollback(self, to=None, steps=None, dry_run=False):
@@ -92,10 +105,21 @@ class Runner:
             if dry_run:
                 return [migration.name for migration, _ in plan]
             for migration, loaded in plan:
-                self._run(migration, loaded.down, "reverting", "reverted")
+                self._run(migration, loaded.down, loaded.down_options, "reverting", "reverted")
             return [migration.name for migration, _ in plan]
 
-    def _plan_migrate(self, to, allow_out_of_order):
+    def _ensure_history(self):
+        """Create the history table, waiting for a lock no longer than a step would (on
+        SQLite, one lock guards the whole file)."""
+        from db import timeouts
+        from db.loader import StepOptions
+
+        with timeouts.limited(self.engine, self.database, self.timeouts.for_step(StepOptions())):
+            self.history.ensure_table()
+
+    def plan_migrate(self, to=None, allow_out_of_order=False):
+        """Return the pending (NumberedFile, Steps) pairs migrate would apply, validated,
+        without running any (db.capture reads their SQL)."""
         files = discover(self.migrations_dir)
         applied = self.history.applied()
         self._refuse_drift(files, applied)
@@ -155,42 +179,142 @@ class Runner:
                     self.history.record_unapplied(row.version)
             return [row.name for row in failed]
 
-    def _run(self, migration, step, before, after):
+    def _run(self, migration, step, options, before, after):
+        """Run one step (up or down) with its limits, trying again after a lock timeout
+        while nothing of it can have been applied; record it, or record its failure."""
         self.on_event(before, migration, None)
+        limits = self.timeouts.for_step(options)
         started = time.perf_counter()
-        try:
-            with self.engine.migration_transaction(self.database):
-                with statements_counted() as statements:
-                    step(self.migrator, self.database)
-                duration_ms = _elapsed_ms(started)
-                if after == "applied":
-                    self.history.record_applied(migration, duration_ms)
-                else:
-                    self.history.record_unapplied(migration.version)
-        except Exception as exc:
-            reason = f"{migration.path.name} failed: {describe_failure(exc, migration)}"
-            if self.engine.transactional_ddl:
-                raise MigrationFailed(f"{reason} (its changes were rolled back)") from exc
-            if after == "applied":
+        for attempt in itertools.count():
+            run = StepRun(self, migration, step, options, limits, started)
+            try:
+                statements = run.attempt(after == "applied")
+                break
+            except Exception as exc:
+                if not (run.may_retry(exc) and attempt < limits.retries):
+                    self._fail(migration, run, exc, after, started, attempt + 1)
+            backoff = min(2**attempt, MAX_BACKOFF_SECONDS)
+            self.on_event("retrying", migration, backoff * 1000)
+            time.sleep(backoff)
+        self.on_event(after if statements else f"{after}-empty", migration, run.duration_ms)
+
+    def _fail(self, migration, run, exc, after, started, attempts):
+        """Raise MigrationFailed for a step that failed, recording it as failed when part
+        of it may be applied."""
+        reason = f"{migration.path.name} failed: {run.describe_failure(exc, attempts)}"
+        if run.rolled_back:
+            raise MigrationFailed(f"{reason} (its changes were rolled back)") from exc
+        if run.left_nothing(exc):
+            raise MigrationFailed(f"{reason} (nothing of it ran)") from exc
+        if after == "applied":
+            with self.engine.transaction(self.database):
                 self.history.record_applied(migration, _elapsed_ms(started), error=reason)
-            raise MigrationFailed(
-                f"{reason}; {self.engine.name} commits schema changes as it goes, so part of "
-                "it may be applied: fix the database, then run invoke db.rollback (runs its "
-                "down) or invoke db.repair (forgets the failed run)"
-            ) from exc
-        self.on_event(after if statements else f"{after}-empty", migration, duration_ms)
+        why = (
+            "it ran outside a transaction"
+            if not run.options.atomic
+            else f"{self.engine.name} commits schema changes as it goes"
+        )
+        raise MigrationFailed(
+            f"{reason}; {why}, so part of it may be applied: fix the database, then run "
+            "invoke db.rollback (runs its down) or invoke db.repair (forgets the failed run)"
+        ) from exc
+
+
+class StepRun:
+    """One attempt at one step: its session limits, the watch on who blocks it, and how
+    many of its statements ran."""
+
+    def __init__(self, runner, migration, step, options, limits, started):
+        self.runner, self.migration, self.step = runner, migration, step
+        self.options, self.limits, self.started = options, limits, started
+        self.engine, self.database = runner.engine, runner.database
+        self.statements = None
+        self.watch = None
+        self.duration_ms = None
+
+    @property
+    def rolled_back(self):
+        """Whether a failure is rolled back whole: the step ran in a transaction that
+        schema changes are part of."""
+        return self.options.atomic and self.engine.transactional_ddl
+
+    def left_nothing(self, exc):
+        """Whether the failure ``exc`` left nothing of the step behind: it was rolled back,
+        or its first statement gave up waiting for a lock, so never ran."""
+        from db import timeouts
+
+        if self.rolled_back:
+            return True
+        first = self.statements is not None and len(self.statements) <= 1
+        return first and timeouts.lock_timed_out(self.engine, exc)
+
+    def attempt(self, applying):
+        """Run the step and record it; return how many statements it ran."""
+        from db import timeouts
+
+        history, migration = self.runner.history, self.migration
+        with (
+            timeouts.limited(self.engine, self.database, self.limits),
+            timeouts.BlockerWatch(self.engine, self.database) as self.watch,
+        ):
+            if self.options.atomic:
+                with self.engine.migration_transaction(self.database):
+                    self._run_step()
+                    self._record(history, migration, applying)
+            else:
+                self._run_step()
+                with self.engine.transaction(self.database):
+                    self._record(history, migration, applying)
+        return len(self.statements)
+
+    def _run_step(self):
+        with statements_counted() as self.statements:
+            self.step(self.runner.migrator, self.database)
+
+    def _record(self, history, migration, applying):
+        self.duration_ms = _elapsed_ms(self.started)
+        if applying:
+            history.record_applied(migration, self.duration_ms)
+        else:
+            history.record_unapplied(migration.version)
+
+    def may_retry(self, exc):
+        """Whether the step gave up waiting for a lock and left nothing behind."""
+        from db import timeouts
+
+        return timeouts.lock_timed_out(self.engine, exc) and self.left_nothing(exc)
+
+    def describe_failure(self, exc, attempts):
+        """Return why the step failed, in one line: a lock or statement timeout says its
+        limit, the tries and who blocked it."""
+        from db import timeouts
+
+        what = describe_failure(exc, self.migration)
+        if timeouts.lock_timed_out(self.engine, exc):
+            tries = f"{attempts} tries" if attempts > 1 else "1 try"
+            blocked = self.watch.describe() if self.watch else "no blocking session was seen"
+            return (
+                f"{what} (no lock within lock_timeout {timeouts.describe(self.limits.lock)}, "
+                f"{tries}; {blocked})"
+            )
+        if timeouts.statement_timed_out(self.engine, exc):
+            limit = timeouts.describe(self.limits.statement)
+            return f"{what} (ran past statement_timeout {limit})"
+        return what
 
 
 class _StatementCounter(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
         self.count = 0
+        self.thread = threading.get_ident()
 
     def __len__(self):
         return self.count
 
     def emit(self, record):
-        self.count += 1
+        if record.thread == self.thread:  # not another thread's (db.timeouts.BlockerWatch)
+            self.count += 1
 
 
 @contextmanager

@@ -141,6 +141,10 @@ class Engine:
         """Return {trigger: table} of the database's triggers."""
         raise NotImplementedError
 
+    def invalid_indexes(self, database):
+        """Return (index, table) of the indexes a failed concurrent build left invalid."""
+        return []
+
 
 class ServerEngine(Engine):
     """An engine whose databases live on a server: created and dropped over a maintenance

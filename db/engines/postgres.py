@@ -40,6 +40,15 @@ class PostgresEngine(ServerEngine):
         )
         return [expression for (expression,) in database.execute_sql(query, (table,))]
 
+    def invalid_indexes(self, database):
+        query = (
+            "SELECT i.relname, t.relname FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE NOT x.indisvalid AND n.nspname = current_schema() ORDER BY 1"
+        )
+        return [tuple(row) for row in database.execute_sql(query).fetchall()]
+
     def is_unknown_database(self, exc, url):
         # libpq reports a missing database at connection time without an
         # SQLSTATE, so the server's own words are checked as well.
