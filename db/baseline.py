@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from db.check import live_shape, schema_differences, trigger_differences
+from db.config import mask_url
 from db.engines import MySQLEngine, SqliteEngine
 from db.engines.base import ServerEngine, database_name_of, quoted, with_database
 from db.errors import ConfigError, DbError, UnknownVersion
@@ -185,24 +186,43 @@ def compare_with_migrations(target, database, migrations_dir, version):
 
 @contextmanager
 def scratch_database(engine, target):
-    """Yield a new, empty database of the target's engine, connected; drop it afterwards."""
+    """Yield a new, empty database of the target's engine, connected; drop it afterwards
+    (one made by hand beforehand is emptied instead, for the next run)."""
     with scratch_url(engine, target.url) as url:
-        engine.drop(url)  # a leftover of a killed run
-        try:
-            engine.create(url)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"db.baseline compares with the migrations run in a scratch database, and "
-                f"cannot make one: {exc}"
-            ) from None
-        try:
-            scratch = engine.connect(url)
+        made_by_hand = _drop_leftover(engine, url)
+        if not made_by_hand:
             try:
-                yield scratch
-            finally:
-                scratch.close()
+                engine.create(url)
+            except ConfigError:
+                raise ConfigError(
+                    f"db.baseline runs the migrations in a scratch database beside the live "
+                    f"one, {mask_url(url)}, and may not create it: grant the right to create "
+                    "databases, or create it empty by hand (it is then emptied, not dropped)"
+                ) from None
+        scratch = engine.connect(url)
+        try:
+            yield scratch
         finally:
-            engine.drop(url)
+            if made_by_hand:
+                engine.drop_all_tables(scratch)
+            scratch.close()
+            if not made_by_hand:
+                engine.drop(url)
+
+
+def _drop_leftover(engine, url):
+    """Drop what a killed run left at ``url``; return whether an empty database is there
+    (made by hand for an account that may not create databases), to be used."""
+    scratch = engine.connect_existing(url)
+    if scratch is None:
+        return False
+    try:
+        leftover = bool(engine.tables(scratch))
+    finally:
+        scratch.close()
+    if leftover:
+        engine.drop(url)
+    return not leftover
 
 
 @functools.singledispatch

@@ -117,10 +117,16 @@ class BookkeepingTable:
         }
         found = {column.name for column in self.database.get_columns(self.table_name)}
         if not expected <= found:
+            # The seed's scripts kept migrations(version, description): db.baseline adopts it.
+            seed_era = {"version", "description"} <= found
             raise HistoryTableError(
                 f"the database already has a table named {self.table_name!r} that is not this "
                 f"toolkit's history (it lacks {', '.join(sorted(expected - found))}); "
-                "rename or drop it, then run db.setup"
+                + (
+                    "if it is the seed era's, invoke db.baseline VERSION adopts the database"
+                    if seed_era
+                    else "rename or drop it, then run db.setup"
+                )
             )
 
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from db.history import History, SeederHistory
 from db.loader import discover
 from db.runner import Runner
 from db.target import Target
+from tests import servers
 from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, ok, one_error_line, run_invoke
 
 SEED_ERA = Path(__file__).parent / "fixtures" / "seed_era"
@@ -260,6 +262,15 @@ def test_a_seed_era_database_is_adopted_with_its_history_and_seeders_kept(
     )
 
 
+def test_db_migrate_on_a_seed_era_database_points_at_db_baseline(engine, engine_db, engine_url):
+    build_seed_era(engine_db, engine)
+
+    refused = run_invoke("db.migrate", url=engine_url)
+
+    one_error_line(refused, 1, "'migrations'", "invoke db.baseline VERSION adopts the database")
+    assert count(engine_db, "migrations") == 3
+
+
 def test_a_seed_era_history_beyond_the_version_or_without_a_file_is_refused(
     engine, engine_db, engine_url
 ):
@@ -380,3 +391,39 @@ def wait_for_statement(watcher, text, timeout=60):
                 return session
         time.sleep(0.05)
     raise AssertionError(f"no session ran {text!r} within {timeout} s")
+
+
+# -- an account that may not create databases ----------------------------------------------
+
+
+def test_an_account_that_may_not_create_the_scratch_database_is_told_in_one_line(
+    engine, engine_url
+):
+    if engine != "postgres":
+        pytest.skip("a PostgreSQL role without CREATEDB; SQLite needs none")
+    role = f"cg_{uuid.uuid4().hex[:8]}"
+    server = open_database(f"{servers.SERVERS['postgres']}/postgres", create=False)
+    server.connection().autocommit = True
+    name = database_name_of(engine_url)
+    server.execute_sql(f"CREATE ROLE {role} LOGIN")
+    server.execute_sql(f"CREATE DATABASE {name} OWNER {role}")
+    as_role = engine_url.replace("postgres@", f"{role}@")
+    scratch = scratch_url(engine_url)
+    try:
+        database = open_database(as_role, create=False)
+        built_by_migrations_without_history(database)
+
+        refused = run_invoke("db.baseline", "003", url=as_role)
+
+        one_error_line(refused, 2, "_baseline", "may not create it", "create it empty by hand")
+        assert not History(database).exists()
+        server.execute_sql(f"CREATE DATABASE {database_name_of(scratch)} OWNER {role}")
+        ok(run_invoke("db.baseline", "003", url=as_role))
+        assert list(History(database).applied()) == ["001", "002", "003"]
+        assert engine_for_url(scratch).exists(scratch)  # made by hand: emptied, kept
+        database.close()
+    finally:
+        servers.drop_database(scratch)
+        servers.drop_database(engine_url)
+        server.execute_sql(f"DROP ROLE IF EXISTS {role}")
+        server.close()
