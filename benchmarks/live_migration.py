@@ -30,6 +30,12 @@ longest statement and the longest gap between two completed statements (its long
 stall), and the migration's wall time (``invoke`` start-up included) beside what the
 runner recorded for 005 and 006. Target: concurrent, longest stall < 1 s. Exit status 1
 when it is missed or a migration fails (the held scenarios' failures are reported only).
+
+What the held scenarios show: a plain ``CREATE INDEX`` waiting for its SHARE lock queues
+every insert into images behind it, so lock_timeout bounds each of the writer's stalls
+(5 s) but the writer stalls once per try. ``CREATE INDEX CONCURRENTLY`` waits for the open
+transaction without blocking anyone, yet lock_timeout cancels that wait as well and leaves
+an invalid index: such a migration wants a longer ``lock_timeout:`` on its marker line.
 """
 
 import argparse
