@@ -47,6 +47,12 @@ from db.loader import describe_failure, discover, load_migration
 APPLIED, PENDING, CHANGED, MISSING, FAILED = "applied", "pending", "changed", "missing", "failed"
 # A step that gave up waiting for a lock is tried again after 1 s, 2 s, 4 s, 8 s, 8 s...
 MAX_BACKOFF_SECONDS = 8
+# Said of a step outside a transaction that gave up waiting: CREATE INDEX CONCURRENTLY
+# waits for every older transaction to end, which the lock timeout cuts short.
+NON_ATOMIC_LOCK_ADVICE = (
+    "; a concurrent index build waits for every older transaction: give its marker line "
+    "a longer lock_timeout"
+)
 # Peewee logs every statement a database runs to this logger, at DEBUG.
 PEEWEE_QUERY_LOG = logging.getLogger("peewee")
 
@@ -231,6 +237,7 @@ class StepRun:
         self.statements = None
         self.watch = None
         self.duration_ms = None
+        self.invalid_before = None  # unless rolled back on failure: invalid indexes before it ran
 
     @property
     def rolled_back(self):
@@ -240,19 +247,26 @@ class StepRun:
 
     def left_nothing(self, exc):
         """Whether the failure ``exc`` left nothing of the step behind: it was rolled back,
-        or its first statement gave up waiting for a lock, so never ran."""
+        or its first statement gave up waiting for a lock before it changed anything (a
+        concurrent index build that gives up part-way leaves an invalid index)."""
         from db import timeouts
 
         if self.rolled_back:
             return True
         first = self.statements is not None and len(self.statements) <= 1
-        return first and timeouts.lock_timed_out(self.engine, exc)
+        return (
+            first
+            and timeouts.lock_timed_out(self.engine, exc)
+            and self.engine.invalid_indexes(self.database) == self.invalid_before
+        )
 
     def attempt(self, applying):
         """Run the step and record it; return how many statements it ran."""
         from db import timeouts
 
         history, migration = self.runner.history, self.migration
+        if not self.rolled_back:
+            self.invalid_before = self.engine.invalid_indexes(self.database)
         with (
             timeouts.limited(self.engine, self.database, self.limits),
             timeouts.BlockerWatch(self.engine, self.database) as self.watch,
@@ -293,9 +307,10 @@ class StepRun:
         if timeouts.lock_timed_out(self.engine, exc):
             tries = f"{attempts} tries" if attempts > 1 else "1 try"
             blocked = self.watch.describe() if self.watch else "no blocking session was seen"
+            advice = "" if self.options.atomic else NON_ATOMIC_LOCK_ADVICE
             return (
                 f"{what} (no lock within lock_timeout {timeouts.describe(self.limits.lock)}, "
-                f"{tries}; {blocked})"
+                f"{tries}; {blocked}{advice})"
             )
         if timeouts.statement_timed_out(self.engine, exc):
             limit = timeouts.describe(self.limits.statement)

@@ -22,7 +22,7 @@ BLOCKER = textwrap.dedent(
     """
     import sys, time
     from db.engines import engine_for, open_database
-    url, seconds = sys.argv[1], float(sys.argv[2])
+    url, seconds, writes = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "write"
     database = open_database(url)
     engine = engine_for(database)
     if engine.key == "postgres":
@@ -32,6 +32,8 @@ BLOCKER = textwrap.dedent(
     else:
         database.execute_sql("BEGIN")
     database.execute_sql("SELECT COUNT(*) FROM a").fetchone()
+    if writes:
+        database.execute_sql("INSERT INTO a (id, n) VALUES (-1, 0)")
     print("holding", flush=True)
     time.sleep(seconds)
     database.execute_sql("COMMIT")
@@ -49,12 +51,13 @@ def table_a(engine_db):
 
 @pytest.fixture
 def blocker(engine_url):
-    """Start a session holding a lock on ``a`` for ``seconds``: ``blocker(seconds)``."""
+    """Start a session holding a lock on ``a`` for ``seconds``: ``blocker(seconds)``;
+    ``blocker(seconds, "write")`` also writes a row of ``a`` in its open transaction."""
     started = []
 
-    def start(seconds):
+    def start(seconds, mode="read"):
         process = subprocess.Popen(
-            [sys.executable, "-c", BLOCKER, engine_url, str(seconds)],
+            [sys.executable, "-c", BLOCKER, engine_url, str(seconds), mode],
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -294,6 +297,28 @@ def test_db_migrate_prints_each_retry_and_the_blocked_failure_as_one_line(
 
     one_error_line(result, 1, "001_add_extra.sql", "lock_timeout 1s", "2 tries")
     assert "001_add_extra waited too long for a lock; trying again in 1 s" in result.stdout
+
+
+def test_a_concurrent_build_cut_short_by_its_lock_timeout_is_not_retried_over_its_invalid_index(
+    engine, table_a, blocker, write_migration, migrations_dir
+):
+    only(engine, "postgres")
+    write_migration(
+        "001_index_n.sql",
+        "-- migrate:up transaction:false lock_timeout:1s\n"
+        "CREATE INDEX CONCURRENTLY a_n ON a (n);\n",
+    )
+    runner, events = runner_on(table_a, migrations_dir, retries=2)
+    blocker(30, "write")  # a writer's open transaction: the build waits for it to end
+
+    with pytest.raises(
+        MigrationFailed, match=r"1 try; .*give its marker line a longer lock_timeout"
+    ):
+        runner.migrate()
+
+    assert ("retrying", "001_index_n") not in events  # a retry would trip over a_n
+    assert runner.status()[0].state == FAILED
+    assert runner.engine.invalid_indexes(table_a) == [("a_n", "a")]
 
 
 # -- statement timeouts ---------------------------------------------------------------------
