@@ -53,8 +53,9 @@ COPY seeders/ seeders/
 RUN mkdir /app/data /app/backups \
     && chown clonegallery:clonegallery /app/data /app/backups
 ENV DATABASE_URL=sqlite:////app/data/clonegallery.db \
-    INVOKE_DB_BACKUPS=/app/backups
+    INVOKE_DB_BACKUPS=/app/backups \
+    INVOKE_DB_ENVIRONMENT=production
 
 USER clonegallery
 
-CMD ["invoke", "db.setup"]
+CMD ["invoke", "db.setup", "--no-sample"]

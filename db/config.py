@@ -49,6 +49,20 @@ class Settings:
     statement_timeout: str = "off"
     lock_retries: int = 3
 
+    def __post_init__(self):
+        check_environment(self.environment)
+
+
+# What db.environment may say: only production changes anything (no sample seeders), but a
+# misspelt "prodution" must not quietly let the sample gallery into production.
+ENVIRONMENTS = ("development", "test", "staging", "production")
+
+
+def check_environment(environment):
+    """Raise ConfigError unless ``environment`` is one of ENVIRONMENTS (any case)."""
+    if str(environment).strip().lower() not in ENVIRONMENTS:
+        raise ConfigError(f"db.environment {environment!r} is not one of {', '.join(ENVIRONMENTS)}")
+
 
 def resolve_url(configured=None, project_dir=Path(".")):
     """Return the database URL: DATABASE_URL, else the configured one, else the default;

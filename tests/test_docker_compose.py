@@ -642,3 +642,9 @@ def test_the_build_context_holds_every_file_the_image_copies():
 )
 def test_the_build_context_leaves_out_history_secrets_and_local_data(path):
     assert dockerignore_excludes(path)
+
+
+def test_the_image_on_its_own_is_production_and_sets_up_without_the_sample_gallery():
+    assert dockerfile_environment()["INVOKE_DB_ENVIRONMENT"] == "production"
+    (command,) = dockerfile_arguments("CMD")
+    assert invoke_calls(exec_or_shell_form(command)) == [("db.setup", ["--no-sample"])]

@@ -470,3 +470,14 @@ def test_a_gallery_seeded_before_the_marking_shows_changed_seeders_and_stays_up_
     assert "nothing to seed" in seeded
     assert "skipped 001_users: changed since it was seeded" in seeded
     assert sample_rows(url) == before == SAMPLE_GALLERY
+
+
+def test_an_environment_that_is_not_known_is_refused_so_a_misspelt_production_seeds_nothing(
+    tmp_path,
+):
+    url = f"sqlite:///{tmp_path / 'gallery.db'}"
+
+    result = run_invoke("db.setup", url=url, env={"INVOKE_DB_ENVIRONMENT": "prodution"})
+
+    one_error_line(result, 2, "db.environment 'prodution'", "production")
+    assert not (tmp_path / "gallery.db").exists()
