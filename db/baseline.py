@@ -43,8 +43,21 @@ from pathlib import Path
 from db.check import live_shape, schema_differences, trigger_differences
 from db.config import mask_url
 from db.engines import MySQLEngine, SqliteEngine
-from db.engines.base import ServerEngine, database_name_of, quoted, with_database
-from db.errors import ConfigError, DbError, UnknownVersion
+from db.engines.base import (
+    ServerEngine,
+    database_name_of,
+    quoted,
+    side_database_name,
+    with_database,
+)
+from db.errors import (
+    AlreadyManaged,
+    ConfigError,
+    NothingToAdopt,
+    SchemaDiffers,
+    SeedEraHistoryError,
+    UnknownVersion,
+)
 from db.history import History, SeederHistory, application_tables
 from db.loader import discover
 from db.runner import Runner
@@ -54,32 +67,10 @@ SEED_ERA_NOTE = "seed era"
 STAGED_SUFFIX = "_baseline_new"  # the new history, made and filled before the swap
 ASIDE_SUFFIX = "_seed_era"  # the seed era's tables, moved aside by the swap, dropped last
 SCRATCH_ROLE = "baseline"
-MAX_DATABASE_NAME = 63  # PostgreSQL's limit on a database name; MySQL allows 64
 # Where the seed era's tables may have kept a row's time, first found wins.
 SEED_ERA_TIMES = ("applied_at", "executed_at", "seeded_at", "run_at", "created_at")
 SEED_ERA_NAMES = ("name", "seeder", "filename")
 LEADING_NUMBER = re.compile(r"^\s*(\d+)")
-
-
-class AlreadyManaged(DbError):
-    """db.baseline met a database whose history this toolkit already keeps."""
-
-
-class NothingToAdopt(DbError):
-    """db.baseline met a database without tables of its own."""
-
-
-class SeedEraHistoryError(DbError):
-    """The seed era's history names migrations that db.baseline cannot record."""
-
-
-class SchemaDiffers(DbError):
-    """The live schema is not what the migrations up to VERSION build; ``differences``
-    holds each db.check Difference."""
-
-    def __init__(self, message, differences):
-        super().__init__(message)
-        self.differences = differences
 
 
 @dataclass(frozen=True)
@@ -189,7 +180,7 @@ def scratch_database(engine, target):
     """Yield a new, empty database of the target's engine, connected; drop it afterwards
     (one made by hand beforehand is emptied instead, for the next run)."""
     with scratch_url(engine, target.url) as url:
-        made_by_hand = _drop_leftover(engine, url)
+        made_by_hand = _empty_scratch_made_by_hand(engine, url)
         if not made_by_hand:
             try:
                 engine.create(url)
@@ -210,19 +201,24 @@ def scratch_database(engine, target):
                 engine.drop(url)
 
 
-def _drop_leftover(engine, url):
-    """Drop what a killed run left at ``url``; return whether an empty database is there
-    (made by hand for an account that may not create databases), to be used."""
+def _empty_scratch_made_by_hand(engine, url):
+    """Return whether an empty database is at ``url`` (made by hand for an account that
+    may not create databases), to be used; refuse one with tables: a run killed earlier
+    may have left it, but it may as well be someone's, and is never dropped unasked."""
     scratch = engine.connect_existing(url)
     if scratch is None:
         return False
     try:
-        leftover = bool(engine.tables(scratch))
+        tables = engine.tables(scratch)
     finally:
         scratch.close()
-    if leftover:
-        engine.drop(url)
-    return not leftover
+    if tables:
+        raise ConfigError(
+            f"db.baseline's scratch database {mask_url(url)} already exists and has tables "
+            f"({', '.join(sorted(tables)[:3])}...): a db.baseline killed earlier may have left "
+            "it; check it is not someone's, drop it, then run again"
+        )
+    return True
 
 
 @functools.singledispatch
@@ -243,7 +239,7 @@ def _(engine: SqliteEngine, url):
 def _(engine: ServerEngine, url):
     # Named as the live one's side databases are, so that an account with rights on
     # ``<name>_%`` only may make it; the migration lock keeps the name to one run.
-    name = f"{database_name_of(url)}_{SCRATCH_ROLE}"[:MAX_DATABASE_NAME]
+    name = side_database_name(database_name_of(url), SCRATCH_ROLE)
     yield with_database(url, name)
 
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 
 import peewee
 
-from db.engines.base import quoted
+from db.engines.base import quoted, side_database_name
 from db.engines.mysql import MySQLEngine
 from db.engines.postgres import PostgresEngine
 from db.engines.sqlite import SqliteEngine
-from db.errors import DbError, one_line
+from db.errors import CaptureFailed, ConfigError, one_line
 
 # The first word of a statement that only reads, or only controls the transaction.
 READ_WORDS = {"SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "WITH", "VALUES", "TABLE"}
@@ -49,12 +49,8 @@ TRANSACTION_WORDS = {"BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEA
 # A SELECT that changes something all the same (a sequence moves outside transactions).
 SELECT_WRITES = re.compile(r"\b(setval|nextval)\s*\(", re.IGNORECASE)
 # The side database a MySQL capture runs in: the configured one's name and this.
-SCRATCH_SUFFIX = "_sqlcapture"
+SCRATCH_ROLE = "sqlcapture"
 LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.DOTALL)
-
-
-class CaptureFailed(DbError):
-    """A pending migration could not be captured without running it."""
 
 
 @dataclass(frozen=True)
@@ -224,12 +220,9 @@ def capture_session(engine, database):
 @capture_session.register
 @contextmanager
 def _(engine: PostgresEngine, database):
-    try:
-        with database.atomic():
-            yield database, False
-            raise _RolledBack
-    except _RolledBack:
-        pass
+    with database.atomic() as transaction:
+        yield database, False
+        transaction.rollback()
 
 
 @capture_session.register
@@ -238,12 +231,16 @@ def _(engine: MySQLEngine, database):
     # MySQL commits DDL as it goes: the statements run in a side database holding a copy
     # of the live schema, dropped afterwards; without the right to make one, the live
     # schema is only read.
-    name = f"{database.database}{SCRATCH_SUFFIX}"[:64]
+    name = side_database_name(database.database, SCRATCH_ROLE)
+    if name in _databases(database):
+        raise ConfigError(
+            f"--sql's side database {name} already exists: a capture killed earlier may have "
+            "left it; check it is not someone's, drop it, then run again"
+        )
     try:
-        engine.drop_database(database, name)  # left by a capture that was killed
-        engine.create_database(database, name)
+        database.execute_sql(f"CREATE DATABASE {quoted(database, name)}")
     except peewee.DatabaseError:
-        yield database, False
+        yield database, False  # no right to create it: the live schema is only read
         return
     scratch = type(database)(name, **database.connect_params)
     try:
@@ -258,6 +255,10 @@ def _(engine: MySQLEngine, database):
     finally:
         scratch.close()
         engine.drop_database(database, name)
+
+
+def _databases(server):
+    return {name for (name,) in server.execute_sql("SHOW DATABASES").fetchall()}
 
 
 @capture_session.register
@@ -276,10 +277,6 @@ def _(engine: SqliteEngine, database):
             yield scratch, True
     finally:
         scratch.close()
-
-
-class _RolledBack(Exception):
-    """Ends the capture's transaction with a rollback."""
 
 
 @functools.singledispatch

@@ -18,6 +18,7 @@ transfer_incomplete are left out), through peewee's introspection:
   declares one (peewee reads the rule on every engine);
 - the triggers: those the applied migrations create on this engine, by name (see
   ``expected_triggers``), against the engine's catalogue;
+- indexes a failed ``CREATE INDEX CONCURRENTLY`` left invalid (PostgreSQL);
 - every migration whose state is not ``applied`` (db.runner's status).
 
 A CHECK constraint's text is not compared, only that a column with a rule has one: the
@@ -35,6 +36,7 @@ from db.engines import engine_for
 from db.history import application_tables
 from db.loader import discover, load_module
 from db.models import ALL_MODELS
+from db.report import invalid_index_line
 from db.runner import APPLIED, CHANGED, FAILED, MISSING, PENDING, Runner
 
 # How each state that is not "applied" reads in a difference line.
@@ -81,6 +83,10 @@ def check_database(database, migrations_dir, models=ALL_MODELS):
     differences = schema_differences(database, engine, wanted, MODELS)
     wanted_triggers = expected_triggers(engine, migrations_dir, statuses)
     differences += trigger_differences(wanted_triggers, engine.triggers(database))
+    differences += [
+        Difference("invalid index", table, invalid_index_line(index, table))
+        for index, table in engine.invalid_indexes(database)
+    ]
     differences += [
         Difference("migration", None, f"migration {m.name}: {MIGRATION_STATES[m.state]}")
         for m in statuses

@@ -221,20 +221,41 @@ def confirm(command, what, settings):
 # --- The tasks ---------------------------------------------------------------------------
 
 
-@toolkit_task(help={"debug": DEBUG_HELP})
-def setup(c, debug=False):
+NO_SAMPLE_HELP = "run only the essential seeders; the sample ones are skipped"
+
+
+@toolkit_task(
+    help={
+        "no-sample": NO_SAMPLE_HELP,
+        "force": "seed the sample seeders even when db.environment is production",
+        "debug": DEBUG_HELP,
+    }
+)
+def setup(c, no_sample=False, force=False, debug=False):
     """Create the database, apply every migration and seed the sample gallery."""
     from db import commands, report
 
-    print(report.set_up(commands.setup(settings_of(c), on_event=print_progress)))
+    result = commands.setup(
+        settings_of(c), sample=not no_sample, force=force, on_event=print_progress
+    )
+    print(report.set_up(result))
 
 
-@toolkit_task(help={"force": "re-run every seeder (no row is duplicated)", "debug": DEBUG_HELP})
-def seed(c, force=False, debug=False):
-    """Run the pending seeders (sample data); --force re-runs them all."""
+@toolkit_task(
+    help={
+        "no-sample": NO_SAMPLE_HELP,
+        "force": "re-run every seeder (no row is duplicated); in production, sample ones too",
+        "debug": DEBUG_HELP,
+    }
+)
+def seed(c, no_sample=False, force=False, debug=False):
+    """Run the pending seeders; --force re-runs them all."""
     from db import commands, report
 
-    print(report.seeded(commands.seed(settings_of(c), force=force, on_event=print_progress)))
+    result = commands.seed(
+        settings_of(c), force=force, sample=not no_sample, on_event=print_progress
+    )
+    print(report.seeded(result))
 
 
 @toolkit_task(
@@ -280,13 +301,25 @@ def restore(c, path, yes=False, identity=None, debug=False):
         "to": "stop after this version (e.g. 002)",
         "dry-run": "print the plan and change nothing",
         "allow-out-of-order": "also apply pending migrations numbered below applied ones",
+        "sql": "print the SQL the pending migrations would run on this engine; apply nothing",
+        "strict": "lint the pending migrations first (db.lint); apply nothing on a finding",
         "debug": DEBUG_HELP,
     }
 )
-def migrate(c, to=None, dry_run=False, allow_out_of_order=False, debug=False):
+def migrate(
+    c, to=None, dry_run=False, allow_out_of_order=False, sql=False, strict=False, debug=False
+):
     """Apply pending migrations, oldest first."""
     from db import commands, report
 
+    if sql:
+        if dry_run or strict:
+            raise ConfigError("--sql applies nothing already: drop --dry-run and --strict")
+        result = commands.migration_sql(settings_of(c), to, allow_out_of_order)
+        print(report.migration_sql(result))
+        return
+    if strict:
+        lint_before_migrating(settings_of(c), to, allow_out_of_order)
     names = commands.migrate(
         settings_of(c),
         to=to,
@@ -295,6 +328,39 @@ def migrate(c, to=None, dry_run=False, allow_out_of_order=False, debug=False):
         on_event=print_progress,
     )
     print(report.migrated(names, dry_run=dry_run))
+
+
+def lint_before_migrating(settings, to, allow_out_of_order):
+    """Print the lint of the pending migrations; raise UnsafeMigration on a finding."""
+    from db import commands, report
+    from db.errors import UnsafeMigration
+
+    result = commands.lint(settings, to=to, allow_out_of_order=allow_out_of_order)
+    if result.unacknowledged:
+        print(report.linted(result))
+        raise UnsafeMigration(
+            f"--strict: {len(result.unacknowledged)} unacknowledged lint finding(s) in the "
+            "pending migrations; nothing applied (make them safe, or acknowledge each with "
+            "'-- lint: allow RULE: why' in the migration)"
+        )
+
+
+@toolkit_task(
+    iterable=["version"],
+    help={
+        "version": "lint only this pending migration (002 or 002_name); repeat for more",
+        "debug": DEBUG_HELP,
+    },
+)
+def lint(c, version=None, debug=False):
+    """Check pending migrations for operations unsafe on a large live table (exit 1 if any)."""
+    from db import commands, report
+
+    result = commands.lint(settings_of(c), versions=version or ())
+    print(report.linted(result))
+    if result.unacknowledged:
+        sys.stdout.flush()
+        raise Exit(code=1)
 
 
 @toolkit_task(
@@ -356,6 +422,25 @@ def transfer(c, to, force=False, batch=None, debug=False):
         on_progress=report.StageProgress(on_terminal=sys.stdout.isatty()),
     )
     print(report.transferred(result))
+
+
+@toolkit_task(
+    help={
+        "version": "the newest migration whose schema the database already has, e.g. 003",
+        "debug": DEBUG_HELP,
+    }
+)
+def baseline(c, version, debug=False):
+    """Adopt a database that already has the schema: record migrations up to VERSION as applied."""
+    from db import commands, report
+    from db.errors import SchemaDiffers
+
+    try:
+        adoption = commands.baseline(settings_of(c), version)
+    except SchemaDiffers as refused:
+        print(report.checked(refused.differences), flush=True)
+        raise
+    print(report.adopted(adoption))
 
 
 @toolkit_task(help={"debug": DEBUG_HELP})
@@ -584,8 +669,9 @@ def new_migration(c, name, sql=False, auto=False, debug=False):
 
 
 TASKS = (
-    setup, migrate, rollback, repair, seed, reset, populate, transfer, backup, backups,
+    setup, migrate, lint, rollback, repair, seed, reset, populate, transfer, backup, backups,
     verify, restore, status, stats, new_migration, schema, optimize, explain, diagram, check,
+    baseline,
 )  # fmt: skip
 
 

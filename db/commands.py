@@ -11,7 +11,7 @@ and hands that on.
 """
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import peewee
@@ -21,7 +21,7 @@ from db.errors import ConfigError, DatabaseFailed, IncompleteTransfer, NotMigrat
 from db.history import DatabaseIdentity, History, SeederHistory, TransferMarker
 from db.loader import discover, next_version, slugify
 from db.runner import APPLIED, Runner
-from db.seeders import Seeder
+from db.seeders import Seeder, refuses_sample
 from db.target import Target
 
 # The feature modules (backups, stats, explain, transfer...) are imported by the
@@ -64,12 +64,18 @@ class StatusReport:
     migrations: list
     seeders: list
     incomplete_transfer: object = None  # an IncompleteTransferInfo: not to be used
+    baselines: dict = field(default_factory=dict)  # version -> note, of those db.baseline recorded
+    invalid_indexes: list = field(default_factory=list)  # (index, table): failed concurrent builds
 
     @property
     def up_to_date(self):
-        """Whether every migration is applied and unchanged (seeders do not count), and
-        the database is not an unfinished transfer."""
-        return self.incomplete_transfer is None and all(m.state == APPLIED for m in self.migrations)
+        """Whether every migration is applied and unchanged (seeders do not count), no
+        index is left invalid, and the database is not an unfinished transfer."""
+        return (
+            self.incomplete_transfer is None
+            and not self.invalid_indexes
+            and all(m.state == APPLIED for m in self.migrations)
+        )
 
 
 @dataclass(frozen=True)
@@ -91,10 +97,12 @@ class RestoreResult:
 
 @dataclass(frozen=True)
 class SetupResult:
-    """What ``db.setup`` did: the migrations applied and the seeders run."""
+    """What ``db.setup`` did: the migrations applied, the seeders run, and the sample
+    seeders left out (``sample=False``)."""
 
     migrations: list
     seeders: list
+    skipped_sample: tuple = ()
 
 
 @contextmanager
@@ -128,8 +136,11 @@ def _refuse_incomplete_transfer(database, target):
 @contextmanager
 def runner_for(target, settings, on_event=None, create=False, allow_incomplete=False):
     """Yield a migration Runner on the target's database (see ``opened``)."""
+    from db.timeouts import MigrationTimeouts
+
+    timeouts = MigrationTimeouts.from_settings(settings)  # a bad setting: refused first
     with opened(target, create, allow_incomplete) as database:
-        yield Runner(database, settings.migrations_dir, on_event, engine=target.database_engine)
+        yield Runner(database, settings.migrations_dir, on_event, target.database_engine, timeouts)
 
 
 def migrate(settings, to=None, dry_run=False, allow_out_of_order=False, on_event=None):
@@ -152,6 +163,79 @@ def _migrate(target, settings, on_event, dry_run=False, **options):
         return runner.migrate(**options)
 
 
+@dataclass(frozen=True)
+class MigrationSql:
+    """What ``db.migrate --sql`` shows: where, and each pending migration's captured SQL
+    (db.capture.CapturedMigration) with its Limits (db.timeouts)."""
+
+    url: str
+    engine: object
+    migrations: list
+    limits: list
+
+
+def migration_sql(settings, to=None, allow_out_of_order=False):
+    """Return the MigrationSql of the pending migrations (up to ``to``), applying nothing
+    (see db.capture); db.migrate's refusals apply."""
+    from db.capture import capture_pending
+    from db.timeouts import MigrationTimeouts
+
+    timeouts = MigrationTimeouts.from_settings(settings)
+    target = _capturable(Target(settings.url), "its SQL is read against its live schema")
+    with runner_for(target, settings) as runner:
+        captured = capture_pending(runner, to, allow_out_of_order)
+        engine = runner.engine
+    limits = [timeouts.for_step(item.options) for item in captured]
+    return MigrationSql(target.masked_url, engine, captured, limits)
+
+
+def lint(settings, versions=(), to=None, allow_out_of_order=False):
+    """Return the LintReport (see db.lint) of the pending migrations (up to ``to``), or of
+    the pending ``versions`` only; a version that is not pending: UnknownVersion."""
+    from db.capture import capture_pending
+    from db.lint import lint_migrations
+
+    target = _capturable(Target(settings.url), "nothing to lint against")
+    with runner_for(target, settings) as runner:
+        wanted = _pending_versions(runner, versions) if versions else None
+        if wanted:
+            to = max(wanted, key=int)
+        captured = capture_pending(runner, to, allow_out_of_order)
+        return lint_migrations(runner.engine, runner.database, captured, only=wanted)
+
+
+def _capturable(target, consequence):
+    """Return the target, refusing a server database that does not exist yet (an SQLite
+    file that does not is read as an empty one)."""
+    from db.engines.base import ServerEngine
+
+    if isinstance(target.engine, ServerEngine):
+        target.require_existing(consequence)
+    return target
+
+
+def _pending_versions(runner, versions):
+    """Return the version strings of ``versions`` (002, 2 or 002_name), each pending."""
+    from db.errors import UnknownVersion
+    from db.runner import PENDING
+
+    by_number = {int(row.version): row for row in runner.status()}
+    wanted = set()
+    for text in versions:
+        head = str(text).split("_", 1)[0]
+        row = by_number.get(int(head)) if head.isdigit() else None
+        if row is None:
+            known = ", ".join(row.version for row in by_number.values()) or "none"
+            raise UnknownVersion(f"{text}: no migration has that version (known: {known})")
+        if row.state != PENDING:
+            raise UnknownVersion(
+                f"{text}: {row.name} is {row.state}, not pending; db.lint checks the "
+                "migrations db.migrate would apply"
+            )
+        wanted.add(row.version)
+    return wanted
+
+
 def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
     """Revert applied migrations; return the names reverted (or planned, with dry_run)."""
     with runner_for(Target(settings.url), settings, on_event) as runner:
@@ -162,31 +246,58 @@ def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
         return reverted
 
 
+def baseline(settings, version):
+    """Adopt a database that already has the schema of the migrations up to ``version``
+    (see db.baseline); return an Adoption."""
+    from db import baseline as baselines
+
+    baselines.chosen_migrations(settings.migrations_dir, version)  # refused before opening
+    target = Target(settings.url)
+    target.require_existing("nothing to adopt")
+    with opened(target) as database:
+        return baselines.adopt(
+            target, database, settings.migrations_dir, settings.seeders_dir, version
+        )
+
+
 def repair(settings):
     """Forget failed migration runs; return their names."""
     with runner_for(Target(settings.url), settings) as runner:
         return runner.repair()
 
 
-def seed(settings, force=False, on_event=None):
-    """Run the pending seeders (all of them with ``force``); return a SeedResult."""
-    return _seed(Target(settings.url), settings, force, on_event)
+def seed(settings, force=False, sample=True, on_event=None):
+    """Run the pending seeders (all of them with ``force``; only the essential ones
+    without ``sample``); return a SeedResult. In production (``settings.environment``)
+    a sample seeder is seeded only with ``force``: else SampleRefused, nothing run."""
+    refuse = sample and not force and refuses_sample(settings.environment)
+    return _seed(Target(settings.url), settings, force, on_event, sample, refuse)
 
 
-def _seed(target, settings, force, on_event):
+def _seed(target, settings, force, on_event, sample=True, refuse_sample=False):
     with runner_for(target, settings) as runner:
         _require_migrated(runner)
         return Seeder(runner.database, settings.seeders_dir, on_event, runner.engine).seed(
-            force=force
+            force=force, sample=sample, refuse_sample=refuse_sample
         )
 
 
-def setup(settings, on_event=None):
-    """Bring a database from nothing to a seeded gallery; return a SetupResult."""
+def setup(settings, sample=True, force=False, on_event=None):
+    """Bring a database from nothing to a seeded gallery (without the sample seeders
+    unless ``sample``); return a SetupResult. In production (``settings.environment``)
+    a setup that would seed a sample seeder is refused (SampleRefused) before anything
+    runs, unless ``force``."""
     target = Target(settings.url)
+    refuse = sample and not force and refuses_sample(settings.environment)
+    if refuse:
+        # Checked before the first migration: a refused setup creates nothing.
+        with opened(target) as database:
+            Seeder(database, settings.seeders_dir, engine=target.database_engine).plan(
+                sample=sample
+            ).refuse_sample()
     migrations = _migrate(target, settings, on_event)
-    seeded = _seed(target, settings, False, on_event)
-    return SetupResult(migrations, seeded.applied)
+    seeded = _seed(target, settings, False, on_event, sample, refuse)
+    return SetupResult(migrations, seeded.applied, tuple(seeded.skipped_sample))
 
 
 def reset(settings, data_only=False):
@@ -444,6 +555,8 @@ def status(settings):
             runner.status(),
             seeders,
             TransferMarker(runner.database).read(),
+            baselines={v: r.baseline for v, r in runner.history.applied().items() if r.baseline},
+            invalid_indexes=runner.engine.invalid_indexes(runner.database) if target.exists else [],
         )
 
 

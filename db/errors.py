@@ -154,6 +154,35 @@ class BadQuery(DbError):
     exit_code = 2
 
 
+class CaptureFailed(DbError):
+    """A pending migration could not be captured without running it."""
+
+
+class UnsafeMigration(DbError):
+    """A pending migration has lint findings nobody acknowledged (db.migrate --strict)."""
+
+
+class AlreadyManaged(DbError):
+    """db.baseline met a database whose history this toolkit already keeps."""
+
+
+class NothingToAdopt(DbError):
+    """db.baseline met a database without tables of its own."""
+
+
+class SeedEraHistoryError(DbError):
+    """The seed era's history names migrations that db.baseline cannot record."""
+
+
+class SchemaDiffers(DbError):
+    """The live schema is not what the migrations up to VERSION build; ``differences``
+    holds each db.check Difference."""
+
+    def __init__(self, message, differences):
+        super().__init__(message)
+        self.differences = differences
+
+
 def one_line(exc):
     """Return the first non-empty line of an exception's message (drivers add more)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

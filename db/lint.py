@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from db.engines.mysql import MySQLEngine
 from db.engines.postgres import PostgresEngine
 from db.engines.sqlite import SqliteEngine
-from db.errors import DbError, ToolFailed
+from db.errors import ToolFailed
 
 # Squawk's rules left out, and why (README, "Linting migrations"):
 SQUAWK_EXCLUDED = (
@@ -72,10 +72,6 @@ TABLE_OF = [
 ]
 LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 CREATES_TABLE = re.compile(r"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?" + NAME, re.I)
-
-
-class UnsafeMigration(DbError):
-    """A pending migration has lint findings nobody acknowledged (db.migrate --strict)."""
 
 
 @dataclass(frozen=True)

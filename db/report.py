@@ -18,6 +18,9 @@ def progress_line(event, migration, duration_ms):
     """Return one progress line for a runner event."""
     if duration_ms is None:
         return f"{event} {migration.name} ..."
+    if event == "retrying":
+        seconds = duration_ms // 1000
+        return f"{migration.name} waited too long for a lock; trying again in {seconds} s"
     if event in EMPTY_STEP:
         done = event.removesuffix("-empty")
         return f"{done} {migration.name} ({duration_ms} ms; its {EMPTY_STEP[event]} ran no SQL)"
@@ -49,17 +52,27 @@ def seeded(result):
         f"skipped {name}: changed since it was seeded (db.seed --force re-runs it)"
         for name in result.skipped_changed
     ]
+    lines += _skipped_sample(result.skipped_sample)
     return "\n".join(lines)
 
 
 def set_up(result):
     """Return the closing line of db.setup."""
     if not result.migrations and not result.seeders:
-        return "already set up: nothing to do"
-    return (
-        f"set up: applied {len(result.migrations)} migration(s), "
-        f"ran {len(result.seeders)} seeder(s)"
-    )
+        line = "already set up: nothing to do"
+    else:
+        line = (
+            f"set up: applied {len(result.migrations)} migration(s), "
+            f"ran {len(result.seeders)} seeder(s)"
+        )
+    return "\n".join([line, *_skipped_sample(result.skipped_sample)])
+
+
+def _skipped_sample(names):
+    """Return the line naming the sample seeders --no-sample left out (none if none)."""
+    if not names:
+        return []
+    return [f"skipped {len(names)} sample seeder(s) (--no-sample): {', '.join(names)}"]
 
 
 def reset_done(tables, data_only):
@@ -179,17 +192,32 @@ def status_table(report):
         lines.append(f"{m.version:<8} {m.state:<8} {applied_at:<20} {duration:>6}  {m.name}")
         if m.error:
             lines.append(f"{'':<8} error: {m.error}")
+        if m.version in report.baselines:
+            lines.append(f"{'':<8} baseline: {printable(report.baselines[m.version])}")
     if not report.migrations:
         lines.append("(no migrations)")
     lines.append("")
-    lines.append(f"{'seeder':<28} {'state':<8} {'seeded at (UTC)':<20}")
+    lines.append(f"{'seeder':<28} {'state':<8} {'seeded at (UTC)':<20} kind")
     for seeder in report.seeders:
-        lines.append(f"{seeder.name:<28} {seeder.state:<8} {_when(seeder.applied_at):<20}")
+        lines.append(
+            f"{seeder.name:<28} {seeder.state:<8} {_when(seeder.applied_at):<20} "
+            f"{seeder.kind or '-'}"
+        )
     if not report.seeders:
         lines.append("(no seeders)")
+    for index, table in report.invalid_indexes:
+        lines.append(invalid_index_line(index, table))
     lines.append("")
     lines.append("up to date" if report.up_to_date else "NOT up to date")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def invalid_index_line(index, table):
+    """Return the line about an index a failed CREATE INDEX CONCURRENTLY left invalid."""
+    return (
+        f"INVALID INDEX {index} on {table}: a concurrent build failed and left it unused but "
+        f"kept up to date; DROP INDEX CONCURRENTLY {index}, then run its migration again"
+    )
 
 
 def _when(moment):
@@ -237,14 +265,19 @@ def status_json(report):
                     "applied_at": utc_iso(m.applied_at),
                     "duration_ms": m.duration_ms,
                     "error": m.error,
+                    "baseline": report.baselines.get(m.version),  # db.baseline's note, or null
                 }
                 for m in report.migrations
+            ],
+            "invalid_indexes": [
+                {"index": index, "table": table} for index, table in report.invalid_indexes
             ],
             "seeders": [
                 {
                     "name": seeder.name,
                     "state": seeder.state,
                     "applied_at": utc_iso(seeder.applied_at),
+                    "kind": seeder.kind,  # essential or sample; null for a missing file
                 }
                 for seeder in report.seeders
             ],
@@ -478,6 +511,26 @@ def explained(report):
     return "\n".join(lines)
 
 
+def adopted(adoption):
+    """Return the closing lines of db.baseline."""
+    if adoption.finished:
+        return (
+            "finished an interrupted db.baseline: its new history was in place; "
+            "the seed era's tables it had set aside are dropped"
+        )
+    lines = []
+    if adoption.kept or adoption.seeders:
+        lines.append(
+            f"converted the seed era's history: kept {len(adoption.kept)} migration row(s) "
+            f"({', '.join(adoption.kept) or 'none'}) and {len(adoption.seeders)} seeder row(s)"
+        )
+    lines.append(
+        f"adopted: recorded {len(adoption.recorded)} migration(s) as a baseline at "
+        f"{adoption.version} ({', '.join(adoption.recorded)}); db.migrate applies what follows"
+    )
+    return "\n".join(lines)
+
+
 IN_STEP = "in step with the models and migrations"
 
 
@@ -498,3 +551,68 @@ def checked_json(differences):
             ],
         }
     )
+
+
+def migration_sql(result):
+    """Return what db.migrate --sql prints: each pending migration's SQL under a comment
+    saying how it runs, atomic steps between BEGIN; and COMMIT; (where DDL is transactional)."""
+    from db.timeouts import describe
+
+    if not result.migrations:
+        return "-- nothing to apply: no pending migrations"
+    names = ", ".join(item.migration.name for item in result.migrations)
+    lines = [
+        f"-- the SQL of {len(result.migrations)} pending migration(s) on {result.engine.name} "
+        f"({result.url}): {names}; nothing was applied",
+    ]
+    for item, limits in zip(result.migrations, result.limits, strict=True):
+        transactional = item.options.atomic and result.engine.transactional_ddl
+        if transactional:
+            how = "in a transaction"
+        elif item.options.atomic:
+            how = f"in a transaction, but {result.engine.name} commits each schema change"
+        else:
+            how = "outside a transaction: each statement commits as it runs"
+        lines += [
+            "",
+            f"-- {item.migration.path.name}: {how}; lock timeout {describe(limits.lock)}, "
+            f"statement timeout {describe(limits.statement)}",
+        ]
+        if not item.statements:
+            lines.append("-- (no SQL on this engine)")
+            continue
+        body = [statement.sql.rstrip().rstrip(";") + ";" for statement in item.statements]
+        lines += ["BEGIN;", *body, "COMMIT;"] if transactional else body
+    return "\n".join(lines)
+
+
+def linted(result):
+    """Return what db.lint prints: a line per finding, then the count."""
+    if not result.migrations:
+        return "nothing to lint: no pending migrations"
+    lines = [
+        f"checked {len(result.migrations)} migration(s) on {result.engine}: "
+        + ", ".join(result.migrations)
+    ]
+    for finding in result.findings:
+        where = f" line {finding.line}" if finding.line else ""
+        if finding.migration.endswith(".py") or not finding.line:
+            where += f" ({_shortened(finding.statement)})"
+        line = f"{finding.migration}{where}: {finding.rule}: {finding.why}"
+        line += f"; instead: {finding.instead}"
+        if finding.acknowledged is not None:
+            line += f" [acknowledged: {finding.acknowledged}]"
+        lines.append(line)
+    open_count = len(result.unacknowledged)
+    acknowledged = len(result.findings) - open_count
+    lines.append(
+        f"{open_count} unacknowledged finding(s), {acknowledged} acknowledged"
+        if result.findings
+        else "no unsafe operation found"
+    )
+    return "\n".join(lines)
+
+
+def _shortened(sql, width=80):
+    text = " ".join(sql.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

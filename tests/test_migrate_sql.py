@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from db.capture import SCRATCH_SUFFIX
+from db.capture import SCRATCH_ROLE
 from db.engines import engine_for_url, open_database
+from db.engines.base import database_name_of, side_database_name, with_database
 from db.runner import Runner
 from tests.conftest import MIGRATIONS_DIR, ok, one_error_line, run_invoke
 
@@ -109,7 +110,35 @@ def test_a_python_migration_shows_the_update_of_its_default_with_the_literal_and
         database.close()
     assert not {"karma", "motto"} & columns_of(engine_url, "users")
     if engine == "mysql":  # the side database the statements ran in is gone
-        assert not engine_for_url(engine_url).exists(engine_url + SCRATCH_SUFFIX)
+        assert not engine_for_url(engine_url).exists(side_url(engine_url))
+
+
+def side_url(url):
+    """Where db.migrate --sql builds its side database on MySQL, beside ``url``'s."""
+    return with_database(url, side_database_name(database_name_of(url), SCRATCH_ROLE))
+
+
+def test_a_side_database_that_already_exists_is_refused_and_left_as_it_is(
+    engine, engine_url, project_migrations
+):
+    if engine != "mysql":
+        pytest.skip("only MySQL captures in a side database")
+    ok(run_invoke("db.migrate", "--to", "001", url=engine_url, migrations_dir=project_migrations))
+    someones = side_url(engine_url)
+    engine_for_url(someones).create(someones)
+    kept = open_database(someones)
+    try:
+        kept.execute_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+
+        result = run_invoke(
+            "db.migrate", "--sql", url=engine_url, migrations_dir=project_migrations
+        )
+
+        one_error_line(result, 2, "_sqlcapture already exists", "drop it")
+        assert kept.get_tables() == ["notes"]
+    finally:
+        kept.close()
+        engine_for_url(someones).drop(someones)
 
 
 def test_a_step_outside_a_transaction_prints_without_begin_and_with_its_own_lock_timeout(

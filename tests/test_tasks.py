@@ -44,7 +44,9 @@ SQL_WITHOUT_MARKERS = "CREATE TABLE b (id INTEGER PRIMARY KEY);\n"
 
 TASK_OPTIONS = {
     "db.setup": ["no-sample", "force", "debug"],
-    "db.migrate": ["to", "dry-run", "allow-out-of-order", "debug"],
+    "db.migrate": ["to", "dry-run", "allow-out-of-order", "sql", "strict", "debug"],
+    "db.lint": ["version", "debug"],
+    "db.baseline": ["version", "debug"],
     "db.rollback": ["to", "steps", "dry-run", "debug"],
     "db.status": ["json", "check", "debug"],
     "db.transfer": ["to", "force", "batch", "debug"],
@@ -247,7 +249,7 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
 
     assert report.keys() == {
         "format_version", "database", "exists", "current_version", "up_to_date", "migrations",
-        "seeders", "incomplete_transfer",
+        "seeders", "incomplete_transfer", "invalid_indexes",
     }  # fmt: skip
     assert report["database"] == f"sqlite:///{db_path}"
     assert report["exists"] is True
@@ -263,8 +265,10 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
             "applied_at",
             "duration_ms",
             "error",
+            "baseline",
         }
         assert migration["error"] is None
+        assert migration["baseline"] is None
         assert migration["version"] == migration["name"][:3]
         assert migration["state"] == "applied"
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", migration["applied_at"])

@@ -36,6 +36,8 @@ POSTGRES_NAMELESS = nameless("postgres")
 TASK_ARGUMENTS = {
     "db.setup": (),
     "db.migrate": (),
+    "db.lint": (),
+    "db.baseline": ("003",),
     "db.rollback": (),
     "db.repair": (),
     "db.seed": (),

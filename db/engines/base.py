@@ -256,6 +256,24 @@ def with_database(url, name):
     return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
+# The longest database name both servers take (PostgreSQL: 63 bytes; MySQL: 64).
+MAX_DATABASE_NAME = 63
+
+
+def side_database_name(name, role):
+    """Return the name of a scratch database beside database ``name`` for ``role``
+    (``<name>_<role>``), never ``name`` itself: a name too long to take the suffix is
+    shortened and told apart by a hash of it, not cut back into the live one's."""
+    import hashlib
+
+    side = f"{name}_{role}"
+    if len(side.encode()) <= MAX_DATABASE_NAME:
+        return side
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = MAX_DATABASE_NAME - len(role) - len(digest) - 2
+    return f"{name.encode()[:keep].decode(errors='ignore')}_{digest}_{role}"
+
+
 def database_name_of(url):
     return db_url.parse(url)["database"]
 
