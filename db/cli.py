@@ -691,7 +691,9 @@ def db_collection(project):
                 "environment": "development",
                 "lock_timeout": "5s",
                 "statement_timeout": "off",
-                "lock_retries": 3,
+                # Text, not 3: Invoke would cast INVOKE_DB_LOCK_RETRIES=abc with int() and
+                # fail with a traceback; MigrationTimeouts reads it and refuses it in a line.
+                "lock_retries": "3",
                 "debug": False,
             }
         }

@@ -33,6 +33,8 @@ from db.errors import ConfigError
 OFF = ("off", "0")
 # MariaDB's lock_wait_timeout when "off": its own maximum, a year.
 MYSQL_NO_LIMIT = 31536000
+# SQLite's busy timeout when "off": its largest, about 25 days (0 would not wait at all).
+SQLITE_NO_LIMIT_MS = 2**31 - 1
 # How long a step may wait before the watch starts looking for whoever blocks it: a
 # step that takes less never opens the watch's connection.
 WATCH_AFTER_SECONDS = 0.5
@@ -64,15 +66,17 @@ class MigrationTimeouts:
 
     lock: str = "5s"
     statement: str = "off"
-    retries: int = 3
+    retries: int = 3  # or its text, as a setting gives it
 
     def __post_init__(self):
         parse_timeout("db.lock_timeout", self.lock)
         parse_timeout("db.statement_timeout", self.statement)
-        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+        text = str(self.retries).strip()
+        if isinstance(self.retries, bool) or not text.isdigit():
             raise ConfigError(
                 f"db.lock_retries must be a whole number, 0 or more, not {self.retries!r}"
             )
+        object.__setattr__(self, "retries", int(text))
 
     @classmethod
     def from_settings(cls, settings):
@@ -141,7 +145,8 @@ def _(engine: MySQLEngine, database, limits):
 @contextmanager
 def _(engine: SqliteEngine, database, limits):
     (before,) = database.execute_sql("PRAGMA busy_timeout").fetchone()
-    database.execute_sql(f"PRAGMA busy_timeout = {limits.lock * 1000}")
+    waits = limits.lock * 1000 if limits.lock else SQLITE_NO_LIMIT_MS  # 0 would not wait
+    database.execute_sql(f"PRAGMA busy_timeout = {waits}")
     try:
         yield
     finally:

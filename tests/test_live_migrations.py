@@ -384,3 +384,22 @@ def test_the_configured_lock_timeout_applies_to_steps_that_set_none(
 
     one_error_line(result, 1, "lock_timeout 2s", "1 try")
     ok(run_invoke("db.status", url=engine_url, migrations_dir=migrations_dir))
+
+
+def test_a_lock_retries_setting_that_is_not_a_whole_number_is_one_line_and_exit_2(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+
+    result = run_invoke("db.migrate", url=url, env={"INVOKE_DB_LOCK_RETRIES": "abc"})
+
+    one_error_line(result, 2, "db.lock_retries", "'abc'")
+
+
+def test_a_lock_timeout_that_is_off_waits_for_the_lock_however_long_it_takes(
+    table_a, blocker, write_migration, migrations_dir
+):
+    write_migration("001_add_extra.sql", "ALTER TABLE a ADD COLUMN extra INTEGER;\n")
+    runner, events = runner_on(table_a, migrations_dir, lock="off")
+    blocker(2)
+
+    assert runner.migrate() == ["001_add_extra"]
+    assert ("retrying", "001_add_extra") not in events  # waited, never gave up
