@@ -331,11 +331,17 @@ def migrate(
 
 
 def lint_before_migrating(settings, to, allow_out_of_order):
-    """Print the lint of the pending migrations; raise UnsafeMigration on a finding."""
+    """Print the lint of the pending migrations; raise UnsafeMigration on a finding. A
+    database that does not exist yet has nothing to lint against, nor needs it: every
+    table the migrations touch is new."""
     from db import commands, report
-    from db.errors import UnsafeMigration
+    from db.errors import DatabaseMissing, UnsafeMigration
 
-    result = commands.lint(settings, to=to, allow_out_of_order=allow_out_of_order)
+    try:
+        result = commands.lint(settings, to=to, allow_out_of_order=allow_out_of_order)
+    except DatabaseMissing:
+        print(report.NEW_DATABASE_LINT, flush=True)
+        return
     if result.unacknowledged:
         print(report.linted(result))
         raise UnsafeMigration(

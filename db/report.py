@@ -586,6 +586,11 @@ def migration_sql(result):
     return "\n".join(lines)
 
 
+NEW_DATABASE_LINT = (
+    "--strict: the database does not exist yet, so every table is new: nothing to lint"
+)
+
+
 def linted(result):
     """Return what db.lint prints: a line per finding, then the count."""
     if not result.migrations:

@@ -244,6 +244,18 @@ def test_strict_migrate_refuses_a_migration_with_findings_and_applies_nothing(
     assert sorted(versions) == ["001", "002", "003"]  # not even the clean 004 ran
 
 
+def test_strict_migrate_of_a_server_database_that_does_not_exist_yet_lints_nothing_and_applies(
+    engine, engine_url
+):
+    if engine == "sqlite":
+        pytest.skip("a missing SQLite file is linted as an empty database")
+
+    result = ok(run_invoke("db.migrate", "--strict", url=engine_url))
+
+    assert "does not exist yet, so every table is new: nothing to lint" in result.stdout
+    assert "applied 4 migrations" in result.stdout
+
+
 def test_strict_migrate_applies_migrations_without_findings(db_url):
     result = ok(run_invoke("db.migrate", "--strict", url=db_url))
 
