@@ -39,9 +39,10 @@ WORKDIR /app
 
 # The package and its drivers first, so that editing a migration or a seeder rebuilds
 # only the layers below. Once installed, the package's source goes: one copy of the code.
+# squawk: db.lint and db.migrate --strict on PostgreSQL, in a deploy that runs the image.
 COPY pyproject.toml README.md ./
 COPY db/ db/
-RUN pip install ".[postgres,mysql]" && rm -rf build ./*.egg-info db
+RUN pip install ".[postgres,mysql,squawk]" && rm -rf build ./*.egg-info db
 
 COPY tasks.py ./
 COPY migrations/ migrations/
