@@ -39,7 +39,9 @@ def available(versions):
 
 def install_for_tests(session):
     session.install(
-        "-e", ".[postgres,mysql,squawk]", *nox.project.dependency_groups(PYPROJECT, "test")
+        "-e",
+        ".[postgres,mysql,squawk,litestream]",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
     )
 
 

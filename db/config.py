@@ -48,6 +48,10 @@ class Settings:
     lock_timeout: str = "5s"
     statement_timeout: str = "off"
     lock_retries: int = 3
+    # Where db.replicate streams the SQLite database (a folder, or s3://bucket/path), and
+    # how often: the most a crash of the machine can lose (see db/pitr).
+    replica: str | None = None
+    replica_sync_interval: str = "1s"
 
     def __post_init__(self):
         check_environment(self.environment)
@@ -164,6 +168,20 @@ def database_name(url):
     database name on a server."""
     name = db_url.parse(url)["database"]
     return Path(name).name if scheme_of(url).startswith("sqlite") else name
+
+
+def resolve_replica(configured, project_dir):
+    """Return the configured ``db.replica``: an s3:// URL as it is, a folder taken from
+    the project folder when relative (None when unset); ConfigError for another URL."""
+    if not configured:
+        return None
+    text = str(configured)
+    if "://" in text and not text.startswith("s3://"):
+        raise ConfigError(f"db.replica {text!r} is neither a folder nor an s3://bucket/path URL")
+    if text.startswith("s3://"):
+        return text
+    folder = Path(text).expanduser()
+    return str(folder if folder.is_absolute() else Path(project_dir).resolve() / folder)
 
 
 RECIPIENTS_VARIABLE = "CLONEGALLERY_BACKUP_RECIPIENTS"

@@ -1,0 +1,97 @@
+"""Point-in-time recovery: continuous protection of the database, with the engines' own tools.
+
+    protection = continuous_protection(target.engine)   # this engine's module (sqlite.py)
+    protection.replicate(settings, on_started)          # runs until SIGTERM/Ctrl-C
+    span = protection.recoverable_range(settings)       # RecoverableRange(earliest, latest)
+    with protection.restored_copy(settings, moment) as path:   # None: the latest state
+        ...                                             # a private SQLite file, then deleted
+    moment = parse_moment("--to-time", "2026-11-30T14:01:00+01:00")
+
+Each engine protects itself with the tool the field trusts (``sqlite.py``: Litestream,
+which streams the WAL to a folder or S3 and restores any moment of it); this package
+writes its configuration, runs it and reads its answers, never ships WAL itself. What a
+restore does with the copy it gets (checked, safety backup, atomic swap) is db.restore's
+own machinery (db.backups), not repeated here.
+
+A time written without an offset (``2026-11-30T14:01``) is this machine's local time: the
+person who lost a table at 14:02 reads 14:02 on their own clock. The moment restored is
+always reported in UTC.
+"""
+
+import datetime
+import functools
+from dataclasses import dataclass
+
+from db.engines import SqliteEngine
+from db.errors import BackupError, ConfigError
+
+
+@dataclass(frozen=True)
+class RecoverableRange:
+    """The moments a replica can restore: from ``earliest`` to ``latest`` (aware, UTC)."""
+
+    replica: str
+    earliest: datetime.datetime
+    latest: datetime.datetime
+    # How far past ``latest`` a moment may still be in it (a tool that lists whole
+    # seconds may hold up to a second more than it shows).
+    precision: datetime.timedelta = datetime.timedelta(0)
+
+    def describe(self):
+        return f"{utc_text(self.earliest)} to {utc_text(self.latest)}"
+
+    def require(self, moment):
+        """Raise BackupError naming the range unless it holds ``moment`` (None: the
+        latest, always held)."""
+        if moment is not None and not self.earliest <= moment <= self.latest + self.precision:
+            raise outside(moment, self)
+
+
+def outside(moment, span):
+    """Return the BackupError of a moment the range ``span`` does not hold."""
+    return BackupError(
+        f"--to-time {utc_text(moment)} is outside what {span.replica} can restore: "
+        f"{span.describe()} (UTC); nothing restored"
+    )
+
+
+@functools.singledispatch
+def continuous_protection(engine):
+    """Return the module that protects ``engine``'s databases continuously; ConfigError
+    when there is none yet."""
+    raise ConfigError(
+        f"point-in-time recovery is not available on {engine.name} yet "
+        "(db.backup takes snapshots meanwhile)"
+    )
+
+
+@continuous_protection.register
+def _(engine: SqliteEngine):
+    from db.pitr import sqlite
+
+    return sqlite
+
+
+def parse_moment(option, text):
+    """Return the aware datetime of an ISO 8601 ``text`` (naive: local time); raise
+    ConfigError naming ``option`` when it is not one."""
+    cleaned = str(text).strip()
+    if cleaned[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not read Z
+        cleaned = cleaned[:-1] + "+00:00"
+    try:
+        moment = datetime.datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r} is not an ISO 8601 time: write e.g. 2026-11-30T14:01:00Z, "
+            "2026-11-30T14:01:00+01:00, or 2026-11-30T14:01 (this machine's local time)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # local time, as the person at the terminal reads it
+    return moment.astimezone(datetime.timezone.utc)
+
+
+def utc_text(moment):
+    """Return an aware datetime as ISO 8601 UTC text with a Z (milliseconds when any)."""
+    moment = moment.astimezone(datetime.timezone.utc)
+    spec = "milliseconds" if moment.microsecond else "seconds"
+    return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"

@@ -1,0 +1,223 @@
+"""SQLite's continuous protection: Litestream, configured from our settings.
+
+    replicate(settings, on_started)      # litestream replicate, until SIGTERM/Ctrl-C
+    recoverable_range(settings)          # litestream ltx: the first and last moments kept
+    with restored_copy(settings, moment) as path:   # litestream restore [-timestamp]
+        ...
+
+``db.replica`` names the replica: a folder (``file://`` for Litestream) or an
+``s3://bucket/path`` URL (credentials from the usual AWS_* variables, which Litestream
+reads itself). ``db.replica_sync_interval`` is how often the WAL is shipped: the most a
+crash of the machine can lose. Litestream runs with a configuration written for the run
+(0600, in a private folder removed afterwards) and an environment holding only PATH,
+HOME and the AWS_*/LITESTREAM_* variables. Its local state lives beside the database
+(``.NAME-litestream``), as Litestream keeps it.
+"""
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from db.backups.sqlite import live_file
+from db.errors import BackupError, ConfigError, ToolFailed
+from db.pitr import RecoverableRange, outside
+
+INSTALL_HINT = "pip install 'clonegallery-db[litestream]'"
+REPLICA_SETTING = "db.replica in invoke.yaml (or INVOKE_DB_REPLICA)"
+STOP_TIMEOUT_SECONDS = 30
+LIST_TIMEOUT_SECONDS = 120
+# Litestream's own answer to a time outside its range ("timestamp does not exist").
+OUTSIDE_RANGE = "timestamp does not exist"
+# The tables Litestream keeps in the database it replicates are named with this prefix.
+LITESTREAM_TABLES = "_litestream_"
+# A listing gives whole seconds: the latest moment may be up to one second past it.
+LISTING_PRECISION = datetime.timedelta(seconds=1)
+
+
+def replica_url(settings):
+    """Return the replica as Litestream's URL; ConfigError when none is configured."""
+    replica = settings.replica
+    if not replica:
+        raise ConfigError(
+            f"no replica is configured: set {REPLICA_SETTING} to a folder or s3://bucket/path"
+        )
+    if str(replica).startswith("s3://"):
+        return str(replica)
+    return Path(replica).resolve().as_uri()
+
+
+def replicate(settings, on_started):
+    """Run ``litestream replicate`` on the database until SIGTERM or Ctrl-C; call
+    ``on_started(database file, replica)`` once it runs; return the stop signal's name.
+    Litestream ending on its own raises ToolFailed with its last words."""
+    from db import schedule
+
+    url, live = replica_url(settings), live_file(settings.url)
+    every = schedule.parse_duration("db.replica_sync_interval", settings.replica_sync_interval)
+    interval = int(every.total_seconds())
+    config = {
+        "logging": {"level": "warn"},
+        "dbs": [{"path": str(live), "replica": {"url": url, "sync-interval": f"{interval}s"}}],
+    }
+    with tempfile.TemporaryDirectory(prefix="clonegallery-litestream-") as folder:
+        config_file, log = Path(folder) / "litestream.yml", Path(folder) / "litestream.log"
+        _write_private(config_file, json.dumps(config))  # JSON is YAML
+        with open(log, "wb") as output, schedule.stop_on_signals() as stops:
+            child = subprocess.Popen(
+                [_binary(), "replicate", "-config", str(config_file), "-no-expand-env"],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=_environment(),
+                preexec_fn=_die_with_parent,
+            )
+            try:
+                on_started(live, _shown(url))
+                code = child.wait()
+            except schedule.Stopped:
+                _stop(child)
+                return stops.received
+        stops.raise_if_received()  # a stop that arrived as Litestream was ending
+        raise ToolFailed(f"litestream replicate ended on its own (exit {code}): {_last_words(log)}")
+
+
+def recoverable_range(settings):
+    """Return the RecoverableRange of the configured replica; BackupError when it holds
+    nothing yet."""
+    url = replica_url(settings)
+    listed = _run(["ltx", "-json", "-level", "all", url], LIST_TIMEOUT_SECONDS)
+    try:
+        moments = [_moment(entry["timestamp"]) for entry in json.loads(listed.stdout)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ToolFailed(f"litestream ltx gave an unreadable listing ({exc})") from None
+    if not moments:
+        raise BackupError(
+            f"the replica {_shown(url)} holds nothing of the database yet "
+            "(invoke db.replicate streams to it)"
+        )
+    return RecoverableRange(_shown(url), min(moments), max(moments), LISTING_PRECISION)
+
+
+@contextmanager
+def restored_copy(settings, moment=None):
+    """Yield (the path of a private SQLite file holding the replica's state at
+    ``moment`` (None: its latest), the RecoverableRange); the file is deleted afterwards.
+    A moment outside the range raises BackupError naming the range."""
+    span = recoverable_range(settings)
+    span.require(moment)
+    url = replica_url(settings)
+    with tempfile.TemporaryDirectory(prefix="clonegallery-pitr-") as folder:
+        copy = Path(folder) / live_file(settings.url).name
+        at = ["-timestamp", moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")] if moment else []
+        done = _run(["restore", "-o", str(copy), *at, url], None, check=False)
+        if done.returncode != 0:
+            if OUTSIDE_RANGE in done.stderr and moment is not None:
+                raise outside(moment, span)
+            raise ToolFailed(f"litestream restore failed: {_last_line(done)}; nothing restored")
+        _without_litestream_tables(copy)
+        yield copy, span
+
+
+def _without_litestream_tables(path):
+    """Make the restored file a database as db.restore takes one: without the tables
+    Litestream keeps in a database it replicates (it makes them again when it replicates
+    the restored one), and a single self-contained file (db.restore gives it the live
+    database's own journal mode)."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        names = [name for (name,) in tables if name.startswith(LITESTREAM_TABLES)]
+        for name in names:
+            connection.execute(f'DROP TABLE "{name}"')
+        connection.execute("PRAGMA journal_mode = DELETE")
+
+
+def _moment(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(
+        datetime.timezone.utc
+    )
+
+
+def _shown(url):
+    """Return the replica as the person configured it: a folder, or the S3 URL."""
+    return url.removeprefix("file://") if url.startswith("file://") else url
+
+
+def _binary():
+    found = shutil.which("litestream") or _beside_python("litestream")
+    if found is None:
+        raise ToolFailed(f"point-in-time recovery on SQLite needs Litestream: {INSTALL_HINT}")
+    return found
+
+
+def _beside_python(name):
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else None
+
+
+def _environment():
+    """Return what Litestream may see: PATH, HOME and its storage credentials."""
+    kept = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    kept.update({k: v for k, v in os.environ.items() if k.startswith(("AWS_", "LITESTREAM_"))})
+    return kept
+
+
+def _run(arguments, timeout, check=True):
+    try:
+        done = subprocess.run(
+            [_binary(), *arguments],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env=_environment(),
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ToolFailed(f"litestream {arguments[0]} gave no answer in {timeout} s") from None
+    if check and done.returncode != 0:
+        raise ToolFailed(f"litestream {arguments[0]} failed: {_last_line(done)}")
+    return done
+
+
+def _last_line(done):
+    lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
+    return lines[-1].removeprefix("Error: ") if lines else f"exit {done.returncode}"
+
+
+def _last_words(log):
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].removeprefix("Error: ") if lines else "it said nothing"
+
+
+def _write_private(path, text):
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(text)
+
+
+def _stop(child):
+    """Ask Litestream to stop (it ships what it has, then exits); kill it if it hangs."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _die_with_parent():
+    """Have the kernel stop Litestream when we die, however (SIGKILL included): an
+    orphan would go on replicating beside the next db.replicate."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
