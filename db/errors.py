@@ -28,6 +28,10 @@ class DatabaseMissing(ConfigError):
     """The configured database does not exist yet (db.setup creates it)."""
 
 
+class ReadOnlyStandby(ConfigError):
+    """A task that writes was pointed at a read-only standby; its primary takes writes."""
+
+
 class SampleRefused(ConfigError):
     """A seed run in production (db.environment) would seed sample data; --no-sample or
     --force says which is meant."""

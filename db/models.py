@@ -5,6 +5,8 @@ Bind the models to an open database once, then use them as any Peewee model::
     from db.models import ALL_MODELS, Image, User, bind_models
 
     bind_models(database)                      # e.g. db.engines.open_database(url)
+    with reading_from(standby):                # reads from a standby (db.read_url)
+        Image.visible_to(viewer).count()
     with as_system():                          # maintenance code; the app uses acting_as
         ada = User.create(email="ada@example.com", name="Ada", role="editor")
     with acting_as(ada):
@@ -46,13 +48,14 @@ Timestamps are naive UTC, as SQL's CURRENT_TIMESTAMP is.
 
 import re
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 
 import peewee as pw
 
 from db import access
-from db.binding import database_proxy
+from db.binding import database_proxy, reading
 from db.engines import engine_for
 from db.errors import ValidationError
 
@@ -559,3 +562,13 @@ def bind_models(database):
     """Point every model at ``database`` (a connected peewee Database); return it."""
     database_proxy.initialize(database)
     return database
+
+
+@contextmanager
+def reading_from(database):
+    """Send the models' queries inside the block to ``database`` (e.g. a standby opened
+    from ``db.read_url``), for this thread or task only; writes there are refused by a
+    standby. The acting user goes along, so row-level security reads the same there."""
+    with reading(database):
+        access._claim_on_connection(database, access._current_or_none())  # RLS reads it there
+        yield database

@@ -13,6 +13,27 @@ from db.errors import ConfigError, ConnectionFailed, one_line
 LOCK_TIMEOUT_SECONDS = 600
 
 
+class StandbyInfo(NamedTuple):
+    """One standby a primary streams to, as the primary sees it."""
+
+    name: str  # its application_name
+    address: str | None  # the client address it connects from
+    state: str  # streaming, catchup, startup...
+    lag_bytes: int | None  # WAL sent to it but not replayed there yet
+    lag_seconds: float | None  # its replay lag, as the primary last measured it
+
+
+class Replication(NamedTuple):
+    """Where a server stands in replication: a primary and its standbys, or a standby,
+    its primary (host:port) and how far behind it is."""
+
+    role: str  # "primary" or "standby"
+    standbys: tuple = ()  # StandbyInfo, on a primary
+    primary: str | None = None  # on a standby: the primary it streams from
+    lag_bytes: int | None = None  # on a standby: WAL received but not replayed yet
+    lag_seconds: float | None = None  # on a standby: age of the last replayed transaction
+
+
 class Statement(NamedTuple):
     """One SQL statement and the line of its file it starts on."""
 
@@ -32,6 +53,7 @@ class Engine:
     driver_extra = None  # the pyproject extra that installs the driver
     datetime_precision = 6  # digits of a second that its date-time columns keep
     foreign_keys_make_indexes = False  # whether a foreign key makes an index of its own
+    has_standbys = False  # whether a database may be a read-only standby (replication)
 
     def check_url(self, url):
         """Raise ConfigError unless the URL can name a database of this engine."""
@@ -144,6 +166,18 @@ class Engine:
     def invalid_indexes(self, database):
         """Return (index, table) of the indexes a failed concurrent build left invalid."""
         return []
+
+    # -- replication, for db.status and the tasks that write ----------------------------
+
+    def replication(self, database):
+        """Return the server's Replication, or None where the engine gives no such
+        information."""
+        return None
+
+    def primary_of(self, database):
+        """Return the primary (host:port) of a read-only standby, or None when the
+        database can be written."""
+        return None
 
 
 class ServerEngine(Engine):

@@ -7,7 +7,9 @@ from playhouse.migrate import PostgresqlMigrator
 
 from db.engines.base import (
     LOCK_TIMEOUT_SECONDS,
+    Replication,
     ServerEngine,
+    StandbyInfo,
     database_name_of,
     quoted,
     retry_until,
@@ -29,6 +31,7 @@ class PostgresEngine(ServerEngine):
     database_class = peewee.PostgresqlDatabase
     driver_extra = "postgres"
     row_level_security = True  # migration 004's policies
+    has_standbys = True  # streaming replication: see replication() and primary_of()
     current_schema = "current_schema()"
 
     def check_constraints(self, database, table):
@@ -48,6 +51,29 @@ class PostgresEngine(ServerEngine):
             "WHERE NOT x.indisvalid AND n.nspname = current_schema() ORDER BY 1"
         )
         return [tuple(row) for row in database.execute_sql(query).fetchall()]
+
+    def primary_of(self, database):
+        if not _in_recovery(database):
+            return None
+        return _sender(database) or "an unknown primary (its WAL receiver is not connected)"
+
+    def replication(self, database):
+        if not _in_recovery(database):
+            standbys = database.execute_sql(
+                "SELECT application_name, host(client_addr), state, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
+                "EXTRACT(EPOCH FROM replay_lag)::float "
+                "FROM pg_stat_replication ORDER BY application_name, client_addr"
+            ).fetchall()
+            return Replication("primary", tuple(StandbyInfo(*row) for row in standbys))
+        # Seconds behind: the age of the last replayed transaction while WAL waits to be
+        # replayed; none waiting, the standby is not behind however idle the primary is.
+        lag_bytes, lag_seconds = database.execute_sql(
+            "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint, "
+            "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+            "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END::float"
+        ).fetchone()
+        return Replication("standby", (), _sender(database), lag_bytes, lag_seconds)
 
     def is_unknown_database(self, exc, url):
         # libpq reports a missing database at connection time without an
@@ -147,6 +173,18 @@ class PostgresEngine(ServerEngine):
         with cursor.copy(f"COPY {quoted(database, table)} ({listed}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+def _in_recovery(database):
+    return database.execute_sql("SELECT pg_is_in_recovery()").fetchone()[0]
+
+
+def _sender(database):
+    """Return host:port of the primary a standby streams from, or None when unknown."""
+    row = database.execute_sql(
+        "SELECT sender_host, sender_port FROM pg_stat_wal_receiver WHERE sender_host IS NOT NULL"
+    ).fetchone()
+    return f"{row[0]}:{row[1]}" if row else None
 
 
 def _try_lock(database):
