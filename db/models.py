@@ -567,8 +567,12 @@ def bind_models(database):
 @contextmanager
 def reading_from(database):
     """Send the models' queries inside the block to ``database`` (e.g. a standby opened
-    from ``db.read_url``), for this thread or task only; writes there are refused by a
-    standby. The acting user goes along, so row-level security reads the same there."""
+    from ``db.read_url``; None: the bound database), for this thread or task only; writes
+    there are refused by a standby. The acting user goes along, so row-level security
+    reads the same there."""
+    if database is None:
+        yield database_proxy.obj
+        return
     with reading(database):
         access._claim_on_connection(database, access._current_or_none())  # RLS reads it there
         yield database
