@@ -319,9 +319,19 @@ BOOKKEEPING_TABLES = frozenset(
 )
 
 
+# Tables the tools we drive keep in the database they work on: Litestream's
+# _litestream_seq and _litestream_lock in a replicated SQLite file (db.replicate).
+TOOL_TABLE_PREFIXES = ("_litestream_",)
+
+
 def application_tables(database):
     """Return the names of the application's tables, sorted: neither the engine's own
-    (sqlite_stat1, sqlite_sequence...) nor the toolkit's bookkeeping. The one place that
-    decides what is the app's: checks, diagrams and generated migrations ask it."""
+    (sqlite_stat1, sqlite_sequence...), nor the toolkit's bookkeeping, nor a driven tool's
+    (TOOL_TABLE_PREFIXES). The one place that decides what is the app's: checks, diagrams
+    and generated migrations ask it."""
     engine = engine_for(database)
-    return sorted(t for t in engine.tables(database) if t not in BOOKKEEPING_TABLES)
+    return sorted(
+        t
+        for t in engine.tables(database)
+        if t not in BOOKKEEPING_TABLES and not t.startswith(TOOL_TABLE_PREFIXES)
+    )

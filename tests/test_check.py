@@ -34,6 +34,15 @@ def test_a_freshly_migrated_database_is_in_step(checked_db, project_migrations):
     assert check_database(checked_db, project_migrations) == []
 
 
+def test_the_tables_litestream_keeps_in_a_replicated_database_are_not_the_apps(
+    checked_db, project_migrations
+):
+    checked_db.execute_sql("CREATE TABLE _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER)")
+    checked_db.execute_sql("CREATE TABLE _litestream_lock (id INTEGER)")
+
+    assert check_database(checked_db, project_migrations) == []
+
+
 def test_a_dropped_index_is_missing(checked_db, project_migrations):
     index = next(i.name for i in checked_db.get_indexes("images") if i.columns == ["privacy"])
     on_table = " ON images" if type(checked_db).__name__.startswith("MySQL") else ""
