@@ -9,6 +9,7 @@ the SQLite file ``clonegallery.db`` in the project folder::
     print(mask_url(url))               # never shows the password
     scheme_of(url)                     # "sqlite", "postgresql", "mysql" (else ConfigError)
     check_lasting_url(to_url, "--to")  # a URL given elsewhere, checked as resolve_url does
+    resolve_read_url(configured=None)  # DATABASE_READ_URL or db.read_url: a standby, or None
 
 Every task needs a database that outlives it: ``resolve_url`` refuses (ConfigError) an
 in-memory SQLite URL (``sqlite:///:memory:``, ``sqlite://``, ``sqlite:///file::memory:``,
@@ -48,6 +49,9 @@ class Settings:
     lock_timeout: str = "5s"
     statement_timeout: str = "off"
     lock_retries: int = 3
+    # Where the app sends its reads (a standby): DATABASE_READ_URL or db.read_url; None: the
+    # database itself (see resolve_read_url and db.models.reading_from).
+    read_url: str | None = None
     # Where db.replicate streams the SQLite database (a folder, or s3://bucket/path), and
     # how often: the most a crash of the machine can lose (see db/pitr).
     replica: str | None = None
@@ -77,6 +81,19 @@ def resolve_url(configured=None, project_dir=Path(".")):
         url, setting = configured, "db.url"
     else:
         return f"sqlite:///{Path(project_dir).resolve() / DEFAULT_SQLITE_FILE}"
+    check_lasting_url(url, setting)
+    return anchored(url, project_dir)
+
+
+def resolve_read_url(configured=None, project_dir=Path(".")):
+    """Return the URL the app reads from, a standby: DATABASE_READ_URL, else the configured
+    ``db.read_url``, else None (reads go to the database itself); checked as resolve_url's."""
+    if os.environ.get("DATABASE_READ_URL"):
+        url, setting = os.environ["DATABASE_READ_URL"], "DATABASE_READ_URL"
+    elif configured:
+        url, setting = configured, "db.read_url"
+    else:
+        return None
     check_lasting_url(url, setting)
     return anchored(url, project_dir)
 
