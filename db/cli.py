@@ -23,7 +23,15 @@ from pathlib import Path
 from invoke import Argument, Collection, Exit, ParseError, Program, Task
 from invoke.util import yaml
 
-from db.config import Settings, database_name, mask_url, resolve_recipients, resolve_url
+from db.config import (
+    Settings,
+    database_name,
+    mask_url,
+    resolve_read_url,
+    resolve_recipients,
+    resolve_replica,
+    resolve_url,
+)
 from db.errors import ConfigError, DbError, NotUpToDate, ResetCancelled
 
 DEBUG_HELP = "show the full traceback when something fails"
@@ -47,7 +55,8 @@ class ToolkitTask(Task):
 
     No short flags (one letter cannot mean one thing across twenty tasks); the options
     named in ``numbers`` are parsed and shown as whole numbers (``--keep=INT``); the
-    positional named in ``query`` may be left out when the flag ``query_or`` is given
+    positional named in ``query`` may be left out when the flag ``query_or`` (or one of
+    several, a tuple) is given
     (``db.explain "SELECT ..."`` or ``db.explain --builtin``).
     """
 
@@ -73,7 +82,8 @@ class ToolkitTask(Task):
                 argument.__class__ = WholeNumberArgument
         if self.query:
             by_name[self.query].__class__ = QueryArgument
-            by_name[self.query].stand_in = by_name[self.query_or]
+            stand_ins = (self.query_or,) if isinstance(self.query_or, str) else self.query_or
+            by_name[self.query].stand_ins = [by_name[name] for name in stand_ins]
         return [
             *arguments,
             Argument(names=(RETIRED_FLAG,), kind=bool, default=False, help=RETIRED_HELP),
@@ -84,12 +94,12 @@ class QueryArgument(Argument):
     """A positional that counts as given (empty) once its stand-in flag is set, so
     Invoke's parser does not require it then."""
 
-    stand_in = None
+    stand_ins = ()
 
     @property
     def value(self):
         given = super().value
-        if given is None and self.stand_in is not None and self.stand_in.value:
+        if given is None and any(stand_in.value for stand_in in self.stand_ins):
             return ""
         return given
 
@@ -187,6 +197,9 @@ def settings_of(c):
         lock_timeout=c.config.db.lock_timeout,
         statement_timeout=c.config.db.statement_timeout,
         lock_retries=c.config.db.lock_retries,
+        read_url=resolve_read_url(c.config.db.read_url, project),
+        replica=resolve_replica(c.config.db.replica, project),
+        replica_sync_interval=c.config.db.replica_sync_interval,
     )
 
 
@@ -271,6 +284,7 @@ def reset(c, yes=False, data_only=False, debug=False):
 
     settings = settings_of(c)
     if not yes:
+        commands.refuse_standby(settings, "db.reset")  # before the question
         name = database_name(settings.url)
         what = "delete every row of" if data_only else "drop every table of"
         confirm("db.reset", f"{what} {name}", settings)
@@ -278,18 +292,26 @@ def reset(c, yes=False, data_only=False, debug=False):
 
 
 @toolkit_task(
+    query="path",
+    query_or=("to_time", "latest"),
     help={
         "path": "the backup to restore (a file made by db.backup)",
         "yes": "do not ask for confirmation (for scripts and CI)",
         "identity": IDENTITY_HELP,
+        "to-time": "instead of a backup: the state at TIMESTAMP (ISO 8601; no offset: local "
+        "time) from db.replica, which db.replicate streams to",
+        "latest": "instead of a backup: the latest state db.replica holds",
         "debug": DEBUG_HELP,
-    }
+    },
 )
-def restore(c, path, yes=False, identity=None, debug=False):
+def restore(c, path, yes=False, identity=None, to_time=None, latest=False, debug=False):
     """Replace the database with a verified backup, after a safety backup of it."""
     from db import commands, report
 
     settings = settings_of(c)
+    if to_time is not None or latest:
+        restore_point_in_time(settings, path, yes, to_time, latest)
+        return
     if not yes:
         plan = commands.restore_plan(settings, path)
         confirm("db.restore", report.restore_question(plan), settings)
@@ -457,6 +479,35 @@ def repair(c, debug=False):
     print(report.repaired(commands.repair(settings_of(c))))
 
 
+def restore_point_in_time(settings, path, yes, to_time, latest):
+    """db.restore --to-time/--latest: the replica's state, with every rule of db.restore."""
+    from db import commands, report
+    from db.pitr import parse_moment
+
+    if path or (to_time is not None and latest):
+        raise ConfigError("db.restore takes one of a backup file, --to-time or --latest")
+    moment = None if latest else parse_moment("--to-time", to_time)
+    if not yes:
+        span = commands.recoverable_range(settings, moment)
+        confirm("db.restore", report.point_in_time_question(settings, span, moment), settings)
+    print(report.restored_to_time(commands.restore_to_time(settings, moment)))
+
+
+@toolkit_task(help={"debug": DEBUG_HELP})
+def replicate(c, debug=False):
+    """Stream the database to db.replica (Litestream on SQLite) until SIGTERM or Ctrl-C."""
+    from db import commands, report
+
+    settings = settings_of(c)
+    stopped = commands.replicate(
+        settings,
+        on_started=lambda live, replica: print(
+            report.replicating(live, replica, settings.replica_sync_interval), flush=True
+        ),
+    )
+    print(report.replication_stopped(stopped), flush=True)
+
+
 @toolkit_task(
     numbers=("keep", "keep_daily", "keep_weekly", "keep_monthly"),
     help={
@@ -518,15 +569,19 @@ def report_failure(error, debug):
         "all": "list the backups of every database in the folder, with a column saying whose",
         "max-age": "exit 3 unless this database's newest verified backup is younger "
         "than DURATION (e.g. 26h): a check for cron, CI or a monitor",
+        "pitr": "show instead the moments db.replica can restore (db.restore --to-time)",
         "debug": DEBUG_HELP,
     }
 )
-def backups(c, all=False, max_age=None, debug=False):
+def backups(c, all=False, max_age=None, pitr=False, debug=False):
     """List this database's backups: time, size, schema version, whether each verified."""
     from db import commands, report
     from db.schedule import parse_duration
 
     settings = settings_of(c)
+    if pitr:
+        print(report.recoverable_range(commands.recoverable_range(settings)))
+        return
     limit = None if max_age is None else parse_duration("--max-age", max_age)
     print(report.backups_table(commands.list_backups(settings, everyone=all)))
     if limit is not None:
@@ -677,7 +732,7 @@ def new_migration(c, name, sql=False, auto=False, debug=False):
 TASKS = (
     setup, migrate, lint, rollback, repair, seed, reset, populate, transfer, backup, backups,
     verify, restore, status, stats, new_migration, schema, optimize, explain, diagram, check,
-    baseline,
+    baseline, replicate,
 )  # fmt: skip
 
 
@@ -689,6 +744,7 @@ def db_collection(project):
             "db": {
                 "project": str(project),
                 "url": None,
+                "read_url": None,  # where the app reads from: a standby (db.models.reading_from)
                 "migrations": "migrations",
                 "seeders": "seeders",
                 "backups": "backups",
@@ -700,6 +756,8 @@ def db_collection(project):
                 # Text, not 3: Invoke would cast INVOKE_DB_LOCK_RETRIES=abc with int() and
                 # fail with a traceback; MigrationTimeouts reads it and refuses it in a line.
                 "lock_retries": "3",
+                "replica": None,
+                "replica_sync_interval": "1s",
                 "debug": False,
             }
         }

@@ -66,6 +66,7 @@ class StatusReport:
     incomplete_transfer: object = None  # an IncompleteTransferInfo: not to be used
     baselines: dict = field(default_factory=dict)  # version -> note, of those db.baseline recorded
     invalid_indexes: list = field(default_factory=list)  # (index, table): failed concurrent builds
+    replication: object = None  # the server's engines.base.Replication (None: no such information)
 
     @property
     def up_to_date(self):
@@ -150,7 +151,8 @@ def migrate(settings, to=None, dry_run=False, allow_out_of_order=False, on_event
     refused run leaves nothing behind.
     """
     options = {"to": to, "allow_out_of_order": allow_out_of_order, "dry_run": dry_run}
-    return _migrate(Target(settings.url), settings, on_event, **options)
+    target = Target(settings.url, writes=None if dry_run else "db.migrate")
+    return _migrate(target, settings, on_event, **options)
 
 
 def _migrate(target, settings, on_event, dry_run=False, **options):
@@ -238,7 +240,8 @@ def _pending_versions(runner, versions):
 
 def rollback(settings, to=None, steps=None, dry_run=False, on_event=None):
     """Revert applied migrations; return the names reverted (or planned, with dry_run)."""
-    with runner_for(Target(settings.url), settings, on_event) as runner:
+    target = Target(settings.url, writes=None if dry_run else "db.rollback")
+    with runner_for(target, settings, on_event) as runner:
         reverted = runner.rollback(to=to, steps=steps, dry_run=dry_run)
         if reverted and not dry_run and runner.current_version() is None:
             # Back to no schema at all: the seeded rows are gone, so is the record of them.
@@ -252,7 +255,7 @@ def baseline(settings, version):
     from db import baseline as baselines
 
     baselines.chosen_migrations(settings.migrations_dir, version)  # refused before opening
-    target = Target(settings.url)
+    target = Target(settings.url, writes="db.baseline")
     target.require_existing("nothing to adopt")
     with opened(target) as database:
         return baselines.adopt(
@@ -262,7 +265,7 @@ def baseline(settings, version):
 
 def repair(settings):
     """Forget failed migration runs; return their names."""
-    with runner_for(Target(settings.url), settings) as runner:
+    with runner_for(Target(settings.url, writes="db.repair"), settings) as runner:
         return runner.repair()
 
 
@@ -271,7 +274,7 @@ def seed(settings, force=False, sample=True, on_event=None):
     without ``sample``); return a SeedResult. In production (``settings.environment``)
     a sample seeder is seeded only with ``force``: else SampleRefused, nothing run."""
     refuse = sample and not force and refuses_sample(settings.environment)
-    return _seed(Target(settings.url), settings, force, on_event, sample, refuse)
+    return _seed(Target(settings.url, writes="db.seed"), settings, force, on_event, sample, refuse)
 
 
 def _seed(target, settings, force, on_event, sample=True, refuse_sample=False):
@@ -287,7 +290,7 @@ def setup(settings, sample=True, force=False, on_event=None):
     unless ``sample``); return a SetupResult. In production (``settings.environment``)
     a setup that would seed a sample seeder is refused (SampleRefused) before anything
     runs, unless ``force``."""
-    target = Target(settings.url)
+    target = Target(settings.url, writes="db.setup")
     refuse = sample and not force and refuses_sample(settings.environment)
     if refuse:
         # Checked before the first migration: a refused setup creates nothing.
@@ -303,7 +306,7 @@ def setup(settings, sample=True, force=False, on_event=None):
 def reset(settings, data_only=False):
     """Drop every table (or, with ``data_only``, empty them but keep the schema and its
     migration history); return the tables dropped or emptied."""
-    target = Target(settings.url)
+    target = Target(settings.url, writes="db.reset")
     if not target.exists:
         return []
     with opened(target, allow_incomplete=True) as database:
@@ -326,7 +329,7 @@ def populate(settings, plan, on_progress=None):
     from db.populate import populate as populate_gallery
 
     plan.check()
-    with runner_for(Target(settings.url), settings) as runner:
+    with runner_for(Target(settings.url, writes="db.populate"), settings) as runner:
         _require_migrated(runner)
         return populate_gallery(runner.database, plan, on_progress)
 
@@ -342,6 +345,8 @@ def backup(settings, output=None, retention=None, verify=False, compress=False, 
     target = Target(settings.url)
     target.require_existing("nothing to back up")
     with opened(target) as database:
+        if verify or retention.active:
+            _refuse_verifying_on_standby(target, database)
         info = backups.create_backup(
             target,
             settings.backups_dir,
@@ -353,6 +358,20 @@ def backup(settings, output=None, retention=None, verify=False, compress=False, 
         owner = backups.Owner.known(database, settings.url)
     pruned = backups.prune_backups(info.path.parent, owner, retention)
     return BackupResult(info, pruned)
+
+
+def _refuse_verifying_on_standby(target, database):
+    """A backup is verified in a scratch database beside the live one: a standby cannot
+    create one (an unverified backup of it can be taken, and verified on the primary)."""
+    from db.errors import ReadOnlyStandby
+
+    primary = target.engine.primary_of(database)
+    if primary is not None:
+        raise ReadOnlyStandby(
+            f"{target.masked_url} is a read-only standby of {primary}: it cannot verify a "
+            "backup (verifying loads it into a scratch database); back up without --verify "
+            "and --keep*, then run invoke db.verify FILE against the primary"
+        )
 
 
 def _recipients(settings):
@@ -408,6 +427,12 @@ class RestorePlan:
         return self.backup_of is None or not self.target.is_same(self.backup_of)
 
 
+def refuse_standby(settings, task):
+    """Raise ReadOnlyStandby now, before a question is asked, when ``task`` (one that
+    writes) would run on a read-only standby."""
+    Target(settings.url, writes=task).check_writable()
+
+
 def restore_plan(settings, path):
     """Return the RestorePlan of restoring ``path``; raise BackupError when the file or
     its manifest is missing (before anyone is asked to confirm). Nothing else is checked
@@ -419,6 +444,7 @@ def restore_plan(settings, path):
         manifest = backups.manifest_of(path)
     except BackupError as exc:
         raise BackupError(f"{exc}; nothing restored") from None
+    refuse_standby(settings, "db.restore")  # before anyone is asked to confirm
     return RestorePlan(
         Path(path), backups.Owner.from_manifest(manifest), backups.current_owner(settings.url)
     )
@@ -433,6 +459,7 @@ def restore(settings, path, identity=None):
     versions = [f.version for f in discover(settings.migrations_dir)]
     latest_known = max(versions, key=int) if versions else None
     identities = _identities(settings, identity)
+    refuse_standby(settings, "db.restore")
     # Every check that needs no loading runs before the live database is touched.
     manifest = backups.check_restorable(path, settings.url, latest_known, identities)
     safety = backups.restore_backup(
@@ -557,6 +584,7 @@ def status(settings):
             TransferMarker(runner.database).read(),
             baselines={v: r.baseline for v, r in runner.history.applied().items() if r.baseline},
             invalid_indexes=runner.engine.invalid_indexes(runner.database) if target.exists else [],
+            replication=runner.engine.replication(runner.database) if target.exists else None,
         )
 
 
@@ -647,7 +675,7 @@ def optimize(settings):
     return an Optimized."""
     from db.maintenance import optimize as run_maintenance
 
-    target = Target(settings.url)
+    target = Target(settings.url, writes="db.optimize")
     target.require_existing("nothing to optimize")
     with opened(target) as database, target.engine.migration_lock(database):
         return run_maintenance(target.engine, database)
@@ -681,3 +709,55 @@ def check(settings):
     target.require_existing("nothing to check")
     with opened(target) as database:
         return check_database(database, settings.migrations_dir)
+
+
+# --- Point-in-time recovery (db/pitr) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointInTimeResult:
+    """What db.restore --to-time/--latest did: the moment asked (None: the latest), the
+    range the replica held, and the restore of that state (a RestoreResult)."""
+
+    moment: object
+    span: object
+    restored: RestoreResult
+
+
+def replicate(settings, on_started):
+    """Protect the database continuously with its engine's tool (db/pitr) until SIGTERM
+    or Ctrl-C; return the stop signal's name."""
+    from db import pitr
+
+    target = Target(settings.url)
+    protection = pitr.continuous_protection(target.engine)
+    target.require_existing("nothing to replicate")
+    return protection.replicate(settings, on_started)
+
+
+def recoverable_range(settings, moment=None):
+    """Return the RecoverableRange of the configured replica; raise BackupError naming
+    it when it does not hold ``moment``."""
+    from db import pitr
+
+    span = pitr.continuous_protection(Target(settings.url).engine).recoverable_range(settings)
+    span.require(moment)
+    return span
+
+
+def restore_to_time(settings, moment=None):
+    """Restore the database as it was at ``moment`` (None: the latest state the replica
+    holds), with every rule of db.restore; return a PointInTimeResult.
+
+    The replica's state is restored into a private file and backed up there like any
+    database (a manifest), so that db.restore's own checks, safety backup and atomic
+    swap are what replace the live database."""
+    from db import backups, pitr
+
+    target = Target(settings.url)
+    protection = pitr.continuous_protection(target.engine)
+    with protection.restored_copy(settings, moment) as (copy, span):
+        source = Target(f"sqlite:///{copy}")
+        with opened(source):
+            info = backups.create_backup(source, copy.parent / "backup")
+        return PointInTimeResult(moment, span, restore(settings, info.path))

@@ -183,6 +183,7 @@ def status_table(report):
         lines.append("(the database does not exist yet; db.setup creates it)")
     if report.incomplete_transfer:
         lines.append(_incomplete_transfer(report.incomplete_transfer))
+    lines += replication_lines(report.replication)
     lines.append(f"current version: {report.current_version or 'none'}")
     lines.append("")
     lines.append(f"{'version':<8} {'state':<8} {'applied at (UTC)':<20} {'ms':>6}  name")
@@ -210,6 +211,30 @@ def status_table(report):
     lines.append("")
     lines.append("up to date" if report.up_to_date else "NOT up to date")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def replication_lines(replication):
+    """Return db.status's lines on the server's role: a primary's standbys with their lag,
+    or a standby's primary and its own lag (none where the engine says nothing)."""
+    if replication is None:
+        return []
+    if replication.role == "standby":
+        primary = printable(replication.primary or "an unknown primary")
+        lag = _lag(replication.lag_bytes, replication.lag_seconds)
+        return [f"replication: read-only standby of {primary}, {lag}"]
+    count = len(replication.standbys)
+    lines = [f"replication: primary, {count} standby" + ("" if count == 1 else "s")]
+    for standby in replication.standbys:
+        address = f" ({standby.address})" if standby.address else ""
+        lag = _lag(standby.lag_bytes, standby.lag_seconds)
+        lines.append(f"  standby {printable(standby.name)}{address}: {standby.state}, {lag}")
+    return lines
+
+
+def _lag(lag_bytes, lag_seconds):
+    in_bytes = "?" if lag_bytes is None else f"{lag_bytes:,} bytes"
+    in_seconds = "?" if lag_seconds is None else f"{lag_seconds:.1f} s"
+    return f"lag {in_bytes}, {in_seconds}"
 
 
 def invalid_index_line(index, table):
@@ -257,6 +282,7 @@ def status_json(report):
             "current_version": report.current_version,
             "up_to_date": report.up_to_date,
             "incomplete_transfer": _incomplete_transfer_json(report.incomplete_transfer),
+            "replication": _replication_json(report.replication),
             "migrations": [
                 {
                     "version": m.version,
@@ -283,6 +309,24 @@ def status_json(report):
             ],
         }
     )
+
+
+def _replication_json(replication):
+    """Return the server's role (null where the engine gives none): a primary's standbys,
+    or a standby's primary; lag in bytes and seconds (null when not measured)."""
+    if replication is None:
+        return None
+    if replication.role == "standby":
+        return {
+            "role": "standby",
+            "primary": replication.primary,
+            "lag_bytes": replication.lag_bytes,
+            "lag_seconds": replication.lag_seconds,
+        }
+    return {
+        "role": "primary",
+        "standbys": [standby._asdict() for standby in replication.standbys],
+    }
 
 
 def _incomplete_transfer_json(info):
@@ -621,3 +665,50 @@ def linted(result):
 def _shortened(sql, width=80):
     text = " ".join(sql.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --- Point-in-time recovery (db.replicate, db.restore --to-time, db.backups --pitr) ------
+
+
+def replicating(live, replica, interval):
+    """Return the line db.replicate prints once its tool runs."""
+    return (
+        f"replicating {live} to {replica} every {interval} "
+        "(SIGTERM or Ctrl-C stops; db.restore --to-time restores any moment of it)"
+    )
+
+
+def replication_stopped(signal_name):
+    """Return the line db.replicate prints once stopped."""
+    return f"stopped by {signal_name}; what was committed is on the replica"
+
+
+def recoverable_range(span):
+    """Return db.backups --pitr: the range of moments the replica can restore."""
+    return f"{span.replica} can restore any moment from {span.describe()} (UTC)"
+
+
+def point_in_time_question(settings, span, moment):
+    """Return what db.restore --to-time/--latest asks to confirm."""
+    from db.config import database_name
+    from db.pitr import utc_text
+
+    when = f"its state at {utc_text(moment)}" if moment else "its latest state"
+    return f"replace {database_name(settings.url)} with {when} from {span.replica}"
+
+
+def restored_to_time(result):
+    """Return the closing lines of db.restore --to-time/--latest."""
+    from db.pitr import utc_text
+
+    restored = result.restored
+    lines = []
+    if restored.safety:
+        lines.append(f"safety backup of the replaced database: {restored.safety.path}")
+    when = f"as it was at {utc_text(result.moment)}" if result.moment else "at its latest state"
+    lines.append(
+        f"restored {when} from {result.span.replica} (schema "
+        f"{restored.manifest['schema_version']}, {sum(restored.manifest['row_counts'].values()):,} "
+        "rows); db.migrate brings it forward"
+    )
+    return "\n".join(lines)

