@@ -235,3 +235,18 @@ def test_a_time_without_offset_is_local_time(new_york_time):
         2026, 11, 30, 14, 0, tzinfo=datetime.timezone.utc
     )
     assert parse_moment("--to-time", "2026-11-30T09:00Z").hour == 9
+
+
+def test_two_databases_given_the_same_replica_folder_each_keep_a_replica_of_their_own(
+    tmp_path, replica
+):
+    from db.config import Settings
+    from db.pitr.sqlite import replica_url
+
+    first = Settings(url=f"sqlite:///{tmp_path / 'gallery.db'}", migrations_dir=tmp_path,
+                     replica=replica)  # fmt: skip
+    second = Settings(url=f"sqlite:///{tmp_path / 'staging.db'}", migrations_dir=tmp_path,
+                      replica=replica)  # fmt: skip
+
+    assert replica_url(first) == (replica / "gallery.db").as_uri()
+    assert replica_url(first) != replica_url(second)

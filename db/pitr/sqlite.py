@@ -43,15 +43,18 @@ LISTING_PRECISION = datetime.timedelta(seconds=1)
 
 
 def replica_url(settings):
-    """Return the replica as Litestream's URL; ConfigError when none is configured."""
+    """Return the database's replica as Litestream's URL: a place of its own, named after
+    the database file, in the configured folder or S3 path (two databases given the same
+    db.replica must not write over each other's WAL); ConfigError when none is configured."""
     replica = settings.replica
     if not replica:
         raise ConfigError(
             f"no replica is configured: set {REPLICA_SETTING} to a folder or s3://bucket/path"
         )
+    name = live_file(settings.url).name
     if str(replica).startswith("s3://"):
-        return str(replica)
-    return Path(replica).resolve().as_uri()
+        return f"{str(replica).rstrip('/')}/{name}"
+    return (Path(replica).resolve() / name).as_uri()
 
 
 def replicate(settings, on_started):
