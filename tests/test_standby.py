@@ -196,16 +196,16 @@ def test_restoring_a_backup_onto_a_standby_is_refused_and_backing_it_up_works(
     assert sorted(tmp_path.iterdir()) == made  # no safety backup: nothing was begun
 
 
-def test_check_and_status_work_on_a_standby_and_write_nothing(clusters, gallery):
-    primary, _ = clusters
+def test_check_and_status_work_on_a_standby(clusters, gallery):
+    # A standby takes no write at all: that they succeed there shows they need none. (The
+    # primary's WAL position is no witness: PostgreSQL logs running transactions on its
+    # own every 15 s.)
+    _, standby = clusters
     _, standby_url = gallery
-    (before,) = primary.sql("SELECT pg_current_wal_lsn()::text")[0]
 
     ok(run_invoke("db.check", url=standby_url))
     assert status_of(standby_url)["up_to_date"] is True
-
-    # Whatever a read on the standby did, the primary wrote no WAL for it.
-    assert primary.sql("SELECT pg_current_wal_lsn()::text")[0][0] == before
+    assert standby.sql("SELECT pg_is_in_recovery()")[0][0] is True
 
 
 def test_a_standby_catches_up_after_the_primary_runs_db_migrate(clusters, tmp_path):
