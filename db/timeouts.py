@@ -25,8 +25,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from db.engines.mysql import MySQLEngine
-from db.engines.postgres import PostgresEngine
+from db.engines.mysql import MySQLEngine, mysql_error_code
+from db.engines.postgres import PostgresEngine, sqlstate
 from db.engines.sqlite import SqliteEngine
 from db.errors import ConfigError
 
@@ -171,12 +171,12 @@ def lock_timed_out(engine, exc):
 
 @lock_timed_out.register
 def _(engine: PostgresEngine, exc):
-    return _sqlstate(exc) == "55P03"  # lock_not_available
+    return sqlstate(exc) == "55P03"  # lock_not_available
 
 
 @lock_timed_out.register
 def _(engine: MySQLEngine, exc):
-    return _mysql_code(exc) == 1205  # ER_LOCK_WAIT_TIMEOUT: metadata and row locks
+    return mysql_error_code(exc) == 1205  # ER_LOCK_WAIT_TIMEOUT: metadata and row locks
 
 
 @lock_timed_out.register
@@ -192,33 +192,12 @@ def statement_timed_out(engine, exc):
 
 @statement_timed_out.register
 def _(engine: PostgresEngine, exc):
-    return _sqlstate(exc) == "57014" and "statement timeout" in str(exc)
+    return sqlstate(exc) == "57014" and "statement timeout" in str(exc)
 
 
 @statement_timed_out.register
 def _(engine: MySQLEngine, exc):
-    return _mysql_code(exc) == 1969  # ER_STATEMENT_TIMEOUT (MariaDB)
-
-
-def _causes(exc):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _sqlstate(exc):
-    for cause in _causes(exc):
-        state = getattr(cause, "sqlstate", None)
-        if state:
-            return state
-    return None
-
-
-def _mysql_code(exc):
-    for cause in _causes(exc):
-        if cause.args and isinstance(cause.args[0], int):
-            return cause.args[0]
-    return None
+    return mysql_error_code(exc) == 1969  # ER_STATEMENT_TIMEOUT (MariaDB)
 
 
 # -- who blocks a waiting step --------------------------------------------------------------

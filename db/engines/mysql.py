@@ -50,7 +50,7 @@ class MySQLEngine(ServerEngine):
         return True
 
     def is_unknown_database(self, exc, url):
-        return _error_code(exc.__cause__) == UNKNOWN_DATABASE
+        return mysql_error_code(exc.__cause__) == UNKNOWN_DATABASE
 
     def create_database(self, maintenance, name):
         maintenance.execute_sql(
@@ -122,7 +122,7 @@ class MySQLEngine(ServerEngine):
             database.execute_sql("SET FOREIGN_KEY_CHECKS = 1")
 
 
-def _error_code(exc):
+def mysql_error_code(exc):
     """Return the MySQL error number of a driver error hidden under peewee's, if any."""
     while exc is not None:
         if exc.args and isinstance(exc.args[0], int):

@@ -79,7 +79,7 @@ class PostgresEngine(ServerEngine):
         # libpq reports a missing database at connection time without an
         # SQLSTATE, so the server's own words are checked as well.
         missing = f'database "{database_name_of(url)}" does not exist'
-        return _sqlstate(exc.__cause__) == UNKNOWN_DATABASE or missing in str(exc)
+        return sqlstate(exc.__cause__) == UNKNOWN_DATABASE or missing in str(exc)
 
     def create_database(self, maintenance, name):
         maintenance.connection().autocommit = True
@@ -191,7 +191,7 @@ def _try_lock(database):
     return database.execute_sql("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
 
 
-def _sqlstate(exc):
+def sqlstate(exc):
     """Return the SQLSTATE of a driver error hidden under peewee's, if any."""
     while exc is not None:
         state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
