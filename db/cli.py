@@ -200,6 +200,9 @@ def settings_of(c):
         read_url=resolve_read_url(c.config.db.read_url, project),
         replica=resolve_replica(c.config.db.replica, project),
         replica_sync_interval=c.config.db.replica_sync_interval,
+        base_backup_interval=c.config.db.base_backup_interval,
+        base_backups_kept=c.config.db.base_backups_kept,
+        stanza=c.config.db.stanza,
     )
 
 
@@ -493,17 +496,21 @@ def restore_point_in_time(settings, path, yes, to_time, latest):
     print(report.restored_to_time(commands.restore_to_time(settings, moment)))
 
 
-@toolkit_task(help={"debug": DEBUG_HELP})
-def replicate(c, debug=False):
-    """Stream the database to db.replica (Litestream on SQLite) until SIGTERM or Ctrl-C."""
+@toolkit_task(
+    help={
+        "init": "set the replica up first (PostgreSQL: create the pgBackRest stanza; "
+        "MariaDB: its folders)",
+        "debug": DEBUG_HELP,
+    }
+)
+def replicate(c, init=False, debug=False):
+    """Protect the database continuously in db.replica until SIGTERM or Ctrl-C: Litestream
+    (SQLite), WAL archiving and base backups with pgBackRest (PostgreSQL), mariadb-backup
+    and the binary logs (MariaDB)."""
     from db import commands, report
 
-    settings = settings_of(c)
     stopped = commands.replicate(
-        settings,
-        on_started=lambda live, replica: print(
-            report.replicating(live, replica, settings.replica_sync_interval), flush=True
-        ),
+        settings_of(c), lambda event: print(report.replication_event(event), flush=True), init
     )
     print(report.replication_stopped(stopped), flush=True)
 
@@ -758,6 +765,9 @@ def db_collection(project):
                 "lock_retries": "3",
                 "replica": None,
                 "replica_sync_interval": "1s",
+                "base_backup_interval": "1d",
+                "base_backups_kept": "7",  # text, as lock_retries: db.pitr reads it
+                "stanza": "clonegallery",
                 "debug": False,
             }
         }

@@ -724,15 +724,15 @@ class PointInTimeResult:
     restored: RestoreResult
 
 
-def replicate(settings, on_started):
+def replicate(settings, say, init=False):
     """Protect the database continuously with its engine's tool (db/pitr) until SIGTERM
-    or Ctrl-C; return the stop signal's name."""
+    or Ctrl-C, calling ``say(event)`` as it goes; return the stop signal's name."""
     from db import pitr
 
     target = Target(settings.url)
     protection = pitr.continuous_protection(target.engine)
     target.require_existing("nothing to replicate")
-    return protection.replicate(settings, on_started)
+    return protection.replicate(settings, say, init)
 
 
 def recoverable_range(settings, moment=None):

@@ -52,10 +52,16 @@ class Settings:
     # Where the app sends its reads (a standby): DATABASE_READ_URL or db.read_url; None: the
     # database itself (see resolve_read_url and db.models.reading_from).
     read_url: str | None = None
-    # Where db.replicate streams the SQLite database (a folder, or s3://bucket/path), and
-    # how often: the most a crash of the machine can lose (see db/pitr).
+    # Where db.replicate keeps the database's continuous protection (see db/pitr): SQLite's
+    # WAL (a folder, or s3://bucket/path) shipped every replica_sync_interval, the most a
+    # crash of the machine can lose; a server's base backups, taken every
+    # base_backup_interval (the newest base_backups_kept kept), and its WAL or binary logs
+    # (PostgreSQL: the pgBackRest repository, its stanza named db.stanza).
     replica: str | None = None
     replica_sync_interval: str = "1s"
+    base_backup_interval: str = "1d"
+    base_backups_kept: object = 7  # text from INVOKE_DB_*: db.pitr.kept_count reads it
+    stanza: str = "clonegallery"
 
     def __post_init__(self):
         check_environment(self.environment)

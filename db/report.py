@@ -670,11 +670,17 @@ def _shortened(sql, width=80):
 # --- Point-in-time recovery (db.replicate, db.restore --to-time, db.backups --pitr) ------
 
 
-def replicating(live, replica, interval):
-    """Return the line db.replicate prints once its tool runs."""
+def replication_event(event):
+    """Return the line db.replicate prints for an event of its tool (db.pitr.Started,
+    db.pitr.BaseBackupTaken)."""
+    from db.pitr import BaseBackupTaken
+
+    if isinstance(event, BaseBackupTaken):
+        return f"base backup {event.label} taken in {event.seconds:.1f} s"
     return (
-        f"replicating {live} to {replica} every {interval} "
-        "(SIGTERM or Ctrl-C stops; db.restore --to-time restores any moment of it)"
+        f"protecting {printable(event.source)} in {printable(event.replica)} with "
+        f"{event.tool}, {event.detail} (SIGTERM or Ctrl-C stops; db.restore --to-time "
+        "restores any moment of it)"
     )
 
 

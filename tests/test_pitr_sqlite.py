@@ -49,7 +49,7 @@ class Replicator:
                 env=environment,
             )
         deadline = time.monotonic() + 30
-        while "replicating" not in self.out.read_text():
+        while "protecting" not in self.out.read_text():
             assert self.process.poll() is None, self.err.read_text()
             assert time.monotonic() < deadline, self.err.read_text()
             time.sleep(0.05)
@@ -222,12 +222,6 @@ def test_an_unreadable_time_is_one_line(migrated_db, db_url, replica):
     result = cli(db_url, replica, "db.restore", "--to-time", "yesterday noon", "--yes")
 
     one_error_line(result, 2, "--to-time", "ISO 8601")
-
-
-def test_replicate_on_a_server_engine_is_not_available_yet(replica):
-    url = "postgresql://postgres@127.0.0.1:5432/clonegallery_pitr_none"
-
-    one_error_line(cli(url, replica, "db.replicate"), 2, "not available on")
 
 
 def test_a_time_without_offset_is_local_time(new_york_time):

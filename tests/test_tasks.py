@@ -66,7 +66,7 @@ TASK_OPTIONS = {
     "db.backups": ["all", "max-age", "pitr", "debug"],
     "db.verify": ["path", "identity", "debug"],
     "db.restore": ["path", "yes", "identity", "to-time", "latest", "debug"],
-    "db.replicate": ["debug"],
+    "db.replicate": ["init", "debug"],
     "db.schema": ["output", "check", "debug"],
     "db.optimize": ["debug"],
     "db.explain": ["sql", "builtin", "debug"],

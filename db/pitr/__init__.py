@@ -1,17 +1,25 @@
 """Point-in-time recovery: continuous protection of the database, with the engines' own tools.
 
-    protection = continuous_protection(target.engine)   # this engine's module (sqlite.py)
-    protection.replicate(settings, on_started)          # runs until SIGTERM/Ctrl-C
+    protection = continuous_protection(target.engine)   # this engine's module
+    protection.replicate(settings, say, init=False)     # runs until SIGTERM/Ctrl-C; say(event)
     span = protection.recoverable_range(settings)       # RecoverableRange(earliest, latest)
-    with protection.restored_copy(settings, moment) as path:   # None: the latest state
-        ...                                             # a private SQLite file, then deleted
     moment = parse_moment("--to-time", "2026-11-30T14:01:00+01:00")
 
-Each engine protects itself with the tool the field trusts (``sqlite.py``: Litestream,
-which streams the WAL to a folder or S3 and restores any moment of it); this package
-writes its configuration, runs it and reads its answers, never ships WAL itself. What a
-restore does with the copy it gets (checked, safety backup, atomic swap) is db.restore's
-own machinery (db.backups), not repeated here.
+    # SQLite (WHOLE_SERVER False): a copy of the database, which db.restore puts in place
+    with protection.restored_copy(settings, moment) as (path, span):   # None: the latest
+        ...                                             # a private SQLite file, then deleted
+    # PostgreSQL, MariaDB (WHOLE_SERVER True): the whole server, into a new data directory
+    restored = protection.restore_server(settings, moment, data_dir, port=None)
+
+Each engine protects itself with the tool the field trusts: ``sqlite.py`` runs Litestream,
+which streams the WAL to a folder or S3; ``postgres.py`` runs pgBackRest, to which the
+server archives its WAL and which takes the base backups; ``mysql.py`` runs mariadb-backup
+and keeps the binary logs with mariadb-binlog. This package writes their configuration,
+runs them and reads their answers, never ships WAL itself. What a SQLite restore does with
+the copy it gets (checked, safety backup, atomic swap) is db.restore's own machinery
+(db.backups), not repeated here. A server's point-in-time recovery restores every database
+of the server (cluster): it goes into a new data directory, beside the live server, never
+over it.
 
 A time written without an offset (``2026-11-30T14:01``) is this machine's local time: the
 person who lost a table at 14:02 reads 14:02 on their own clock. The moment restored is
@@ -21,6 +29,7 @@ always reported in UTC.
 import datetime
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from db.engines import SqliteEngine
 from db.errors import BackupError, ConfigError
@@ -45,6 +54,58 @@ class RecoverableRange:
         latest, always held)."""
         if moment is not None and not self.earliest <= moment <= self.latest + self.precision:
             raise outside(moment, self)
+
+
+@dataclass(frozen=True)
+class Started:
+    """db.replicate runs: ``tool`` protects ``source`` into ``replica``; ``detail`` says
+    how often (e.g. "WAL every 1s", "a base backup every 1d")."""
+
+    source: str
+    replica: str
+    tool: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class BaseBackupTaken:
+    """db.replicate took a base backup ``label`` in ``seconds``."""
+
+    label: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ServerRestore:
+    """What a server's point-in-time recovery made: a data directory holding the server
+    as it was at ``moment`` (None: the latest), from ``span``; ``url`` the server running
+    on it (None when it was not started) or ``next_steps``, the commands that start it."""
+
+    data_dir: Path
+    moment: object
+    span: RecoverableRange
+    url: str | None = None
+    next_steps: tuple = ()
+
+
+def kept_count(settings):
+    """Return db.base_backups_kept as a whole number of 1 or more; ConfigError otherwise."""
+    text = str(settings.base_backups_kept).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"db.base_backups_kept must be a whole number, 1 or more, not {text!r}")
+    return int(text)
+
+
+def new_data_dir(path):
+    """Return ``path`` resolved as the folder a server restore may fill: absent, or an
+    empty folder; ConfigError naming it otherwise (never over a server's files)."""
+    folder = Path(path).expanduser().resolve()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(
+            f"--data-dir {folder} is not empty: a point-in-time recovery makes a new "
+            "data directory; name a new or empty folder"
+        )
+    return folder
 
 
 def outside(moment, span):

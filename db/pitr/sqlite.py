@@ -1,6 +1,6 @@
 """SQLite's continuous protection: Litestream, configured from our settings.
 
-    replicate(settings, on_started)      # litestream replicate, until SIGTERM/Ctrl-C
+    replicate(settings, say)             # litestream replicate, until SIGTERM/Ctrl-C
     recoverable_range(settings)          # litestream ltx: the first and last moments kept
     with restored_copy(settings, moment) as path:   # litestream restore [-timestamp]
         ...
@@ -18,7 +18,6 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 
 from db.backups.sqlite import live_file
 from db.errors import BackupError, ConfigError, ToolFailed
-from db.pitr import RecoverableRange, outside
+from db.pitr import RecoverableRange, Started, outside
+from db.pitr.process import die_with_parent, stop_child, write_private
 
 INSTALL_HINT = "pip install 'clonegallery-db[litestream]'"
 REPLICA_SETTING = "db.replica in invoke.yaml (or INVOKE_DB_REPLICA)"
@@ -57,10 +57,11 @@ def replica_url(settings):
     return (Path(replica).resolve() / name).as_uri()
 
 
-def replicate(settings, on_started):
-    """Run ``litestream replicate`` on the database until SIGTERM or Ctrl-C; call
-    ``on_started(database file, replica)`` once it runs; return the stop signal's name.
-    Litestream ending on its own raises ToolFailed with its last words."""
+def replicate(settings, say, init=False):
+    """Run ``litestream replicate`` on the database until SIGTERM or Ctrl-C; ``say`` a
+    Started event once it runs; return the stop signal's name. Litestream ending on its
+    own raises ToolFailed with its last words. (``init``: nothing to set up, Litestream
+    makes its replica.)"""
     from db import schedule
 
     url, live = replica_url(settings), live_file(settings.url)
@@ -72,7 +73,7 @@ def replicate(settings, on_started):
     }
     with tempfile.TemporaryDirectory(prefix="clonegallery-litestream-") as folder:
         config_file, log = Path(folder) / "litestream.yml", Path(folder) / "litestream.log"
-        _write_private(config_file, json.dumps(config))  # JSON is YAML
+        write_private(config_file, json.dumps(config))  # JSON is YAML
         with open(log, "wb") as output, schedule.stop_on_signals() as stops:
             child = subprocess.Popen(
                 [_binary(), "replicate", "-config", str(config_file), "-no-expand-env"],
@@ -80,13 +81,13 @@ def replicate(settings, on_started):
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env=_environment(),
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             try:
-                on_started(live, _shown(url))
+                say(Started(str(live), _shown(url), "Litestream", f"WAL every {interval}s"))
                 code = child.wait()
             except schedule.Stopped:
-                _stop(child)
+                stop_child(child, STOP_TIMEOUT_SECONDS)
                 return stops.received
         stops.raise_if_received()  # a stop that arrived as Litestream was ending
         raise ToolFailed(f"litestream replicate ended on its own (exit {code}): {_last_words(log)}")
@@ -197,30 +198,3 @@ def _last_line(done):
 def _last_words(log):
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     return lines[-1].removeprefix("Error: ") if lines else "it said nothing"
-
-
-def _write_private(path, text):
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        stream.write(text)
-
-
-def _stop(child):
-    """Ask Litestream to stop (it ships what it has, then exits); kill it if it hangs."""
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-
-
-def _die_with_parent():
-    """Have the kernel stop Litestream when we die, however (SIGKILL included): an
-    orphan would go on replicating beside the next db.replicate."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
