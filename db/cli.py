@@ -504,9 +504,7 @@ def restore_point_in_time(settings, path, yes, to_time, latest):
     }
 )
 def replicate(c, init=False, debug=False):
-    """Protect the database continuously in db.replica until SIGTERM or Ctrl-C: Litestream
-    (SQLite), WAL archiving and base backups with pgBackRest (PostgreSQL), mariadb-backup
-    and the binary logs (MariaDB)."""
+    """Protect the database continuously in db.replica (Litestream, pgBackRest, mariadb-backup)."""
     from db import commands, report
 
     stopped = commands.replicate(
