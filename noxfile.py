@@ -123,7 +123,7 @@ def docs(session):
     )  # fmt: skip
 
 
-BENCHMARKS = ("populate", "backup", "transfer", "startup", "live_migration")
+BENCHMARKS = ("populate", "backup", "transfer", "startup", "live_migration", "pitr")
 # Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
 SMOKE_SIZES = {
     "populate": ["--images", "2000"],
@@ -131,16 +131,23 @@ SMOKE_SIZES = {
     "transfer": ["--images", "2000"],
     "startup": ["--repeats", "3"],
     "live_migration": ["--images", "20000", "--settle", "0.5", "--hold", "1"],
+    "pitr": ["--images", "2000", "--pg-images", "10000", "--repeats", "1"],
 }
+
+
+def install_for_bench(session):
+    """Install the toolkit with what the benchmarks drive: psycopg, Litestream, and pytest
+    (pitr starts its throwaway clusters with tests/clusters.py)."""
+    session.install("-e", ".[postgres,litestream]", "pytest")
 
 
 @nox.session(default=False)
 def bench(session):
     """Benchmark populate, backup/restore and transfer against the engines' own tools,
-    start-up against Invoke + peewee, and a writer's stalls while migrations change a large
-    live PostgreSQL table (slow: minutes). ``nox -s bench -- backup --images
-    100000`` runs one, with options."""
-    session.install("-e", ".[postgres]")
+    start-up against Invoke + peewee, a writer's stalls while migrations change a large
+    live PostgreSQL table, and point-in-time recovery's replica lag and restores (slow:
+    minutes). ``nox -s bench -- backup --images 100000`` runs one, with options."""
+    install_for_bench(session)
     chosen = [name for name in session.posargs if name in BENCHMARKS]
     options = [arg for arg in session.posargs if arg not in BENCHMARKS]
     for name in chosen or BENCHMARKS:
@@ -150,7 +157,7 @@ def bench(session):
 @nox.session(name="bench-smoke")
 def bench_smoke(session):
     """Run every benchmark at a tiny size, checking no target (part of the default run)."""
-    session.install("-e", ".[postgres]")
+    install_for_bench(session)
     for name in BENCHMARKS:
         session.run("python", f"benchmarks/{name}.py", *SMOKE_SIZES[name], "--smoke")
 
