@@ -27,10 +27,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # The engines' own clients, which db.backup, db.verify and db.restore run: pg_dump/pg_restore
 # (postgresql-client-15) and mariadb-dump/mariadb (mariadb-client). The sqlite3 shell, for
-# `docker compose exec db sqlite3 /app/data/clonegallery.db`.
+# `docker compose exec db sqlite3 /app/data/clonegallery.db`. pgBackRest, which db.replicate
+# and db.restore --to-time run on PostgreSQL: bookworm's 2.45, the version the compose server
+# archives its WAL with (docker/postgres.Dockerfile).
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends \
-        sqlite3 postgresql-client-15 mariadb-client \
+        sqlite3 postgresql-client-15 mariadb-client pgbackrest \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 --user-group clonegallery
@@ -39,10 +41,11 @@ WORKDIR /app
 
 # The package and its drivers first, so that editing a migration or a seeder rebuilds
 # only the layers below. Once installed, the package's source goes: one copy of the code.
-# squawk: db.lint and db.migrate --strict on PostgreSQL, in a deploy that runs the image.
+# squawk: db.lint and db.migrate --strict on PostgreSQL, in a deploy that runs the image;
+# litestream: db.replicate and db.restore --to-time on SQLite.
 COPY pyproject.toml README.md ./
 COPY db/ db/
-RUN pip install ".[postgres,mysql,squawk]" && rm -rf build ./*.egg-info db
+RUN pip install ".[postgres,mysql,squawk,litestream]" && rm -rf build ./*.egg-info db
 
 COPY tasks.py ./
 COPY migrations/ migrations/
@@ -51,8 +54,15 @@ COPY seeders/ seeders/
 # The code stays root-owned (read-only to the user); only the data and backups folders are the
 # user's. A new named volume mounted on either copies this ownership, so the user can write to
 # it. Backups have a folder (a volume) of their own: losing the data volume must not lose them.
-RUN mkdir /app/data /app/backups \
-    && chown clonegallery:clonegallery /app/data /app/backups
+# So has the continuous protection, /app/replica (the volume db-replica: Litestream's replica,
+# or the pgBackRest repository). /var/lib/postgresql/data: where compose mounts the server's
+# data (read-only, for pgBackRest) or the empty volume a point-in-time recovery fills; the
+# user is the compose server's (uid 10001, docker/postgres.Dockerfile). pgBackRest's log and
+# spool folders are the user's too.
+RUN mkdir -p /app/data /app/backups /app/replica /var/lib/postgresql/data \
+    && chown clonegallery:clonegallery /app/data /app/backups /app/replica \
+        /var/lib/postgresql/data /var/log/pgbackrest /var/spool/pgbackrest \
+    && chmod 0700 /var/lib/postgresql/data
 ENV DATABASE_URL=sqlite:////app/data/clonegallery.db \
     INVOKE_DB_BACKUPS=/app/backups \
     INVOKE_DB_ENVIRONMENT=production

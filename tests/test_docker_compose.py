@@ -7,14 +7,27 @@ declared named volumes, every ``invoke`` task (and option) named anywhere exists
 need (the engines' dump and restore clients, of the compose server's major) and runs them as
 a non-root user who can write the data and backups folders. What the image's user can do is
 tested by running the tasks that way: tests/test_container.py.
+
+Continuous protection (issue 15): db-replicate and the server it protects must agree on what
+no Docker-less test can watch them do together, so these tests check that they do: the
+server archives into the stanza and repository db-replicate is given, both mount that
+repository at that path, db-replicate reads the server's data at the path the server reports
+and shares its socket, and both images run pgBackRest's one version as one uid. The streaming
+standby copies the server with the password kept off its command line. What db-replicate runs
+on SQLite runs here for real, with Litestream.
 """
 
 import functools
 import itertools
 import json
+import os
 import re
 import shlex
-from pathlib import PurePosixPath
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -30,6 +43,7 @@ DOCKERIGNORE = PROJECT_ROOT / ".dockerignore"
 DATA_DIR = "/app/data"
 BACKUPS_DIR = "/app/backups"
 POSTGRES_DATA_DIR = "/var/lib/postgresql/data"
+POSTGRES_SOCKET_DIR = "/var/run/postgresql"
 # The PostgreSQL client major each Debian release ships (postgresql-client-N).
 DEBIAN_POSTGRES_CLIENT = {"bookworm": 15, "trixie": 17}
 ONE_SHOT_TASKS = {
@@ -38,7 +52,7 @@ ONE_SHOT_TASKS = {
     # No terminal to confirm on in a container: without --yes, db.reset refuses.
     "db-reset": ("db.reset", ["--yes"]),
 }
-TOOLKIT_SERVICES = ["db", "db-backup", *ONE_SHOT_TASKS]
+TOOLKIT_SERVICES = ["db", "db-backup", *ONE_SHOT_TASKS, "db-replicate", "postgres-restore"]
 SHELL_SEPARATORS = {"&&", "||", ";", "|", "&"}
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}: a value Compose substitutes.
 SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?::?[-?](?P<default>[^}]*))?\}")
@@ -78,9 +92,9 @@ def task_options(task):
     return set(re.findall(r"(?<![\w-])(--?\w[\w-]*)", help_text.partition("Options:")[2]))
 
 
-def dockerfile():
-    """Return the Dockerfile's instructions as (KEYWORD, arguments), continuations joined."""
-    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+def dockerfile(path=DOCKERFILE):
+    """Return a Dockerfile's instructions as (KEYWORD, arguments), continuations joined."""
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
     instructions = []
     for line in text.splitlines():
         line = line.strip()
@@ -90,9 +104,9 @@ def dockerfile():
     return instructions
 
 
-def dockerfile_arguments(keyword):
-    """Return the arguments of every ``KEYWORD`` instruction of the Dockerfile, in order."""
-    return [arguments for found, arguments in dockerfile() if found == keyword]
+def dockerfile_arguments(keyword, path=DOCKERFILE):
+    """Return the arguments of every ``KEYWORD`` instruction of a Dockerfile, in order."""
+    return [arguments for found, arguments in dockerfile(path) if found == keyword]
 
 
 def dockerfile_environment():
@@ -107,10 +121,10 @@ def dockerfile_environment():
     return variables
 
 
-def apt_installs():
-    """Return the ``apt-get install`` commands of the Dockerfile, each as a list of words."""
+def apt_installs(path=DOCKERFILE):
+    """Return the ``apt-get install`` commands of a Dockerfile, each as a list of words."""
     installs = []
-    for run in dockerfile_arguments("RUN"):
+    for run in dockerfile_arguments("RUN", path):
         for command in re.split(r"&&|;", run):
             words = shlex.split(command)
             if words[:2] == ["apt-get", "install"]:
@@ -118,9 +132,27 @@ def apt_installs():
     return installs
 
 
-def installed_packages():
-    """Return the Debian packages the Dockerfile installs."""
-    return {word for words in apt_installs() for word in words[2:] if not word.startswith("-")}
+def installed_packages(path=DOCKERFILE):
+    """Return the Debian packages a Dockerfile installs (an option's value, as bookworm in
+    ``-t bookworm``, is not one)."""
+    packages = set()
+    for words in apt_installs(path):
+        for option, word in itertools.pairwise(words[1:]):
+            if not word.startswith("-") and option not in {"-t", "--target-release"}:
+                packages.add(word)
+    return packages
+
+
+def server_dockerfile(service):
+    """Return the Dockerfile a compose service is built from."""
+    build = service["build"]
+    return PROJECT_ROOT / build["context"] / build.get("dockerfile", "Dockerfile")
+
+
+def server_base_image(service):
+    """Return the image a built compose service starts FROM (``postgres:15-bookworm``)."""
+    (base,) = dockerfile_arguments("FROM", server_dockerfile(service))
+    return base
 
 
 def image_major(image):
@@ -143,17 +175,27 @@ def environment(service):
     return {name: str(value) for name, value in variables.items()}
 
 
-def named_volumes(service):
-    """Return {mount point: volume name} for the named volumes a service mounts."""
+def substituted(value):
+    """Return ``value`` as Compose makes it when no variable is set: each ``${NAME:-default}``
+    replaced by its default."""
+    return SUBSTITUTION.sub(lambda found: found["default"] or "", value)
+
+
+def named_volumes(service, read_only=False):
+    """Return {mount point: volume name} for the named volumes a service mounts (with
+    ``read_only``, only those mounted ``:ro``); a ``${NAME:-volume}`` source by default."""
     mounts = {}
     for volume in service.get("volumes", []):
         if isinstance(volume, dict):
-            if volume.get("type") == "volume" and volume.get("source"):
+            named = volume.get("type") == "volume" and volume.get("source")
+            if named and (volume.get("read_only") or not read_only):
                 mounts[volume["target"]] = volume["source"]
             continue
-        source, _, rest = volume.partition(":")
-        if rest and not source.startswith((".", "/", "~", "$")):
-            mounts[rest.split(":")[0]] = source
+        source, _, rest = substituted(volume).partition(":")
+        target, _, mode = rest.partition(":")
+        named = rest and not source.startswith((".", "/", "~", "$"))
+        if named and ("ro" in mode.split(",") or not read_only):
+            mounts[target] = source
     return mounts
 
 
@@ -412,7 +454,7 @@ def test_postgres_is_opt_in_with_its_own_volume_and_health_check(compose, servic
     postgres = services["postgres"]
     volume = named_volumes(postgres).get(POSTGRES_DATA_DIR)
 
-    assert postgres["image"].startswith("postgres:")
+    assert server_base_image(postgres).startswith("postgres:")
     assert "postgres" in postgres["profiles"]
     assert volume in compose.get("volumes", {})
     assert volume != named_volumes(services["db"])[DATA_DIR]
@@ -492,6 +534,250 @@ def test_db_backup_is_healthy_while_its_newest_backup_is_recent(services):
         "--every", every["default"]
     )
     assert healthcheck.get("start_period"), "the first backup needs time before it counts"
+
+
+# -- continuous protection: db-replicate and the server it protects ----------------------
+
+
+def server_settings(service):
+    """Return the ``-c NAME=VALUE`` settings a PostgreSQL service's command gives the server."""
+    words = service["command"]
+    assert words[0] == "postgres", "the image's entrypoint starts the server it is given"
+    return dict(
+        value.split("=", 1) for option, value in itertools.pairwise(words) if option == "-c"
+    )
+
+
+def archive_command_options(services):
+    """Return the ``--option=value`` words of the compose server's archive_command."""
+    words = shlex.split(server_settings(services["postgres"])["archive_command"])
+    return dict(word.split("=", 1) for word in words if word.startswith("--"))
+
+
+def test_db_replicate_protects_the_database_until_stopped_when_asked_for(services):
+    replicate = services["db-replicate"]
+
+    assert invoke_calls(replicate["command"]) == [("db.replicate", ["--init"])]
+    assert replicate["profiles"] == ["replicate"], "started with --profile replicate only"
+    assert replicate.get("restart") == "unless-stopped"
+    # tini gives invoke itself SIGTERM on `docker compose stop`: it stops its tool cleanly.
+    assert replicate.get("init") is True
+    assert replicate["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_the_server_archives_its_wal_into_the_stanza_and_repository_of_db_replicate(services):
+    """archive_command runs in the server and db.replicate in its own container: the same
+    stanza, and one repository (one volume) at one path in both."""
+    settings = server_settings(services["postgres"])
+    options = archive_command_options(services)
+    replicate = environment(services["db-replicate"])
+    repository = replicate["INVOKE_DB_REPLICA"]
+
+    assert settings["archive_mode"] == "on"
+    assert settings.get("wal_level", "replica") in {"replica", "logical"}
+    assert shlex.split(settings["archive_command"])[0] == "pgbackrest"
+    assert shlex.split(settings["archive_command"])[-2:] == ["archive-push", "%p"]
+    assert options["--stanza"] == replicate["INVOKE_DB_STANZA"]
+    assert options["--repo1-path"] == repository
+    volume = named_volumes(services["db-replicate"])[repository]
+    assert named_volumes(services["postgres"])[repository] == volume
+    assert volume == "db-replica" and volume != named_volumes(services["db"])[DATA_DIR]
+    assert parse_duration("--every", substituted(replicate["INVOKE_DB_BASE_BACKUP_INTERVAL"]))
+
+
+def test_db_replicate_reads_the_servers_data_where_the_server_has_it_and_shares_its_socket(
+    services,
+):
+    """pgBackRest reads the data directory at the path the server reports (and the
+    archive_command names), read-only, and reaches the server on its Unix socket."""
+    server, replicate = named_volumes(services["postgres"]), services["db-replicate"]
+
+    assert archive_command_options(services)["--pg1-path"] == POSTGRES_DATA_DIR
+    assert named_volumes(replicate, read_only=True)[POSTGRES_DATA_DIR] == server[POSTGRES_DATA_DIR]
+    assert named_volumes(replicate)[POSTGRES_SOCKET_DIR] == server[POSTGRES_SOCKET_DIR]
+    assert POSTGRES_SOCKET_DIR not in named_volumes(services["db"]), "only db-replicate needs it"
+
+
+def test_a_point_in_time_recovery_fills_a_volume_of_its_own_at_the_servers_data_path(
+    compose, services
+):
+    """pgBackRest writes the restored server's restore_command with the data directory it
+    restored into: the restore service mounts its empty volume where the server will."""
+    restore = services["postgres-restore"]
+    restored = named_volumes(restore)[POSTGRES_DATA_DIR]
+    repository = environment(services["db-replicate"])["INVOKE_DB_REPLICA"]
+
+    assert restored in compose["volumes"]
+    assert restored != named_volumes(services["postgres"])[POSTGRES_DATA_DIR]
+    assert POSTGRES_DATA_DIR not in named_volumes(restore, read_only=True)
+    assert named_volumes(restore)[repository] == named_volumes(services["db-replicate"])[repository]
+    assert environment(restore)["INVOKE_DB_STANZA"] == archive_command_options(services)["--stanza"]
+    # The server takes the restored volume by name (see the header).
+    volume_of_the_server = [v for v in services["postgres"]["volumes"] if POSTGRES_DATA_DIR in v]
+    assert volume_of_the_server == [f"${{POSTGRES_DATA_VOLUME:-postgres-data}}:{POSTGRES_DATA_DIR}"]
+
+
+def test_the_header_shows_how_to_protect_and_restore_on_each_engine():
+    header = COMPOSE_FILE.read_text(encoding="utf-8").split("\nname:", 1)[0]
+    lines = [line.lstrip("# ").rstrip(" \\") for line in header.splitlines()]
+
+    assert "docker compose --profile replicate up -d" in lines
+    assert "docker compose --profile postgres --profile replicate up -d" in lines
+    restores = [line for line in lines if "invoke db.restore --to-time" in line]
+    assert any(
+        line.startswith("docker compose run --rm --no-deps db-replicate") for line in restores
+    )
+    assert any(line.startswith("docker compose run --rm postgres-restore") for line in restores)
+    assert f"--data-dir {POSTGRES_DATA_DIR}" in lines
+    assert "POSTGRES_DATA_VOLUME=postgres-restored" in header
+    assert "SELECT pg_promote()" in header and "pg_ctl promote" in header
+    assert "pg_stat_replication" in header
+    assert "docker compose exec db invoke db.status" in header
+    assert (
+        "DATABASE_READ_URL=postgresql://clonegallery@postgres-replica:5432/clonegallery" in header
+    )
+
+
+def test_every_setting_compose_gives_the_toolkit_is_one_it_reads(services):
+    """Invoke reads INVOKE_DB_NAME only for a setting db.NAME that exists: a misspelt one
+    would be ignored without a word."""
+    from db.cli import namespace
+
+    settings = namespace(project=PROJECT_ROOT).collections["db"].configuration()["db"]
+    for name in TOOLKIT_SERVICES:
+        for variable in environment(services[name]):
+            if variable.startswith("INVOKE_DB_"):
+                key = variable.removeprefix("INVOKE_DB_").lower()
+                assert key in settings, f"{name}: {variable} sets no setting of db"
+
+
+def compose_environment(service, **overrides):
+    """Return a service's environment as Compose gives it by default, with ``overrides``."""
+    values = {name: substituted(value) for name, value in environment(service).items()}
+    return {name: value for name, value in {**values, **overrides}.items() if value}
+
+
+def test_what_db_replicate_runs_on_sqlite_streams_the_database_and_stops_on_sigterm(
+    services, tmp_path
+):
+    """db-replicate's own command, in compose's environment, run for real (Litestream): the
+    database's replica appears in INVOKE_DB_REPLICA; `docker compose stop` (SIGTERM) ends it
+    with exit 0. --init has nothing to set up on SQLite and is accepted."""
+    litestream = Path(sys.executable).parent / "litestream"
+    if not litestream.exists():
+        pytest.skip("Litestream is not installed (pip install 'clonegallery-db[litestream]')")
+    url = sqlite_url(tmp_path / "clonegallery.db")
+    ok(run_invoke("db.migrate", url=url))
+    replica = tmp_path / "replica"
+    ((task, arguments),) = invoke_calls(services["db-replicate"]["command"])
+    variables = compose_environment(
+        services["db-replicate"],
+        DATABASE_URL=url,
+        INVOKE_DB_REPLICA=str(replica),
+        INVOKE_DB_BACKUPS=str(tmp_path / "backups"),
+    )
+    environment_now = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT), task, *arguments],
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env={**environment_now, **variables},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (replica / "clonegallery.db").exists():
+            assert child.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, out.read_text() + err.read_text()
+            time.sleep(0.1)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 0, err.read_text()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert any(path.is_file() for path in (replica / "clonegallery.db").rglob("*"))
+
+
+def test_both_images_run_one_pgbackrest_as_one_uid():
+    """The server's archive-push and the toolkit's backups share one repository, whose files
+    pgBackRest makes for their owner alone: one version (Debian's, of one release), one uid."""
+    server = PROJECT_ROOT / "docker" / "postgres.Dockerfile"
+    (toolkit_base,) = dockerfile_arguments("FROM")
+    debian = toolkit_base.rsplit("-", 1)[1]
+    (server_base,) = dockerfile_arguments("FROM", server)
+    toolkit_uid = re.search(r"useradd\b.*--uid (\d+)", " ".join(dockerfile_arguments("RUN")))
+    server_uid = re.search(r"usermod\b.*--uid (\d+)", " ".join(dockerfile_arguments("RUN", server)))
+
+    assert "pgbackrest" in installed_packages() and "pgbackrest" in installed_packages(server)
+    assert server_base.endswith(f"-{debian}"), "the server image's Debian is the toolkit's"
+    (server_install,) = (words for words in apt_installs(server) if "pgbackrest" in words)
+    assert server_install[server_install.index("-t") + 1] == debian, (
+        "the server image also lists PostgreSQL's apt repository, whose pgBackRest is newer"
+    )
+    for words in apt_installs(server):
+        assert "--no-install-recommends" in words, words
+    assert toolkit_uid and server_uid and toolkit_uid[1] == server_uid[1]
+
+
+def test_the_server_allows_replication_from_other_containers_with_a_password(services):
+    """postgres-replica connects over the compose network: the image's own pg_hba.conf allows
+    replication from localhost only, so the server is given one that allows it."""
+    server = services["postgres"]
+    hba_file = server_settings(server)["hba_file"]
+    copies = [shlex.split(arguments) for arguments in
+              dockerfile_arguments("COPY", server_dockerfile(server))]  # fmt: skip
+    (source,) = [words[0] for words in copies if words[-1] == hba_file]
+    rules = [
+        line.split()
+        for line in (server_dockerfile(server).parent / source).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    assert ["host", "replication", "all", "all", "scram-sha-256"] in rules
+    assert not any(rule[0] == "host" and rule[-1] == "trust" and rule[3] == "all" for rule in rules)
+    assert server_settings(services["postgres-replica"])["hba_file"] == hba_file
+
+
+def test_postgres_replica_copies_the_server_then_streams_from_it(compose, services):
+    replica = services["postgres-replica"]
+    words = shell_words(replica["entrypoint"])
+    basebackup = words[words.index("pg_basebackup") :]
+    basebackup = basebackup[: basebackup.index("fi")]
+    options = dict(word.split("=", 1) for word in basebackup if "=" in word)
+
+    assert replica["profiles"] == ["postgres-replica"]
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert options["--host"] == "postgres"
+    assert "--write-recovery-conf" in basebackup, "-R: it starts as a standby of the server"
+    assert options["--wal-method"] == "stream"
+    # Only when the volume is empty; then the image's entrypoint starts the server it made.
+    assert 'if [ ! -s "$$PGDATA/PG_VERSION" ]' in replica["entrypoint"][2]
+    assert words[-3:-1] == ["docker-entrypoint.sh", "$$@"]
+    assert replica["command"][0] == "postgres"
+    assert server_settings(replica)["cluster_name"] == "postgres-replica"
+    own = named_volumes(replica)[POSTGRES_DATA_DIR]
+    assert (
+        own in compose["volumes"] and own != named_volumes(services["postgres"])[POSTGRES_DATA_DIR]
+    )
+    assert server_base_image(replica) == server_base_image(services["postgres"])
+
+
+def test_the_replicas_password_comes_from_the_servers_variable_never_its_command_line(services):
+    replica = services["postgres-replica"]
+    server = SUBSTITUTION.fullmatch(environment(services["postgres"])["POSTGRES_PASSWORD"])
+    client = SUBSTITUTION.fullmatch(environment(replica)["PGPASSWORD"])
+    words = shell_words(replica["entrypoint"])
+    basebackup = words[words.index("pg_basebackup") : words.index("fi")]
+
+    assert (client["name"], client["default"]) == (server["name"], server["default"])
+    # --no-password: never wait on a prompt no one sees; no password or connection string
+    # with one on the command line.
+    assert "--no-password" in basebackup
+    assert not any(re.match(r"(-W|--password|-d|--dbname)\b", word) for word in basebackup)
+    assert not any("password" in word.lower() for word in basebackup if word != "--no-password")
 
 
 # -- tasks and passwords in every command ------------------------------------------------
@@ -577,14 +863,20 @@ def test_the_postgresql_client_is_the_major_of_its_debian_and_of_the_compose_ser
     )
 
     assert client == DEBIAN_POSTGRES_CLIENT[debian], f"{debian} ships postgresql-client-15"
-    assert image_major(services["postgres"]["image"]) <= client
-    assert image_major(services["postgres"]["image"]) == client
+    assert image_major(server_base_image(services["postgres"])) <= client
+    assert image_major(server_base_image(services["postgres"])) == client
 
 
 def test_the_image_installs_the_project_with_the_postgresql_driver():
     installs = [run for run in dockerfile_arguments("RUN") if "pip install" in run]
 
     assert any(re.search(r"\.\[[^\]]*\bpostgres\b[^\]]*\]", run) for run in installs), installs
+
+
+def test_the_image_installs_litestream_for_db_replicate_on_sqlite():
+    installs = [run for run in dockerfile_arguments("RUN") if "pip install" in run]
+
+    assert any(re.search(r"\.\[[^\]]*\blitestream\b[^\]]*\]", run) for run in installs), installs
 
 
 def test_the_image_holds_the_tasks_migrations_and_seeders_in_app():
