@@ -22,8 +22,11 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +37,15 @@ import yaml
 
 from db.engines import open_database
 from db.schedule import parse_duration
+from tests.clusters import (
+    OS_USER,
+    Cluster,
+    as_postgres,
+    bindir,
+    cluster_folder,
+    free_port,
+    require_clusters,
+)
 from tests.conftest import PROJECT_ROOT, ok, one_error_line, run_invoke, sqlite_url
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -210,7 +222,8 @@ def shell_words(command):
     """
     words = []
     for part in [command] if isinstance(command, str) else command:
-        lexer = shlex.shlex(part, posix=True, punctuation_chars=True)
+        # A backslash before a newline continues the line, as in sh.
+        lexer = shlex.shlex(part.replace("\\\n", ""), posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         words.extend(lexer)
     return words
@@ -585,6 +598,19 @@ def test_the_server_archives_its_wal_into_the_stanza_and_repository_of_db_replic
     assert parse_duration("--every", substituted(replicate["INVOKE_DB_BASE_BACKUP_INTERVAL"]))
 
 
+def test_the_servers_archive_command_is_the_one_db_replicate_asks_for(services):
+    """db.replicate prints these postgresql.conf lines when a server does not archive: the
+    compose server has them already, word for word."""
+    postgres = pytest.importorskip("db.pitr.postgres")
+    options = archive_command_options(services)
+
+    expected = postgres.archive_command(
+        options["--repo1-path"], options["--stanza"], POSTGRES_DATA_DIR
+    )
+
+    assert server_settings(services["postgres"])["archive_command"] == expected
+
+
 def test_db_replicate_reads_the_servers_data_where_the_server_has_it_and_shares_its_socket(
     services,
 ):
@@ -765,6 +791,17 @@ def test_postgres_replica_copies_the_server_then_streams_from_it(compose, servic
     assert server_base_image(replica) == server_base_image(services["postgres"])
 
 
+def test_the_replicas_entrypoint_is_a_valid_sh_script(services):
+    """What the container's sh reads: the script once Compose has made $$ a $."""
+    entrypoint = services["postgres-replica"]["entrypoint"]
+    script = entrypoint[entrypoint.index("-c") + 1].replace("$$", "$")
+
+    checked = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+
+    assert checked.returncode == 0, checked.stderr
+    assert entrypoint[0] == "sh" and "set -e" in script.splitlines()
+
+
 def test_the_replicas_password_comes_from_the_servers_variable_never_its_command_line(services):
     replica = services["postgres-replica"]
     server = SUBSTITUTION.fullmatch(environment(services["postgres"])["POSTGRES_PASSWORD"])
@@ -778,6 +815,108 @@ def test_the_replicas_password_comes_from_the_servers_variable_never_its_command
     assert "--no-password" in basebackup
     assert not any(re.match(r"(-W|--password|-d|--dbname)\b", word) for word in basebackup)
     assert not any("password" in word.lower() for word in basebackup if word != "--no-password")
+
+
+def outward_address():
+    """Return this machine's address on its network (not loopback), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: only the route is chosen
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+@pytest.fixture
+def compose_server():
+    """A real PostgreSQL server with the compose server's pg_hba.conf (hba_file), listening
+    also on this machine's network address, as the server does on the compose network;
+    its superuser postgres has a password. Yield (cluster, address, password); stopped and
+    removed afterwards."""
+    require_clusters()
+    address = outward_address()
+    if address is None:
+        pytest.skip("no network address other than loopback")
+    password = secrets.token_urlsafe(16)
+    with cluster_folder() as folder:
+        hba_file = folder / "pg_hba.conf"
+        shutil.copy(PROJECT_ROOT / "docker" / "pg_hba.conf", hba_file)
+        os.chmod(hba_file, 0o644)
+        as_postgres("initdb", "-D", folder / "primary", "-U", "postgres", "--no-sync")
+        cluster = Cluster(folder / "primary", free_port())
+        options = (
+            f"-p {cluster.port} -c listen_addresses=127.0.0.1,{address} "
+            f"-k {cluster.data_dir} -c hba_file={hba_file}"
+        )
+        log = folder / "primary.log"
+        as_postgres("pg_ctl", "-D", cluster.data_dir, "-l", log, "-o", options, "-w", "start")
+        cluster.running = True
+        try:
+            # Over 127.0.0.1, trusted as in the container; the statement is not a command line.
+            cluster.sql(f"ALTER ROLE postgres PASSWORD '{password}'")
+            yield cluster, address, password
+        finally:
+            cluster.stop()
+
+
+def replica_basebackup(services, host, port, data_dir):
+    """Return postgres-replica's pg_basebackup command, from the compose file, aimed at
+    ``host``:``port`` and ``data_dir`` (what $PGDATA and $POSTGRES_USER are there)."""
+    words = shell_words(services["postgres-replica"]["entrypoint"])
+    command = words[words.index("pg_basebackup") : words.index("fi")]
+    given = {
+        "--host=postgres": f"--host={host}",
+        "--pgdata=$$PGDATA": f"--pgdata={data_dir}",
+        "--username=$$POSTGRES_USER": "--username=postgres",
+    }
+    assert set(given) <= set(command), command
+    return [
+        str(bindir() / "pg_basebackup"),
+        *(given.get(word, word) for word in command[1:]),
+        f"--port={port}",
+    ]
+
+
+def test_the_replica_copies_a_real_server_with_the_compose_rules_and_streams_from_it(
+    services, compose_server
+):
+    """On a real PostgreSQL: the compose pg_hba.conf asks a replication connection from
+    another machine for the password; postgres-replica's pg_basebackup, with the password
+    in PGPASSWORD only, copies the server; started, the copy is a standby streaming."""
+    primary, address, password = compose_server
+    standby = Cluster(primary.data_dir.parent / "standby", free_port())
+    command = replica_basebackup(services, address, primary.port, standby.data_dir)
+    as_user = ["runuser", "-u", OS_USER, "--"]
+    without = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+    refused = subprocess.run([*as_user, *command], capture_output=True, text=True, env=without)
+    assert refused.returncode != 0
+    assert "password" in refused.stderr, refused.stderr
+    assert not standby.data_dir.exists() or not any(standby.data_dir.iterdir())
+
+    copied = subprocess.run(
+        [*as_user, *command],
+        capture_output=True,
+        text=True,
+        env={**without, "PGPASSWORD": password},
+        timeout=120,
+    )
+    assert copied.returncode == 0, copied.stderr
+    assert password not in " ".join(command)
+    assert (standby.data_dir / "standby.signal").exists()
+    # -R keeps the connection, password included, in a file for the data's owner alone.
+    assert (standby.data_dir / "postgresql.auto.conf").stat().st_mode & 0o077 == 0
+    try:
+        standby.start()
+        assert standby.sql("SELECT pg_is_in_recovery()") == [(True,)]
+        primary.sql("CREATE TABLE written_on_the_primary (id int)")
+        standby.wait_for(primary)
+        assert standby.sql("SELECT to_regclass('written_on_the_primary') IS NOT NULL") == [(True,)]
+        ((state,),) = primary.sql("SELECT state FROM pg_stat_replication")
+        assert state == "streaming"
+    finally:
+        standby.stop()
 
 
 # -- tasks and passwords in every command ------------------------------------------------
