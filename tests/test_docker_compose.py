@@ -571,7 +571,9 @@ def test_db_replicate_protects_the_database_until_stopped_when_asked_for(service
     replicate = services["db-replicate"]
 
     assert invoke_calls(replicate["command"]) == [("db.replicate", ["--init"])]
-    assert replicate["profiles"] == ["replicate"], "started with --profile replicate only"
+    # Asked for (--profile replicate), or with the server that archives for it.
+    assert set(replicate["profiles"]) == {"replicate", "postgres"}
+    assert set(services["postgres"]["profiles"]) <= set(replicate["profiles"])
     assert replicate.get("restart") == "unless-stopped"
     # tini gives invoke itself SIGTERM on `docker compose stop`: it stops its tool cleanly.
     assert replicate.get("init") is True
@@ -648,7 +650,7 @@ def test_the_header_shows_how_to_protect_and_restore_on_each_engine():
     lines = [line.lstrip("# ").rstrip(" \\") for line in header.splitlines()]
 
     assert "docker compose --profile replicate up -d" in lines
-    assert "docker compose --profile postgres --profile replicate up -d" in lines
+    assert "docker compose --profile postgres up -d" in lines
     restores = [line for line in lines if "invoke db.restore --to-time" in line]
     assert any(
         line.startswith("docker compose run --rm --no-deps db-replicate") for line in restores
