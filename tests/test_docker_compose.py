@@ -12,9 +12,10 @@ Continuous protection (issue 15): db-replicate and the server it protects must a
 no Docker-less test can watch them do together, so these tests check that they do: the
 server archives into the stanza and repository db-replicate is given, both mount that
 repository at that path, db-replicate reads the server's data at the path the server reports
-and shares its socket, and both images run pgBackRest's one version as one uid. The streaming
-standby copies the server with the password kept off its command line. What db-replicate runs
-on SQLite runs here for real, with Litestream.
+and shares its socket, and both images run pgBackRest's one version as one uid. What runs
+here runs for real: db-replicate's command on SQLite (Litestream), and postgres-replica's
+pg_basebackup, read from the file, against a throwaway server under the compose pg_hba.conf
+(the password in PGPASSWORD only), whose copy then streams from it.
 """
 
 import functools
