@@ -304,16 +304,29 @@ def reset(c, yes=False, data_only=False, debug=False):
         "to-time": "instead of a backup: the state at TIMESTAMP (ISO 8601; no offset: local "
         "time) from db.replica, which db.replicate streams to",
         "latest": "instead of a backup: the latest state db.replica holds",
+        "data-dir": "PostgreSQL, MariaDB: the new folder the whole server is restored into "
+        "(with --to-time or --latest)",
+        "port": "...and start the restored server there, on 127.0.0.1:PORT",
         "debug": DEBUG_HELP,
     },
+    numbers=("port",),
 )
-def restore(c, path, yes=False, identity=None, to_time=None, latest=False, debug=False):
+def restore(
+    c, path, yes=False, identity=None, to_time=None, latest=False, data_dir=None, port=None,
+    debug=False,
+):  # fmt: skip
     """Replace the database with a verified backup, after a safety backup of it."""
     from db import commands, report
 
     settings = settings_of(c)
     if to_time is not None or latest:
-        restore_point_in_time(settings, path, yes, to_time, latest)
+        if path or (to_time is not None and latest):
+            raise ConfigError("db.restore takes one of a backup file, --to-time or --latest")
+        moment = None if latest else parse_moment("--to-time", to_time)
+        if commands.restores_whole_server(settings, data_dir, port):
+            print(report.restored_server(commands.restore_server(settings, moment, data_dir, port)))
+        else:
+            restore_point_in_time(settings, yes, moment)
         return
     if not yes:
         plan = commands.restore_plan(settings, path)
@@ -482,14 +495,17 @@ def repair(c, debug=False):
     print(report.repaired(commands.repair(settings_of(c))))
 
 
-def restore_point_in_time(settings, path, yes, to_time, latest):
-    """db.restore --to-time/--latest: the replica's state, with every rule of db.restore."""
-    from db import commands, report
-    from db.pitr import parse_moment
+def parse_moment(option, text):
+    from db import pitr
 
-    if path or (to_time is not None and latest):
-        raise ConfigError("db.restore takes one of a backup file, --to-time or --latest")
-    moment = None if latest else parse_moment("--to-time", to_time)
+    return pitr.parse_moment(option, text)
+
+
+def restore_point_in_time(settings, yes, moment):
+    """db.restore --to-time/--latest on SQLite: the replica's state, with every rule of
+    db.restore."""
+    from db import commands, report
+
     if not yes:
         span = commands.recoverable_range(settings, moment)
         confirm("db.restore", report.point_in_time_question(settings, span, moment), settings)

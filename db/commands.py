@@ -745,6 +745,36 @@ def recoverable_range(settings, moment=None):
     return span
 
 
+def restores_whole_server(settings, data_dir, port):
+    """Whether db.restore --to-time makes a new server (PostgreSQL, MariaDB: into
+    ``data_dir``) rather than replacing the database (SQLite); ConfigError when the
+    options do not fit the engine."""
+    from db import pitr
+
+    engine = Target(settings.url).engine
+    whole = getattr(pitr.continuous_protection(engine), "WHOLE_SERVER", False)
+    if whole and data_dir is None:
+        raise ConfigError(
+            f"point-in-time recovery on {engine.name} restores the whole server: give "
+            "--data-dir NEW_FOLDER (and --port PORT to start it there)"
+        )
+    if not whole and (data_dir is not None or port is not None):
+        raise ConfigError(
+            f"--data-dir and --port are for a server's point-in-time recovery; {engine.name} "
+            "restores into the database itself"
+        )
+    return whole
+
+
+def restore_server(settings, moment, data_dir, port=None):
+    """Restore the whole server as it was at ``moment`` (None: the latest) into the new
+    folder ``data_dir`` (started on ``port`` when given); return the ServerRestore."""
+    from db import pitr
+
+    protection = pitr.continuous_protection(Target(settings.url).engine)
+    return protection.restore_server(settings, moment, data_dir, port)
+
+
 def restore_to_time(settings, moment=None):
     """Restore the database as it was at ``moment`` (None: the latest state the replica
     holds), with every rule of db.restore; return a PointInTimeResult.

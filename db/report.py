@@ -673,10 +673,12 @@ def _shortened(sql, width=80):
 def replication_event(event):
     """Return the line db.replicate prints for an event of its tool (db.pitr.Started,
     db.pitr.BaseBackupTaken)."""
-    from db.pitr import BaseBackupTaken
+    from db.pitr import BaseBackupFailed, BaseBackupTaken
 
     if isinstance(event, BaseBackupTaken):
         return f"base backup {event.label} taken in {event.seconds:.1f} s"
+    if isinstance(event, BaseBackupFailed):
+        return f"error: base backup failed: {event.reason}; tried again at the next check"
     return (
         f"protecting {printable(event.source)} in {printable(event.replica)} with "
         f"{event.tool}, {event.detail} (SIGTERM or Ctrl-C stops; db.restore --to-time "
@@ -717,4 +719,19 @@ def restored_to_time(result):
         f"{restored.manifest['schema_version']}, {sum(restored.manifest['row_counts'].values()):,} "
         "rows); db.migrate brings it forward"
     )
+    return "\n".join(lines)
+
+
+def restored_server(restored):
+    """Return the closing lines of db.restore --to-time/--latest on a server."""
+    from db.pitr import utc_text
+
+    when = f"as it was at {utc_text(restored.moment)}" if restored.moment else "at its latest"
+    source = restored.span.replica
+    lines = [f"restored the whole server {when} from {source} into {restored.data_dir}"]
+    if restored.url:
+        lines.append(f"running on {restored.url}, promoted: it takes writes")
+    else:
+        lines.append("next steps:")
+        lines += [f"  {step}" for step in restored.next_steps]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Throwaway PostgreSQL clusters for tests that need a server of their own: a primary and a
-streaming standby (replication), later a primary that archives its WAL (pgBackRest).
+streaming standby (replication), a primary that archives its WAL to pgBackRest (point-in-time
+recovery).
 
 The machine's own server (tests/servers.py) allows no replication connections, so these
 tests start their own with the server's tools, as the ``postgres`` OS user::
@@ -8,6 +9,10 @@ tests start their own with the server's tools, as the ``postgres`` OS user::
         primary.url("gallery")             # postgresql://postgres@127.0.0.1:PORT/gallery
         standby.sql("SELECT pg_is_in_recovery()")   # [(True,)]
         standby.wait_for(primary)          # replayed everything the primary wrote
+
+    with archiving_primary(stanza) as (primary, repository):   # archive_command: pgBackRest
+        invoke_as_postgres("db.replicate", "--init", env={...})   # the tasks that run
+                                                    # pgBackRest and pg_ctl, as the data's owner
 
 ``initdb`` (trust on 127.0.0.1, replication allowed: initdb's own pg_hba.conf), ``pg_ctl``
 on a free port, ``pg_basebackup -R`` for the standby; both start in about a second. Every
@@ -20,6 +25,8 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -132,9 +139,13 @@ class Cluster:
             time.sleep(0.05)
 
 
-def init_primary(data_dir):
-    """Create and start a primary in ``data_dir``; return its Cluster."""
+def init_primary(data_dir, settings=""):
+    """Create and start a primary in ``data_dir`` (``settings``: lines for its
+    postgresql.auto.conf); return its Cluster."""
     as_postgres("initdb", "-D", data_dir, "-U", "postgres", "--auth=trust", "--no-sync")
+    if settings:
+        with open(Path(data_dir) / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            conf.write(settings)
     cluster = Cluster(data_dir, free_port())
     cluster.start()
     return cluster
@@ -177,3 +188,90 @@ def primary_and_standby():
         finally:
             for cluster in reversed(started):
                 cluster.stop()
+
+
+@contextlib.contextmanager
+def archiving_primary(stanza_of):
+    """Yield (primary, repository): a running cluster archiving its WAL with pgBackRest to
+    the stanza ``stanza_of(repository)`` in the folder ``repository`` (not made yet:
+    db.replicate --init creates it and the stanza); stopped and removed afterwards."""
+    from db.pitr.postgres import archive_command
+
+    if shutil.which("pgbackrest") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgBackRest is not installed on CI (.ci/run installs it)")
+        pytest.skip("pgBackRest is not installed (apt install pgbackrest)")
+    with cluster_folder() as folder:
+        repository, data_dir = folder / "repository", folder / "primary"
+        settings = (
+            "archive_mode = on\n"
+            f"archive_command = '{archive_command(repository, stanza_of(repository), data_dir)}'\n"
+        )
+        primary = None
+        try:
+            primary = init_primary(data_dir, settings)
+            yield primary, repository
+        finally:
+            if primary:
+                primary.stop()
+
+
+def owned_by_postgres(folder):
+    """Make ``folder`` (new) the postgres user's; return it."""
+    entry = pwd.getpwnam(OS_USER)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)
+    return Path(folder)
+
+
+def postgres_python():
+    """Return (python, PYTHONPATH) that the postgres user can run the tasks with: this run's
+    interpreter or the system's of the same version, this run's packages and the project;
+    skip where there is none (a Python under /root, of another version than the system's)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    project = Path(__file__).resolve().parents[1]
+    paths = [str(project), *dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))]
+    probe = "import sys, invoke, peewee, psycopg, db; print('%d.%d' % sys.version_info[:2])"
+    for python in dict.fromkeys([sys.executable, f"/usr/bin/python{version}"]):
+        found = subprocess.run(
+            ["runuser", "-u", OS_USER, "--", python, "-c", probe],
+            capture_output=True, text=True, cwd="/",
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(paths)},
+        )  # fmt: skip
+        if found.returncode == 0 and found.stdout.strip() == version:
+            return python, os.pathsep.join(paths)
+    pytest.skip(f"no Python {version} the {OS_USER} user can run with this run's packages")
+
+
+def invoke_as_postgres_command(*args, env=None):
+    """Return (command, environment) running ``invoke ARGS`` as the postgres user, with only
+    ``env`` and the basics in its environment."""
+    python, path = postgres_python()
+    project = Path(__file__).resolve().parents[1]
+    environment = {
+        "PATH": f"{bindir()}:{os.environ['PATH']}",
+        "PYTHONPATH": path,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        **(env or {}),
+    }
+    command = [
+        "runuser",
+        "-u",
+        OS_USER,
+        "--",
+        python,
+        "-m",
+        "invoke",
+        "--search-root",
+        str(project),
+    ]
+    return [*command, *args], environment
+
+
+def invoke_as_postgres(*args, env=None, timeout=300):
+    """Run ``invoke ARGS`` as the postgres user; return the CompletedProcess."""
+    command, environment = invoke_as_postgres_command(*args, env=env)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=environment, cwd="/", timeout=timeout
+    )

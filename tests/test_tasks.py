@@ -65,7 +65,7 @@ TASK_OPTIONS = {
     ],
     "db.backups": ["all", "max-age", "pitr", "debug"],
     "db.verify": ["path", "identity", "debug"],
-    "db.restore": ["path", "yes", "identity", "to-time", "latest", "debug"],
+    "db.restore": ["path", "yes", "identity", "to-time", "latest", "data-dir", "port", "debug"],
     "db.replicate": ["init", "debug"],
     "db.schema": ["output", "check", "debug"],
     "db.optimize": ["debug"],

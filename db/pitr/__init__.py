@@ -31,7 +31,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from db.engines import SqliteEngine
+from db.engines import MySQLEngine, PostgresEngine, SqliteEngine
 from db.errors import BackupError, ConfigError
 
 
@@ -76,6 +76,13 @@ class BaseBackupTaken:
 
 
 @dataclass(frozen=True)
+class BaseBackupFailed:
+    """db.replicate's base backup failed (``reason``); it is tried again next period."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class ServerRestore:
     """What a server's point-in-time recovery made: a data directory holding the server
     as it was at ``moment`` (None: the latest), from ``span``; ``url`` the server running
@@ -97,14 +104,19 @@ def kept_count(settings):
 
 
 def new_data_dir(path):
-    """Return ``path`` resolved as the folder a server restore may fill: absent, or an
-    empty folder; ConfigError naming it otherwise (never over a server's files)."""
-    folder = Path(path).expanduser().resolve()
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ConfigError(
-            f"--data-dir {folder} is not empty: a point-in-time recovery makes a new "
-            "data directory; name a new or empty folder"
-        )
+    """Make ``path`` the new folder (0700) a server restore fills and return it resolved:
+    absent, or an empty folder; ConfigError naming it otherwise (never over a server's
+    files), or when this user cannot make it."""
+    folder = Path(path).expanduser().absolute()
+    try:
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ConfigError(
+                f"--data-dir {folder} is not empty: a point-in-time recovery makes a new "
+                "data directory; name a new or empty folder"
+            )
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--data-dir {folder}: {exc.strerror}") from None
     return folder
 
 
@@ -131,6 +143,20 @@ def _(engine: SqliteEngine):
     from db.pitr import sqlite
 
     return sqlite
+
+
+@continuous_protection.register
+def _(engine: PostgresEngine):
+    from db.pitr import postgres
+
+    return postgres
+
+
+@continuous_protection.register
+def _(engine: MySQLEngine):
+    from db.pitr import mysql
+
+    return mysql
 
 
 def parse_moment(option, text):

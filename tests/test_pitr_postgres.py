@@ -1,0 +1,309 @@
+"""Point-in-time recovery on PostgreSQL: ``db.replicate`` (pgBackRest), ``db.restore
+--to-time`` and ``--latest`` into a new data directory, ``db.backups --pitr``.
+
+Each test starts its own primary, archiving its WAL with pgBackRest (tests/clusters.py:
+the machine's server does not archive), and runs the real tasks as the postgres OS user,
+who owns the data directory, as db.replicate runs beside a server in production. The
+restored server is started by db.restore on a port of its own, and judged by its rows, the
+counters its triggers keep, and db.check.
+"""
+
+import datetime
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from db.access import as_system
+from db.engines import open_database
+from db.models import Album, AlbumImage, Image, bind_models
+from db.pitr import parse_moment
+from tests.clusters import (
+    Cluster,
+    archiving_primary,
+    as_postgres,
+    cluster_folder,
+    free_port,
+    init_primary,
+    invoke_as_postgres,
+    invoke_as_postgres_command,
+    require_clusters,
+)
+from tests.conftest import ok, one_error_line, run_invoke
+from tests.factories import make_album, make_image, make_user
+
+BASE_BACKUP_TAKEN = re.compile(r"^base backup \S+ taken in", re.MULTILINE)
+
+
+@pytest.fixture
+def primary():
+    """(cluster, repository, URL of the set-up gallery database): a primary archiving to
+    pgBackRest, the gallery migrated and seeded on it; removed afterwards."""
+    require_clusters()
+    with archiving_primary(stanza_of) as (cluster, repository):
+        url = cluster.create_database(f"gallery_{uuid.uuid4().hex[:8]}")
+        ok(run_invoke("db.setup", url=url))
+        yield cluster, repository, url
+
+
+def stanza_of(repository):
+    """The stanza of a test's repository: pgBackRest locks a stanza by its name on the host
+    (/tmp/pgbackrest), so each test has its own, named after its cluster folder."""
+    return repository.parent.name
+
+
+def settings_env(url, repository):
+    return {
+        "DATABASE_URL": url,
+        "INVOKE_DB_REPLICA": str(repository),
+        "INVOKE_DB_STANZA": stanza_of(repository),
+    }
+
+
+class Replicator:
+    """``invoke db.replicate --init`` running as the postgres user, until stopped."""
+
+    def __init__(self, url, repository, postgres_path):
+        command, env = invoke_as_postgres_command(
+            "db.replicate", "--init", env=settings_env(url, repository)
+        )
+        self.out = postgres_path / "replicate.out"
+        with open(self.out, "w") as out:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd="/"
+            )
+
+    def wait_for_base_backups(self, count=1, timeout=120):
+        deadline = time.monotonic() + timeout
+        while len(BASE_BACKUP_TAKEN.findall(self.out.read_text())) < count:
+            assert self.process.poll() is None, self.out.read_text()
+            assert time.monotonic() < deadline, self.out.read_text()
+            time.sleep(0.2)
+
+    def stop(self):
+        """SIGTERM db.replicate itself (runuser, its parent, would answer a SIGTERM by
+        killing itself with it); return its exit status."""
+        if self.process.poll() is None:
+            pid = self.process.pid
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                os.kill(int(child), signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def postgres_path():
+    """A temporary folder of the postgres user's (tmp_path is root's only)."""
+    with cluster_folder() as folder:
+        yield folder
+
+
+@pytest.fixture
+def replicator(primary, postgres_path):
+    """db.replicate --init running on the primary, its first base backup taken."""
+    _, repository, url = primary
+    running = Replicator(url, repository, postgres_path)
+    try:
+        running.wait_for_base_backups()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def restored_servers():
+    """Start nothing: collect the data directories of servers db.restore started, and
+    stop them afterwards."""
+    started = []
+    yield started
+    for data_dir in started:
+        if (data_dir / "postmaster.pid").exists():
+            as_postgres("pg_ctl", "-D", data_dir, "-m", "immediate", "-w", "stop")
+
+
+def add_images(url, album_title, titles):
+    """Add the images ``titles`` of a user to a new album; return the album's id."""
+    database = bind_models(open_database(url, create=False))
+    try:
+        with as_system():
+            owner = make_user(f"owner-{uuid.uuid4().hex[:6]}")
+            album = make_album(owner, title=album_title)
+            for title in titles:
+                AlbumImage.create(album=album, image=make_image(owner, title))
+            return album.id
+    finally:
+        database.close()
+
+
+def archive_everything(cluster):
+    """Have the primary ship its current WAL segment now (else it ships it when full)."""
+    cluster.sql("SELECT pg_switch_wal()")
+
+
+def now():
+    time.sleep(1.1)  # a moment clearly between two commits
+    moment = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(1.1)
+    return moment
+
+
+def pitr(url, repository, *args):
+    return invoke_as_postgres(*args, env=settings_env(url, repository))
+
+
+def wait_until_recoverable(url, repository, moment, timeout=60):
+    """Wait until the archive holds a commit after ``moment``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = pitr(url, repository, "db.backups", "--pitr")
+        if listed.returncode == 0:
+            latest = listed.stdout.strip().split(" to ")[-1].split(" ")[0]
+            if parse_moment("latest", latest) > moment:
+                return
+        assert time.monotonic() < deadline, listed.stdout + listed.stderr
+        time.sleep(0.5)
+
+
+def test_restore_to_time_brings_back_the_server_as_it_was_with_its_counters(
+    primary, replicator, postgres_path, restored_servers
+):
+    cluster, repository, url = primary
+    album_a = add_images(url, "Seascapes", ["A one", "A two"])
+    moment = now()
+    add_images(url, "Later", ["B one"])
+    archive_everything(cluster)
+    wait_until_recoverable(url, repository, moment)
+    data_dir, port = postgres_path / "restored", free_port()
+
+    restored = pitr(url, repository, "db.restore", "--to-time", moment.isoformat(),
+                    "--data-dir", str(data_dir), "--port", str(port))  # fmt: skip
+    restored_servers.append(data_dir)
+
+    assert f"running on postgresql://postgres@127.0.0.1:{port}/" in ok(restored).stdout
+    then = url.replace(f":{cluster.port}/", f":{port}/")
+    database = bind_models(open_database(then, create=False))
+    try:
+        with as_system():
+            ours = Image.select().where(Image.title.in_(["A one", "A two", "B one"]))
+            assert sorted(image.title for image in ours) == ["A one", "A two"]
+            album = Album.get_by_id(album_a)
+            assert album.image_count == 2
+            assert album.created_by.uploads == 2
+    finally:
+        database.close()
+    ok(run_invoke("db.check", url=then))
+    cluster.sql("SELECT 1")  # the live server ran on, untouched
+
+
+def test_restore_latest_without_a_port_prints_how_to_start_it(primary, replicator, postgres_path):
+    cluster, repository, url = primary
+    add_images(url, "Seascapes", ["A one"])
+    archive_everything(cluster)
+    data_dir = postgres_path / "restored"
+
+    restored = ok(pitr(url, repository, "db.restore", "--latest", "--data-dir", str(data_dir)))
+
+    assert "next steps:" in restored.stdout
+    assert f"pg_ctl -D {data_dir}" in restored.stdout
+    assert (data_dir / "PG_VERSION").exists()
+    assert "archive_mode = 'off'" in (data_dir / "postgresql.auto.conf").read_text()
+
+
+def test_backups_pitr_shows_the_range_from_the_first_base_backup(primary, replicator):
+    _, repository, url = primary
+
+    listed = ok(pitr(url, repository, "db.backups", "--pitr"))
+
+    stanza = stanza_of(repository)
+    assert f"{repository} (stanza {stanza}) can restore any moment from" in listed.stdout
+
+
+def test_a_time_before_the_first_base_backup_is_one_line_naming_the_range(
+    primary, replicator, postgres_path
+):
+    _, repository, url = primary
+    data_dir = postgres_path / "restored"
+
+    refused = pitr(url, repository, "db.restore", "--to-time", "2001-01-01T00:00:00Z",
+                   "--data-dir", str(data_dir))  # fmt: skip
+
+    one_error_line(refused, None, "2001-01-01T00:00:00Z", "is outside what", "can restore")
+    assert not data_dir.exists()
+
+
+def test_a_data_dir_that_holds_files_is_refused_before_anything_is_restored(
+    primary, replicator, postgres_path
+):
+    _, repository, url = primary
+    occupied = postgres_path / "occupied"
+    occupied.mkdir()
+    (occupied / "PG_VERSION").write_text("15\n")
+
+    refused = pitr(url, repository, "db.restore", "--latest", "--data-dir", str(occupied))
+
+    one_error_line(refused, 2, str(occupied), "not empty")
+    assert [path.name for path in occupied.iterdir()] == ["PG_VERSION"]
+
+
+def test_restore_to_time_on_a_server_needs_a_data_dir(primary):
+    _, repository, url = primary
+
+    refused = pitr(url, repository, "db.restore", "--latest")
+
+    one_error_line(refused, 2, "--data-dir", "whole server")
+
+
+def test_without_init_a_missing_stanza_is_one_line_saying_to_run_init(primary):
+    _, repository, url = primary
+
+    refused = pitr(url, repository, "db.replicate")
+
+    one_error_line(refused, 2, f"stanza {stanza_of(repository)}", "db.replicate --init")
+
+
+def test_a_server_that_does_not_archive_gets_the_postgresql_conf_lines():
+    require_clusters()
+    with cluster_folder() as folder:
+        cluster = init_primary(folder / "plain")
+        try:
+            url = cluster.create_database("gallery")
+            ok(run_invoke("db.setup", url=url))
+
+            refused = pitr(url, folder / "repository", "db.replicate", "--init")
+        finally:
+            cluster.stop()
+
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    first, *lines = refused.stderr.splitlines()
+    assert first.startswith("error: the server does not archive its WAL")
+    assert "    archive_mode = on" in lines
+    assert (
+        f"    archive_command = 'pgbackrest --stanza={folder.name} "
+        f"--repo1-path={folder / 'repository'} --pg1-path={folder / 'plain'} archive-push %p'"
+        in lines
+    )
+
+
+def test_replicate_stops_cleanly_on_sigterm(primary, replicator):
+    assert replicator.stop() == 0
+    assert "stopped by SIGTERM" in replicator.out.read_text()
+
+
+def test_a_server_restored_elsewhere_does_not_archive_into_the_live_repository(
+    primary, replicator, postgres_path, restored_servers
+):
+    cluster, repository, url = primary
+    add_images(url, "Seascapes", ["A one"])
+    archive_everything(cluster)
+    data_dir, port = postgres_path / "restored", free_port()
+    ok(pitr(url, repository, "db.restore", "--latest", "--data-dir", str(data_dir),
+            "--port", str(port)))  # fmt: skip
+    restored_servers.append(data_dir)
+
+    restored = Cluster(data_dir, port)
+    assert restored.sql("SHOW archive_mode") == [("off",)]
