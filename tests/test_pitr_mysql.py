@@ -1,0 +1,304 @@
+"""Point-in-time recovery on MariaDB: ``db.replicate`` (mariadb-backup base backups, the
+binary logs kept by mariadb-binlog), ``db.restore --to-time/--latest --data-dir [--port]``
+(the whole server, as it was at a moment, into a new data directory), ``db.backups --pitr``.
+
+Every test starts a MariaDB server of its own that keeps a binary log
+(tests/mariadb_servers.py: the machine's server keeps none), sets the gallery up on it
+with the real CLI, and runs the real ``invoke db.replicate`` against it. A restore starts
+a server on the new data directory; the tests judge the rows it holds, the counters the
+triggers keep, and db.check on it, then stop it. Binary log events carry whole seconds,
+so the moments noted here are a second and more away from the writes around them.
+"""
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from db.config import Settings
+from db.engines import open_database
+from db.models import Album, AlbumImage, Image, User, bind_models
+from db.pitr import mysql, utc_text
+from tests.clusters import free_port
+from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, ok, one_error_line, run_invoke
+from tests.factories import make_album, make_image, make_user
+from tests.mariadb_servers import mariadb_server, require_mariadb_servers, stop_server
+
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT)]
+APART = 1.2  # seconds between a noted moment and the writes around it
+KEPT_TIMEOUT = 30
+
+
+class Replicator:
+    """A running ``invoke db.replicate``, its output in files."""
+
+    def __init__(self, url, replica, logs, *args, env=None, ready="taken in"):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+        environment.update(DATABASE_URL=url, INVOKE_DB_REPLICA=str(replica), **(env or {}))
+        self.out, self.err = logs / "stdout", logs / "stderr"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen(
+                [*INVOKE, "db.replicate", *args],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=environment,
+            )
+        self.wait_for(ready)
+
+    def wait_for(self, words, count=1, timeout=60):
+        """Wait until the output holds ``words`` ``count`` times."""
+        deadline = time.monotonic() + timeout
+        while self.out.read_text().count(words) < count:
+            assert self.process.poll() is None, self.err.read_text()
+            assert time.monotonic() < deadline, self.out.read_text() + self.err.read_text()
+            time.sleep(0.05)
+
+    def children(self):
+        """Return the ids of the processes this one started (mariadb-binlog...)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def stop(self, number=signal.SIGTERM):
+        self.process.send_signal(number)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def server():
+    """A MariaDB server of the test's own, keeping a binary log."""
+    require_mariadb_servers()
+    with mariadb_server() as started:
+        yield started
+
+
+@pytest.fixture
+def gallery_url(server):
+    """The URL of a gallery set up (migrated and seeded) with the CLI on ``server``."""
+    url = server.url("gallery")
+    ok(run_invoke("db.setup", url=url))
+    return url
+
+
+@pytest.fixture
+def replica(tmp_path):
+    return tmp_path / "replica"
+
+
+@pytest.fixture
+def settings(gallery_url, replica):
+    return Settings(url=gallery_url, migrations_dir=MIGRATIONS_DIR, replica=str(replica))
+
+
+@pytest.fixture
+def replicators(tmp_path, gallery_url, replica):
+    """Start ``invoke db.replicate`` on the gallery with ``replicators(*args, ...)``."""
+    started = []
+
+    def start(*args, **options):
+        logs = tmp_path / f"replicator-{len(started)}"
+        logs.mkdir()
+        started.append(Replicator(gallery_url, replica, logs, *args, **options))
+        return started[-1]
+
+    yield start
+    for replicator in started:
+        if replicator.process.poll() is None:
+            replicator.process.kill()
+            replicator.process.wait()
+
+
+@pytest.fixture
+def restored_dirs():
+    """The data directories restores made: the servers left running there are stopped."""
+    made = []
+    yield made
+    for data_dir in made:
+        stop_server(data_dir)
+
+
+@contextmanager
+def bound(url):
+    """Bind the models to the database at ``url`` for the block."""
+    database = open_database(url, create=False)
+    bind_models(database)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def noted_moment():
+    """Return a moment a second and more away from the writes before and after it."""
+    time.sleep(APART)
+    moment = now()
+    time.sleep(APART)
+    return moment
+
+
+def wait_until_kept(settings, written):
+    """Wait until the replica's binary logs hold what was written at ``written``."""
+    deadline = time.monotonic() + KEPT_TIMEOUT
+    while mysql.recoverable_range(settings).latest < written.replace(microsecond=0):
+        assert time.monotonic() < deadline, "the binary logs did not reach the replica"
+        time.sleep(0.1)
+
+
+def wait_until_gone(pids, timeout=10):
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.monotonic() < deadline, f"{pids} still running"
+        time.sleep(0.05)
+
+
+def titles_of(user):
+    return sorted(image.title for image in Image.select().where(Image.uploader == user.id))
+
+
+def cli(url, replica, *args):
+    return run_invoke(*args, url=url, env={"INVOKE_DB_REPLICA": str(replica)})
+
+
+def restore(url, replica, when, data_dir, restored_dirs):
+    """Run ``invoke db.restore`` WHEN (--to-time T, or --latest) into ``data_dir`` with a
+    server started there; return the restored gallery's URL."""
+    port = free_port()
+    restored_dirs.append(data_dir)
+    done = cli(url, replica, "db.restore", *when, "--data-dir", str(data_dir), "--port", str(port))
+    assert f"running on mysql://root@127.0.0.1:{port}/gallery" in ok(done).stdout
+    return f"mysql://root@127.0.0.1:{port}/gallery"
+
+
+def test_restore_to_time_brings_back_the_server_of_then_with_its_counters(
+    settings, gallery_url, replica, replicators, restored_dirs, tmp_path
+):
+    replicators("--init")
+    with bound(gallery_url):
+        rita = make_user("Rita")
+        seascapes = make_album(rita)
+        for title in ("A one", "A two"):
+            AlbumImage.create(album=seascapes, image=make_image(rita, title))
+        moment = noted_moment()
+        AlbumImage.create(album=seascapes, image=make_image(rita, "B one"))
+    wait_until_kept(settings, now())
+
+    when = ["--to-time", moment.isoformat()]
+    restored = restore(gallery_url, replica, when, tmp_path / "restored", restored_dirs)
+
+    with bound(restored):
+        assert titles_of(rita) == ["A one", "A two"]
+        assert User.get_by_id(rita.id).uploads == 2
+        assert Album.get_by_id(seascapes.id).image_count == 2
+    ok(run_invoke("db.check", url=restored))
+    with bound(gallery_url):  # the live server is untouched
+        assert titles_of(rita) == ["A one", "A two", "B one"]
+
+
+def test_restore_without_a_port_leaves_a_stopped_server_and_the_commands_to_start_it(
+    settings, gallery_url, replica, replicators, tmp_path
+):
+    replicators("--init")
+    with bound(gallery_url):
+        make_user("Rita")
+    wait_until_kept(settings, now())
+    data_dir = tmp_path / "restored"
+
+    done = ok(cli(gallery_url, replica, "db.restore", "--latest", "--data-dir", str(data_dir)))
+
+    assert "next steps:" in done.stdout and f"--datadir={data_dir}" in done.stdout
+    assert (data_dir / "gallery").is_dir() and not (data_dir / "mysqld.pid").exists()
+
+
+def test_a_moment_outside_the_range_is_refused_naming_the_range_and_creates_nothing(
+    settings, gallery_url, replica, replicators, tmp_path
+):
+    replicator = replicators("--init")
+    assert replicator.stop() == 0
+    span = mysql.recoverable_range(settings)
+    assert span.describe() in ok(cli(gallery_url, replica, "db.backups", "--pitr")).stdout
+    data_dir = tmp_path / "restored"
+
+    for moment in (
+        span.earliest - datetime.timedelta(hours=1),
+        span.latest + datetime.timedelta(hours=1),
+    ):
+        when = ["--to-time", moment.isoformat(), "--data-dir", str(data_dir), "--port", "3399"]
+        refused = cli(gallery_url, replica, "db.restore", *when)
+        one_error_line(refused, None, "outside", utc_text(moment), span.describe())
+        assert not data_dir.exists()
+
+
+def test_a_replicator_killed_and_started_again_loses_nothing_committed(
+    settings, gallery_url, replica, replicators, restored_dirs, tmp_path
+):
+    first = replicators("--init")
+    with bound(gallery_url):
+        rita = make_user("Rita")
+        make_image(rita, "before the kill")
+        wait_until_kept(settings, now())
+        children = first.children()
+        first.stop(signal.SIGKILL)
+        wait_until_gone(children)  # mariadb-binlog dies with it
+        make_image(rita, "while it was down")
+        replicators(ready="protecting")
+        make_image(rita, "after the restart")
+    wait_until_kept(settings, now())
+
+    restored = restore(gallery_url, replica, ["--latest"], tmp_path / "restored", restored_dirs)
+
+    with bound(restored):
+        assert titles_of(rita) == ["after the restart", "before the kill", "while it was down"]
+        assert User.get_by_id(rita.id).uploads == 3
+
+
+def test_base_backups_are_taken_every_interval_and_the_newest_kept(
+    settings, gallery_url, replica, replicators
+):
+    (replica / "base" / ".partial-20261130T000000Z").mkdir(parents=True)  # a killed backup
+    every = {"INVOKE_DB_BASE_BACKUP_INTERVAL": "1s", "INVOKE_DB_BASE_BACKUPS_KEPT": "2"}
+    replicator = replicators("--init", env=every)
+    replicator.wait_for("taken in", count=3)
+    assert replicator.stop() == 0
+
+    kept = sorted(path.name for path in (replica / "base").iterdir())
+    assert len(kept) == 2 and all(not name.startswith(".") for name in kept)
+    bases = mysql.complete_base_backups(replica)
+    assert mysql.recoverable_range(settings).earliest == bases[0].ended
+    assert mysql.binlog_files(replica)[0].name == bases[0].binlog_file
+
+
+def test_a_server_without_a_binary_log_is_refused_with_the_lines_to_add(tmp_path):
+    require_mariadb_servers()
+    with mariadb_server(binary_log=False) as plain:
+        plain.sql("CREATE DATABASE gallery")
+        refused = run_invoke(
+            "db.replicate",
+            "--init",
+            url=plain.url("gallery"),
+            env={"INVOKE_DB_REPLICA": str(tmp_path / "replica")},
+        )
+    one_error_line(refused, 2, "keeps no binary log", "[mariadb]", "log_bin=", "server_id=1")
+
+
+def test_a_replica_not_set_up_is_one_line_asking_for_init(gallery_url, replica):
+    refused = run_invoke("db.replicate", url=gallery_url, env={"INVOKE_DB_REPLICA": str(replica)})
+
+    one_error_line(refused, 2, str(replica), "db.replicate --init")
+    assert not replica.exists()
