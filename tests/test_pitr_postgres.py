@@ -307,3 +307,25 @@ def test_a_server_restored_elsewhere_does_not_archive_into_the_live_repository(
 
     restored = Cluster(data_dir, port)
     assert restored.sql("SHOW archive_mode") == [("off",)]
+
+
+def test_replicate_run_by_another_user_than_the_datas_owner_says_whose_it_is(primary):
+    _, repository, url = primary  # this test runs as root; the data is postgres's
+
+    refused = run_invoke("db.replicate", "--init", url=url, env=settings_env(url, repository))
+
+    one_error_line(refused, 2, "owner of the data directory", "(postgres)", "runuser -u postgres")
+    assert not repository.exists()
+
+
+def test_restore_with_a_port_as_root_is_refused_before_anything_is_restored(
+    primary, replicator, postgres_path
+):
+    _, repository, url = primary
+    data_dir = postgres_path / "restored"
+
+    refused = run_invoke("db.restore", "--latest", "--data-dir", str(data_dir), "--port", "5999",
+                         url=url, env=settings_env(url, repository))  # fmt: skip
+
+    one_error_line(refused, 2, "does not run as root")
+    assert not data_dir.exists()

@@ -22,6 +22,8 @@ replayed up to the moment and promoted itself, else it prints the commands that 
 
 import datetime
 import json
+import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -94,6 +96,29 @@ class Server:
             f"--pg1-user={user}",
         ]
 
+    def require_readable_here(self):
+        """Raise ConfigError unless this process runs where the data directory is, as its
+        owner: pgBackRest reads it, and writes the repository the server's own
+        archive_command (run by that owner) writes too."""
+        try:
+            owner = os.stat(self.data_dir).st_uid
+        except FileNotFoundError:
+            raise ConfigError(
+                f"the server's data directory {self.data_dir} is not on this machine: "
+                "pgBackRest reads it, so db.replicate runs on the database's host (or in a "
+                "container that mounts it)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"the server's data directory {self.data_dir}: {exc.strerror}"
+            ) from None
+        if owner != os.geteuid():
+            raise ConfigError(
+                f"db.replicate runs as the owner of the data directory {self.data_dir} "
+                f"({_user_name(owner)}), whose archive_command writes the same repository: "
+                f"e.g. runuser -u {_user_name(owner)} -- invoke db.replicate"
+            )
+
     def archives_to(self, stanza):
         """Whether the server archives its WAL with pgBackRest into ``stanza``."""
         command = self.archive_command
@@ -117,6 +142,7 @@ def replicate(settings, say, init=False):
     every = schedule.parse_duration("db.base_backup_interval", settings.base_backup_interval)
     kept = kept_count(settings)
     server = Server(settings.url)
+    server.require_readable_here()
     if not server.archives_to(stanza):
         raise ConfigError(not_archiving(server, repository, stanza))
     if init:
@@ -237,6 +263,11 @@ def restore_server(settings, moment, data_dir, port=None):
     """Restore the whole server as it was at ``moment`` (None: the latest) into the new
     folder ``data_dir``; with ``port``, start it there and wait until it has promoted
     itself. Return the ServerRestore."""
+    if port is not None and os.geteuid() == 0:
+        raise ConfigError(
+            "PostgreSQL does not run as root: run db.restore --port as the user who will own "
+            "the restored server (e.g. postgres), or without --port"
+        )
     span = recoverable_range(settings)
     span.require(moment)
     folder = new_data_dir(data_dir)
@@ -460,6 +491,13 @@ def _last_log_line(log):
     except OSError:
         return "no log"
     return lines[-1] if lines else "its log is empty"
+
+
+def _user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _shown(url):
