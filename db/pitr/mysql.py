@@ -73,7 +73,8 @@ PARTIAL = ".partial-"
 LABEL_FORMAT = "%Y%m%dT%H%M%SZ"
 LABEL = re.compile(r"^\d{8}T\d{6}Z$")
 RECORD = "clonegallery-base.json"
-# mariadb-backup names the binlog position file after itself since 10.11.8 (and 11.x).
+# The file where mariadb-backup writes the binlog position: newer releases name it after
+# themselves, older ones (10.11 here) after xtrabackup.
 BINLOG_INFO = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
 BINLOG_FILE = re.compile(r"\.\d{6,}$")
 # An event's header as mariadb-binlog prints it: "#261130 12:12:06 server id 1 ...".
