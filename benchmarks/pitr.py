@@ -25,21 +25,29 @@ checked, a safety backup of the live database, the atomic swap) vs ``litestream 
 -o OUT URL`` called directly, taking turns, three times each (``--repeats``), medians and
 their ratio. The issue sets no target for SQLite: the figures are printed.
 
-PostgreSQL (a throwaway primary and a streaming standby, tests/clusters.py, as the
-``postgres`` OS user). While ``invoke db.populate`` writes ``--pg-images`` images into the
-primary, the primary's pg_stat_replication is read every 100 ms: the standby's lag in bytes
-(the primary's current WAL position less the standby's replayed one) and in seconds
-(replay_lag; NULL, which PostgreSQL shows once the standby has caught up and nothing is
-written, counts as 0); p50/p99/max, and how long the standby took to catch up after
-populate ended.
+PostgreSQL (a throwaway primary archiving its WAL to a pgBackRest repository, and a
+standby streaming from it: tests/clusters.py, as the ``postgres`` OS user). While ``invoke
+db.populate`` writes ``--pg-images`` images into the primary, the primary's
+pg_stat_replication is read every 100 ms: the standby's lag in bytes (the primary's current
+WAL position less the standby's replayed one) and in seconds (replay_lag; NULL, which
+PostgreSQL shows once the standby has caught up and nothing is written, counts as 0);
+p50/p99/max, and how long the standby took to catch up after populate ended. Then ``invoke
+db.replicate --init`` (as the postgres user, who owns the data) creates the stanza and
+takes a base backup, a moment T is noted between two later commits, and the whole server
+is restored as it was at T into a new data directory: ``invoke db.restore --to-time T
+--data-dir D`` (it reads the recoverable range first, then runs pgBackRest) vs ``pgbackrest
+restore --type=time --target=T --pg1-path D`` called directly with the same repository
+and options (archive-mode off, promote), taking turns, medians; target <= 1.2x. Neither
+starts the restored server: both leave a data directory that replays up to T when started.
 
-Exit status 1 when a target is missed (none yet: the PostgreSQL restore's, <= 1.2x, comes
-with db.restore --to-time on PostgreSQL) or a marker never reached the replica.
+Exit status 1 when a target is missed or a marker never reached the replica.
 """
 
 import argparse
+import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -59,9 +67,19 @@ from db.runner import Runner
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR))  # tests.clusters: the throwaway clusters the tests use
-from tests.clusters import STANDBY_NAME, cluster_problem, primary_and_standby  # noqa: E402
+from tests.clusters import (  # noqa: E402
+    OS_USER,
+    STANDBY_NAME,
+    archiving_primary,
+    cluster_problem,
+    init_standby,
+    invoke_as_postgres_command,
+    owned_by_postgres,
+)
 
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_DIR)]
+BACKUP_TAKEN = re.compile(r"^base backup \S+ taken", re.MULTILINE)  # db.replicate's line
+TARGET_RESTORE_RATIO = 1.2  # PostgreSQL: db.restore --to-time vs pgbackrest restore
 EVERY = 0.1  # seconds between two markers, two listings, two lag samples
 LEAD_IN, TAIL = 2.0, 3.0  # markers before db.populate starts and after it ends
 MARKERS = "bench_markers"
@@ -79,12 +97,12 @@ def litestream():
     return str(found)
 
 
-def run_timed(command, env=None):
-    """Run a command to completion; return its wall seconds (exit on its failure)."""
+def run_timed(command, env=None, replace=False):
+    """Run a command to completion (``env`` added to ours, or with ``replace`` instead of
+    it); return its wall seconds (exit on its failure)."""
+    environment = env if replace else {**os.environ, **(env or {})}
     started = time.perf_counter()
-    done = subprocess.run(
-        command, env={**os.environ, **(env or {})}, capture_output=True, text=True
-    )
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, cwd="/")
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"benchmark step failed: {' '.join(command)}\n{done.stderr}")
@@ -100,10 +118,11 @@ def migrate(url):
         database.close()
 
 
-def spread(values, unit):
+def spread(values, unit, digits=2):
     """Return "p50 X, p99 Y, max Z" of ``values`` in ``unit``."""
-    p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
-    return f"p50 {p50:.2f} {unit}, p99 {p99:.2f} {unit}, max {max(values):.2f} {unit}"
+    shown = (percentile(values, 0.5), percentile(values, 0.99), max(values))
+    p50, p99, most = (f"{value:,.{digits}f} {unit}" for value in shown)
+    return f"p50 {p50}, p99 {p99}, max {most}"
 
 
 def percentile(values, share):
@@ -297,33 +316,141 @@ class StandbyLag:
             self.seconds.append(float(row[1] or 0))  # NULL: caught up, nothing to replay
 
 
+def stanza_of(repository):
+    """Name the stanza after the cluster's folder: pgBackRest locks a stanza by its name on
+    the host (/tmp/pgbackrest), so a test running beside the benchmark keeps its own."""
+    return repository.parent.name
+
+
+def standby_lag(primary, standby, url, images):
+    """Run db.populate on ``url`` while sampling the standby's lag; return (StandbyLag,
+    populate seconds, seconds the standby took to catch up afterwards)."""
+    standby.wait_for(primary)
+    lag = StandbyLag(primary.url())
+    sampler = Repeating(lag.sample)
+    sampler.start()
+    try:
+        seconds = run_timed([*INVOKE, "db.populate", "--images", str(images)],
+                            {"DATABASE_URL": url})  # fmt: skip
+        ended = time.perf_counter()
+        standby.wait_for(primary, timeout=600)
+        caught_up = time.perf_counter() - ended
+    finally:
+        sampler.stop()
+        lag.connection.close()
+    return lag, seconds, caught_up
+
+
 def bench_postgres(args):
-    if problem := cluster_problem():
+    """Measure the standby's lag during db.populate, then time the restores to a moment,
+    on one primary that archives to pgBackRest and streams to a standby."""
+    if problem := cluster_problem() or pgbackrest_problem():
         print(f"\npostgres: skipped ({problem})")
         return True
-    with primary_and_standby() as (primary, standby):
-        url = primary.create_database("gallery")
-        migrate(url)
-        standby.wait_for(primary)
-        lag = StandbyLag(primary.url())
-        sampler = Repeating(lag.sample)
-        sampler.start()
+    with archiving_primary(stanza_of) as (primary, repository):
+        standby = init_standby(primary, repository.parent / "standby")
         try:
-            seconds = run_timed(
-                [*INVOKE, "db.populate", "--images", str(args.pg_images)], {"DATABASE_URL": url}
-            )
-            ended = time.perf_counter()
-            standby.wait_for(primary, timeout=600)
-            caught_up = time.perf_counter() - ended
+            url = primary.create_database("gallery")
+            migrate(url)
+            lag, seconds, caught_up = standby_lag(primary, standby, url, args.pg_images)
         finally:
-            sampler.stop()
-            lag.connection.close()
-    print(f"\npostgres: {args.pg_images:,} images (db.populate {seconds:.1f} s), "
-          f"standby streaming, {len(lag.bytes)} samples every {EVERY * 1000:.0f} ms")  # fmt: skip
-    print(f"standby lag (bytes): {spread([b / 2**20 for b in lag.bytes], 'MiB')}")
-    print(f"standby lag (seconds): {spread(lag.seconds, 's')}")
-    print(f"caught up {caught_up:.2f} s after db.populate ended")
-    return True
+            standby.stop()
+        (size,) = primary.sql("SELECT pg_database_size('gallery')")[0]
+        moment, env = archived_moment(primary, repository, url)
+        theirs, ours = postgres_restores(repository, env, moment, args.repeats)
+    print(f"\npostgres: {args.pg_images:,} images (db.populate {seconds:.1f} s, gallery "
+          f"{size / 2**20:.0f} MiB), archiving to pgBackRest, standby streaming")  # fmt: skip
+    print(f"standby lag, {len(lag.bytes)} samples every {EVERY * 1000:.0f} ms:")
+    print(f"  bytes:   {spread([b / 2**10 for b in lag.bytes], 'KiB', 0)}")
+    print(f"  seconds: {spread(lag.seconds, 's')}")
+    print(f"  caught up {caught_up:.2f} s after db.populate ended")
+    ratio = ours / theirs
+    met = ratio <= TARGET_RESTORE_RATIO
+    print(f"restore to a time into a new data directory, median of {args.repeats}:")
+    print(f"  pgbackrest restore --type=time   {theirs:>7.2f} s")
+    print(f"  invoke db.restore --to-time      {ours:>7.2f} s   ({ratio:.2f}x, target <= "
+          f"{TARGET_RESTORE_RATIO}x) {'PASS' if met else 'FAIL'}")  # fmt: skip
+    return met
+
+
+def archived_moment(primary, repository, url):
+    """Take a base backup with db.replicate --init (stopped once it is taken), commit a
+    little more; return (the moment to restore: between the last two commits, by then
+    archived; the tasks' environment)."""
+    env = {
+        "DATABASE_URL": url,
+        "INVOKE_DB_REPLICA": str(repository),
+        "INVOKE_DB_STANZA": stanza_of(repository),
+    }
+    command, environment = invoke_as_postgres_command("db.replicate", "--init", env=env)
+    log = Path(tempfile.mkstemp(prefix="cg-bench-replicate-")[1])
+    try:
+        with open(log, "w") as out:
+            replicator = subprocess.Popen(command, env=environment, stdout=out,
+                                          stderr=subprocess.STDOUT, cwd="/")  # fmt: skip
+        try:
+            deadline = time.monotonic() + 1800
+            while not BACKUP_TAKEN.search(log.read_text()):
+                if replicator.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"invoke db.replicate --init failed: {log.read_text()}")
+                time.sleep(0.2)
+        finally:
+            replicator.terminate()
+            replicator.wait(timeout=60)
+    finally:
+        log.unlink()
+    primary.sql("CREATE TABLE bench_after (id int)", database="gallery")
+    time.sleep(1.1)
+    moment = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(1.1)
+    primary.sql("INSERT INTO bench_after VALUES (1)", database="gallery")
+    primary.sql("SELECT pg_switch_wal()")
+    time.sleep(2)  # the archiver ships the switched segment
+    return moment, env
+
+
+def postgres_restores(repository, env, moment, repeats):
+    """Time db.restore --to-time --data-dir and pgbackrest restore --type=time into a new
+    data directory each, taking turns; return their medians."""
+    target = moment.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00"
+    stanza = env["INVOKE_DB_STANZA"]
+    folders = Path(tempfile.mkdtemp(prefix="cg-bench-restored-"))
+    owned_by_postgres(folders)
+    try:
+
+        def theirs(n):
+            data_dir = owned_by_postgres(folders / f"theirs-{n}")
+            return run_timed([
+                "runuser", "-u", OS_USER, "--", "pgbackrest", f"--stanza={stanza}",
+                f"--repo1-path={repository}", f"--pg1-path={data_dir}", "--log-level-file=off",
+                "--archive-mode=off", "--type=time", f"--target={target}",
+                "--target-action=promote", "restore",
+            ])  # fmt: skip
+
+        def ours(n):
+            data_dir = owned_by_postgres(folders / f"ours-{n}")
+            command, environment = invoke_as_postgres_command(
+                "db.restore", "--to-time", moment.isoformat(), "--data-dir", str(data_dir),
+                env=env,
+            )  # fmt: skip
+            return run_timed(command, environment, replace=True)
+
+        os.sync()  # what the base backup and the last commits wrote, before the first run
+        runs = [(settled(theirs(n)), settled(ours(n))) for n in range(repeats)]
+    finally:
+        shutil.rmtree(folders, ignore_errors=True)
+    return tuple(statistics.median(side) for side in zip(*runs, strict=True))
+
+
+def settled(seconds):
+    """Flush what a restore left in the page cache before the next runs (not timed)."""
+    os.sync()
+    return seconds
+
+
+def pgbackrest_problem():
+    """Return why pgBackRest cannot run here, or None."""
+    return None if shutil.which("pgbackrest") else "pgBackRest is not installed"
 
 
 def main():
