@@ -302,3 +302,18 @@ def test_a_replica_not_set_up_is_one_line_asking_for_init(gallery_url, replica):
 
     one_error_line(refused, 2, str(replica), "db.replicate --init")
     assert not replica.exists()
+
+
+def test_binary_logs_purged_while_the_replicator_was_stopped_are_one_line_not_a_gap(
+    server, gallery_url, replica, replicators
+):
+    assert replicators("--init").stop() == 0
+    kept = mysql.newest_binlog(replica)
+    server.sql("FLUSH BINARY LOGS")
+    (current,) = server.sql("SHOW MASTER STATUS")[0][:1]
+    server.sql(f"PURGE BINARY LOGS TO '{current}'")
+
+    refused = cli(gallery_url, replica, "db.replicate")
+
+    one_error_line(refused, 2, kept, "purged", "db.replicate --init")
+    assert mysql.newest_binlog(replica) == kept  # nothing copied over the gap

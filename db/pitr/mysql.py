@@ -116,7 +116,7 @@ def replicate(settings, say, init=False):
     every = schedule.parse_duration("db.base_backup_interval", settings.base_backup_interval)
     kept = kept_count(settings)
     folder = replica_folder(settings, init)
-    first = newest_binlog(folder) or current_binlog(settings.url)
+    first = binlog_to_copy(folder, settings.url)
     _discard_partial(folder)
     detail = f"the binary logs as written, a base backup every {schedule.format_age(every)}"
     with mysql_options_file(settings.url) as options, schedule.stop_on_signals() as stops:
@@ -145,8 +145,9 @@ def _back_up_while_copying(copier, options, folder, every, kept, say, stops):
             continue
         due = time.monotonic() + every.total_seconds()
         try:
-            say(take_base_backup(options, folder))
+            taken = take_base_backup(options, folder)
             prune(folder, kept)
+            say(taken)  # once the replica is as it stays
         except (DbError, OSError) as exc:
             stops.raise_if_received()  # it failed because of the stop
             say(BaseBackupFailed(str(exc)))
@@ -167,24 +168,32 @@ def replica_folder(settings, init=False):
     return folder
 
 
-def current_binlog(url):
-    """Return the binary log file the server writes now; ConfigError giving the my.cnf
-    lines to add when it keeps no binary log."""
+def binlog_to_copy(folder, url):
+    """Return the binary log to copy from: the newest kept (resuming), else the one the
+    server writes now. ConfigError giving the my.cnf lines to add when the server keeps
+    no binary log, or saying what to do when it no longer has the one to resume from."""
     from db.engines import open_database
 
     database = open_database(url, create=False)
     try:
         ((log_bin, server_id),) = database.execute_sql("SELECT @@log_bin, @@server_id")
-        status = database.execute_sql("SHOW MASTER STATUS").fetchall() if log_bin else ()
+        on_server = [row[0] for row in database.execute_sql("SHOW BINARY LOGS")] if log_bin else []
     finally:
         database.close()
-    if not log_bin or not server_id or not status:
+    if not log_bin or not server_id or not on_server:
         lines = " / ".join(MY_CNF_LINES.splitlines())
         raise ConfigError(
             f"{mask_url(url)} keeps no binary log, which point-in-time recovery replays: "
             f"add these lines to its my.cnf and restart it: {lines}"
         )
-    return status[0][0]
+    resume = newest_binlog(folder)
+    if resume is not None and resume not in on_server:
+        raise ConfigError(
+            f"the server no longer has the binary log {resume} the replica {folder} stops "
+            "at (purged while db.replicate was not running): the replica cannot go on "
+            "without a gap; move it aside and run invoke db.replicate --init"
+        )
+    return resume or on_server[-1]
 
 
 def take_base_backup(options, folder):
