@@ -68,11 +68,11 @@ def settings_env(url, repository):
 class Replicator:
     """``invoke db.replicate --init`` running as the postgres user, until stopped."""
 
-    def __init__(self, url, repository, postgres_path):
+    def __init__(self, url, repository, postgres_path, log="replicate.out"):
         command, env = invoke_as_postgres_command(
             "db.replicate", "--init", env=settings_env(url, repository)
         )
-        self.out = postgres_path / "replicate.out"
+        self.out = postgres_path / log
         with open(self.out, "w") as out:
             self.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd="/"
@@ -85,13 +85,20 @@ class Replicator:
             assert time.monotonic() < deadline, self.out.read_text()
             time.sleep(0.2)
 
-    def stop(self):
-        """SIGTERM db.replicate itself (runuser, its parent, would answer a SIGTERM by
+    def wait_for(self, text, timeout=60):
+        deadline = time.monotonic() + timeout
+        while text not in self.out.read_text():
+            assert self.process.poll() is None, self.out.read_text()
+            assert time.monotonic() < deadline, self.out.read_text()
+            time.sleep(0.05)
+
+    def stop(self, how=signal.SIGTERM):
+        """Signal db.replicate itself (runuser, its parent, would answer a SIGTERM by
         killing itself with it); return its exit status."""
         if self.process.poll() is None:
             pid = self.process.pid
             for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-                os.kill(int(child), signal.SIGTERM)
+                os.kill(int(child), how)
         return self.process.wait(timeout=60)
 
 
@@ -329,3 +336,36 @@ def test_restore_with_a_port_as_root_is_refused_before_anything_is_restored(
 
     one_error_line(refused, 2, "does not run as root")
     assert not data_dir.exists()
+
+
+def pgbackrest_processes(repository):
+    """The pgBackRest processes of this test's stanza (not those archive-push runs for the
+    server)."""
+    ps = subprocess.run(
+        ["pgrep", "-af", f"pgbackrest --stanza={stanza_of(repository)} "],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return [line for line in ps.stdout.splitlines() if "archive-push" not in line]
+
+
+def test_replicate_killed_during_a_base_backup_takes_it_again_when_started_again(
+    primary, postgres_path
+):
+    cluster, repository, url = primary
+    first = Replicator(url, repository, postgres_path, "first.out")
+    first.wait_for("protecting")  # the first base backup starts now
+    first.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while pgbackrest_processes(repository):  # it dies with it: no orphan holds the stanza
+        assert time.monotonic() < deadline, pgbackrest_processes(repository)
+        time.sleep(0.1)
+
+    second = Replicator(url, repository, postgres_path, "second.out")
+    try:
+        second.wait_for_base_backups()
+        add_images(url, "After", ["A one"])
+        archive_everything(cluster)
+        data_dir = postgres_path / "restored"
+        ok(pitr(url, repository, "db.restore", "--latest", "--data-dir", str(data_dir)))
+    finally:
+        assert second.stop() == 0
