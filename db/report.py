@@ -730,7 +730,9 @@ def restored_server(restored):
     source = restored.span.replica
     lines = [f"restored the whole server {when} from {source} into {restored.data_dir}"]
     if restored.url:
-        lines.append(f"running on {restored.url}, promoted: it takes writes")
+        from db.config import mask_url  # the restored server has the live one's users
+
+        lines.append(f"running on {mask_url(restored.url)}, promoted: it takes writes")
     else:
         lines.append("next steps:")
         lines += [f"  {step}" for step in restored.next_steps]

@@ -317,3 +317,37 @@ def test_binary_logs_purged_while_the_replicator_was_stopped_are_one_line_not_a_
 
     one_error_line(refused, 2, kept, "purged", "db.replicate --init")
     assert mysql.newest_binlog(replica) == kept  # nothing copied over the gap
+
+
+def test_a_password_reaches_the_tools_by_option_file_only_and_is_masked_in_output(
+    server, replica, restored_dirs, tmp_path
+):
+    for host in ("%", "localhost"):  # TCP from 127.0.0.1 comes from "localhost" too
+        server.sql(f"CREATE USER 'keeper'@'{host}' IDENTIFIED BY 's3cret-pw'")
+        server.sql(f"GRANT ALL PRIVILEGES ON *.* TO 'keeper'@'{host}'")
+    url = f"mysql://keeper:s3cret-pw@127.0.0.1:{server.port}/gallery"
+    ok(run_invoke("db.setup", url=url))
+    (tmp_path / "logs").mkdir()
+    replicator = Replicator(url, replica, tmp_path / "logs", "--init")
+    try:
+        arguments = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in replicator.children()]
+        assert any(b"mariadb-binlog" in argv for argv in arguments)
+        assert not any(b"s3cret-pw" in argv for argv in arguments)
+        assert replicator.stop() == 0
+    finally:
+        if replicator.process.poll() is None:
+            replicator.process.kill()
+            replicator.process.wait()
+    assert "s3cret-pw" not in replicator.out.read_text() + replicator.err.read_text()
+    port = free_port()
+    data_dir = tmp_path / "restored"
+    restored_dirs.append(data_dir)
+
+    done = ok(
+        cli(
+            url, replica, "db.restore", "--latest", "--data-dir", str(data_dir), "--port", str(port)
+        )
+    )
+
+    assert f"running on mysql://keeper:***@127.0.0.1:{port}/gallery" in done.stdout
+    assert "s3cret-pw" not in done.stdout + done.stderr
