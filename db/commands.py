@@ -729,7 +729,7 @@ def replicate(settings, say, init=False):
     or Ctrl-C, calling ``say(event)`` as it goes; return the stop signal's name."""
     from db import pitr
 
-    target = Target(settings.url)
+    target = Target(settings.url, writes="db.replicate")  # protects a primary
     protection = pitr.continuous_protection(target.engine)
     target.require_existing("nothing to replicate")
     return protection.replicate(settings, say, init)

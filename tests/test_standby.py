@@ -144,6 +144,7 @@ WRITING_TASKS = [
     ("db.repair",),
     ("db.baseline", "003"),
     ("db.optimize",),
+    ("db.replicate", "--init"),  # pgBackRest takes base backups of the primary
 ]
 
 
