@@ -732,7 +732,7 @@ def restored_server(restored):
     if restored.url:
         from db.config import mask_url  # the restored server has the live one's users
 
-        lines.append(f"running on {mask_url(restored.url)}, promoted: it takes writes")
+        lines.append(f"running on {mask_url(restored.url)}: it takes writes")
     else:
         lines.append("next steps:")
         lines += [f"  {step}" for step in restored.next_steps]
