@@ -13,7 +13,6 @@ so the moments noted here are a second and more away from the writes around them
 import datetime
 import os
 import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -29,52 +28,24 @@ from tests.clusters import free_port
 from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, ok, one_error_line, run_invoke
 from tests.factories import make_album, make_image, make_user
 from tests.mariadb_servers import mariadb_server, require_mariadb_servers, stop_server
+from tests.replicators import Replicator, wait_until_gone
 
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT)]
 APART = 1.2  # seconds between a noted moment and the writes around it
 KEPT_TIMEOUT = 30
 
 
-class Replicator:
-    """A running ``invoke db.replicate``, its output in files."""
-
-    def __init__(self, url, replica, logs, *args, env=None, ready="taken in"):
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
-        environment.update(DATABASE_URL=url, INVOKE_DB_REPLICA=str(replica), **(env or {}))
-        self.out, self.err = logs / "stdout", logs / "stderr"
-        with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.process = subprocess.Popen(
-                [*INVOKE, "db.replicate", *args],
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=environment,
-            )
-        self.wait_for(ready)
-
-    def wait_for(self, words, count=1, timeout=60):
-        """Wait until the output holds ``words`` ``count`` times."""
-        deadline = time.monotonic() + timeout
-        while self.out.read_text().count(words) < count:
-            assert self.process.poll() is None, self.err.read_text()
-            assert time.monotonic() < deadline, self.out.read_text() + self.err.read_text()
-            time.sleep(0.05)
-
-    def children(self):
-        """Return the ids of the processes this one started (mariadb-binlog...)."""
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.process.pid:
-                found.append(int(stat.parent.name))
-        return found
-
-    def stop(self, number=signal.SIGTERM):
-        self.process.send_signal(number)
-        return self.process.wait(timeout=60)
+def replicator_of(url, replica, logs, *args, env=None, ready="taken in"):
+    """Start ``invoke db.replicate ARGS`` on ``url``; return it once it says ``ready``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    environment.update(DATABASE_URL=url, INVOKE_DB_REPLICA=str(replica), **(env or {}))
+    replicator = Replicator([*INVOKE, "db.replicate", *args], environment, logs)
+    try:
+        replicator.wait_for(ready)
+    except BaseException:
+        replicator.kill()
+        raise
+    return replicator
 
 
 @pytest.fixture
@@ -110,15 +81,12 @@ def replicators(tmp_path, gallery_url, replica):
 
     def start(*args, **options):
         logs = tmp_path / f"replicator-{len(started)}"
-        logs.mkdir()
-        started.append(Replicator(gallery_url, replica, logs, *args, **options))
+        started.append(replicator_of(gallery_url, replica, logs, *args, **options))
         return started[-1]
 
     yield start
     for replicator in started:
-        if replicator.process.poll() is None:
-            replicator.process.kill()
-            replicator.process.wait()
+        replicator.kill()
 
 
 @pytest.fixture
@@ -159,13 +127,6 @@ def wait_until_kept(settings, written):
     while mysql.recoverable_range(settings).latest < written.replace(microsecond=0):
         assert time.monotonic() < deadline, "the binary logs did not reach the replica"
         time.sleep(0.1)
-
-
-def wait_until_gone(pids, timeout=10):
-    deadline = time.monotonic() + timeout
-    while any(Path(f"/proc/{pid}").exists() for pid in pids):
-        assert time.monotonic() < deadline, f"{pids} still running"
-        time.sleep(0.05)
 
 
 def titles_of(user):
@@ -327,17 +288,14 @@ def test_a_password_reaches_the_tools_by_option_file_only_and_is_masked_in_outpu
         server.sql(f"GRANT ALL PRIVILEGES ON *.* TO 'keeper'@'{host}'")
     url = f"mysql://keeper:s3cret-pw@127.0.0.1:{server.port}/gallery"
     ok(run_invoke("db.setup", url=url))
-    (tmp_path / "logs").mkdir()
-    replicator = Replicator(url, replica, tmp_path / "logs", "--init")
+    replicator = replicator_of(url, replica, tmp_path / "logs", "--init")
     try:
         arguments = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in replicator.children()]
         assert any(b"mariadb-binlog" in argv for argv in arguments)
         assert not any(b"s3cret-pw" in argv for argv in arguments)
         assert replicator.stop() == 0
     finally:
-        if replicator.process.poll() is None:
-            replicator.process.kill()
-            replicator.process.wait()
+        replicator.kill()
     assert "s3cret-pw" not in replicator.out.read_text() + replicator.err.read_text()
     port = free_port()
     data_dir = tmp_path / "restored"

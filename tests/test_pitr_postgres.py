@@ -9,13 +9,10 @@ counters its triggers keep, and db.check.
 """
 
 import datetime
-import os
-import re
 import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -36,8 +33,7 @@ from tests.clusters import (
 )
 from tests.conftest import ok, one_error_line, run_invoke
 from tests.factories import make_album, make_image, make_user
-
-BASE_BACKUP_TAKEN = re.compile(r"^base backup \S+ taken in", re.MULTILINE)
+from tests.replicators import Replicator
 
 
 @pytest.fixture
@@ -65,41 +61,16 @@ def settings_env(url, repository):
     }
 
 
-class Replicator:
-    """``invoke db.replicate --init`` running as the postgres user, until stopped."""
+def replicator_of(url, repository, logs):
+    """Start ``invoke db.replicate --init`` on ``url`` as the postgres user."""
+    command, env = invoke_as_postgres_command(
+        "db.replicate", "--init", env=settings_env(url, repository)
+    )
+    return Replicator(command, env, logs, cwd="/")
 
-    def __init__(self, url, repository, postgres_path, log="replicate.out"):
-        command, env = invoke_as_postgres_command(
-            "db.replicate", "--init", env=settings_env(url, repository)
-        )
-        self.out = postgres_path / log
-        with open(self.out, "w") as out:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd="/"
-            )
 
-    def wait_for_base_backups(self, count=1, timeout=120):
-        deadline = time.monotonic() + timeout
-        while len(BASE_BACKUP_TAKEN.findall(self.out.read_text())) < count:
-            assert self.process.poll() is None, self.out.read_text()
-            assert time.monotonic() < deadline, self.out.read_text()
-            time.sleep(0.2)
-
-    def wait_for(self, text, timeout=60):
-        deadline = time.monotonic() + timeout
-        while text not in self.out.read_text():
-            assert self.process.poll() is None, self.out.read_text()
-            assert time.monotonic() < deadline, self.out.read_text()
-            time.sleep(0.05)
-
-    def stop(self, how=signal.SIGTERM):
-        """Signal db.replicate itself (runuser, its parent, would answer a SIGTERM by
-        killing itself with it); return its exit status."""
-        if self.process.poll() is None:
-            pid = self.process.pid
-            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-                os.kill(int(child), how)
-        return self.process.wait(timeout=60)
+def wait_for_base_backup(replicator, timeout=120):
+    replicator.wait_for(" taken in ", timeout=timeout)
 
 
 @pytest.fixture
@@ -113,9 +84,9 @@ def postgres_path():
 def replicator(primary, postgres_path):
     """db.replicate --init running on the primary, its first base backup taken."""
     _, repository, url = primary
-    running = Replicator(url, repository, postgres_path)
+    running = replicator_of(url, repository, postgres_path / "replicator")
     try:
-        running.wait_for_base_backups()
+        wait_for_base_backup(running)
         yield running
     finally:
         running.stop()
@@ -352,7 +323,7 @@ def test_replicate_killed_during_a_base_backup_takes_it_again_when_started_again
     primary, postgres_path
 ):
     cluster, repository, url = primary
-    first = Replicator(url, repository, postgres_path, "first.out")
+    first = replicator_of(url, repository, postgres_path / "first")
     first.wait_for("protecting")  # the first base backup starts now
     first.stop(signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -360,9 +331,9 @@ def test_replicate_killed_during_a_base_backup_takes_it_again_when_started_again
         assert time.monotonic() < deadline, pgbackrest_processes(repository)
         time.sleep(0.1)
 
-    second = Replicator(url, repository, postgres_path, "second.out")
+    second = replicator_of(url, repository, postgres_path / "second")
     try:
-        second.wait_for_base_backups()
+        wait_for_base_backup(second)
         add_images(url, "After", ["A one"])
         archive_everything(cluster)
         data_dir = postgres_path / "restored"

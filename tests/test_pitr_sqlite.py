@@ -10,10 +10,8 @@ holds, the counters the triggers keep, and db.check on it.
 import datetime
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,6 +20,7 @@ from db.models import Album, AlbumImage, Image, User
 from db.pitr import parse_moment
 from tests.conftest import PROJECT_ROOT, ok, one_error_line, run_invoke
 from tests.factories import make_album, make_image, make_user
+from tests.replicators import Replicator, wait_until_gone
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(os.path.join(os.path.dirname(sys.executable), "litestream"))),
@@ -31,44 +30,6 @@ pytestmark = pytest.mark.skipif(
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT)]
 SYNC_INTERVAL = 1.0  # db.replica_sync_interval, the default
 SHIPPED = 2.5 * SYNC_INTERVAL  # long enough for a commit to reach the replica
-
-
-class Replicator:
-    """A running ``invoke db.replicate``, its output in files."""
-
-    def __init__(self, url, replica, logs):
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
-        environment.update(DATABASE_URL=url, INVOKE_DB_REPLICA=str(replica))
-        self.out, self.err = logs / "stdout", logs / "stderr"
-        with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.process = subprocess.Popen(
-                [*INVOKE, "db.replicate"],
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=environment,
-            )
-        deadline = time.monotonic() + 30
-        while "protecting" not in self.out.read_text():
-            assert self.process.poll() is None, self.err.read_text()
-            assert time.monotonic() < deadline, self.err.read_text()
-            time.sleep(0.05)
-
-    def children(self):
-        """Return the ids of the processes this one started (Litestream)."""
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.process.pid:
-                found.append(int(stat.parent.name))
-        return found
-
-    def stop(self, number=signal.SIGTERM):
-        self.process.send_signal(number)
-        return self.process.wait(timeout=60)
 
 
 @pytest.fixture
@@ -82,27 +43,20 @@ def replicators(tmp_path, db_url, replica):
     started = []
 
     def start():
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+        environment.update(DATABASE_URL=db_url, INVOKE_DB_REPLICA=str(replica))
         logs = tmp_path / f"replicator-{len(started)}"
-        logs.mkdir()
-        started.append(Replicator(db_url, replica, logs))
+        started.append(Replicator([*INVOKE, "db.replicate"], environment, logs))
+        started[-1].wait_for("protecting", timeout=30)
         return started[-1]
 
     yield start
     for replicator in started:
-        if replicator.process.poll() is None:
-            replicator.process.kill()
-            replicator.process.wait()
+        replicator.kill()
 
 
 def cli(db_url, replica, *args):
     return run_invoke(*args, url=db_url, env={"INVOKE_DB_REPLICA": str(replica)})
-
-
-def wait_until_gone(pids, timeout=10):
-    deadline = time.monotonic() + timeout
-    while any(Path(f"/proc/{pid}").exists() for pid in pids):
-        assert time.monotonic() < deadline, f"{pids} still running"
-        time.sleep(0.05)
 
 
 def now():
