@@ -31,9 +31,11 @@ db.populate`` writes ``--pg-images`` images into the primary, the primary's
 pg_stat_replication is read every 100 ms: the standby's lag in bytes (the primary's current
 WAL position less the standby's replayed one) and in seconds (replay_lag; NULL, which
 PostgreSQL shows once the standby has caught up and nothing is written, counts as 0);
-p50/p99/max, and how long the standby took to catch up after populate ended. Then ``invoke
+p50/p99/max, and how long the standby, and the WAL archive, took to catch up after
+populate ended. Then ``invoke
 db.replicate --init`` (as the postgres user, who owns the data) creates the stanza and
-takes a base backup, a moment T is noted between two later commits, and the whole server
+takes a base backup before populate, and another after it (the archive caught up), a
+moment T is noted between two later commits, and the whole server
 is restored as it was at T into a new data directory: ``invoke db.restore --to-time T
 --data-dir D`` (it reads the recoverable range first, then runs pgBackRest) vs ``pgbackrest
 restore --type=time --target=T --pg1-path D`` called directly with the same repository
@@ -324,7 +326,8 @@ def stanza_of(repository):
 
 def standby_lag(primary, standby, url, images):
     """Run db.populate on ``url`` while sampling the standby's lag; return (StandbyLag,
-    populate seconds, seconds the standby took to catch up afterwards)."""
+    populate seconds, the moment it ended (perf_counter), seconds the standby took to catch
+    up afterwards)."""
     standby.wait_for(primary)
     lag = StandbyLag(primary.url())
     sampler = Repeating(lag.sample)
@@ -338,7 +341,23 @@ def standby_lag(primary, standby, url, images):
     finally:
         sampler.stop()
         lag.connection.close()
-    return lag, seconds, caught_up
+    return lag, seconds, ended, caught_up
+
+
+def wait_for_archive(primary, timeout=3600):
+    """Wait until the primary has archived every WAL segment written so far (after a large
+    write the archiver has a backlog: pgbackrest check, which db.replicate --init runs,
+    waits only a minute for the newest segment)."""
+    (segment,) = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0]
+    primary.sql("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + timeout
+    while True:
+        (archived,) = primary.sql("SELECT last_archived_wal FROM pg_stat_archiver")[0]
+        if archived is not None and archived >= segment:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the primary did not archive {segment} in {timeout} s")
+        time.sleep(EVERY)
 
 
 def bench_postgres(args):
@@ -348,22 +367,28 @@ def bench_postgres(args):
         print(f"\npostgres: skipped ({problem})")
         return True
     with archiving_primary(stanza_of) as (primary, repository):
+        url = primary.create_database("gallery")
+        migrate(url)
+        env = tasks_env(url, repository)
+        base_backup(env, "--init")  # the stanza: from here on the server's archiving works
         standby = init_standby(primary, repository.parent / "standby")
         try:
-            url = primary.create_database("gallery")
-            migrate(url)
-            lag, seconds, caught_up = standby_lag(primary, standby, url, args.pg_images)
+            lag, seconds, ended, caught_up = standby_lag(primary, standby, url, args.pg_images)
         finally:
             standby.stop()
+        wait_for_archive(primary)
+        archived = time.perf_counter() - ended
         (size,) = primary.sql("SELECT pg_database_size('gallery')")[0]
-        moment, env = archived_moment(primary, repository, url)
+        base_backup({**env, "INVOKE_DB_BASE_BACKUP_INTERVAL": "1s"})  # of the full gallery
+        moment = moment_between_commits(primary)
         theirs, ours = postgres_restores(repository, env, moment, args.repeats)
     print(f"\npostgres: {args.pg_images:,} images (db.populate {seconds:.1f} s, gallery "
           f"{size / 2**20:.0f} MiB), archiving to pgBackRest, standby streaming")  # fmt: skip
     print(f"standby lag, {len(lag.bytes)} samples every {EVERY * 1000:.0f} ms:")
     print(f"  bytes:   {spread([b / 2**10 for b in lag.bytes], 'KiB', 0)}")
     print(f"  seconds: {spread(lag.seconds, 's')}")
-    print(f"  caught up {caught_up:.2f} s after db.populate ended")
+    print(f"  caught up {caught_up:.2f} s after db.populate ended "
+          f"(the WAL archive: {archived:.1f} s after)")  # fmt: skip
     ratio = ours / theirs
     met = ratio <= TARGET_RESTORE_RATIO
     print(f"restore to a time into a new data directory, median of {args.repeats}:")
@@ -373,40 +398,46 @@ def bench_postgres(args):
     return met
 
 
-def archived_moment(primary, repository, url):
-    """Take a base backup with db.replicate --init (stopped once it is taken), commit a
-    little more; return (the moment to restore: between the last two commits, by then
-    archived; the tasks' environment)."""
-    env = {
+def tasks_env(url, repository):
+    """Return the environment our tasks run on the primary with: its repository, its stanza."""
+    return {
         "DATABASE_URL": url,
         "INVOKE_DB_REPLICA": str(repository),
         "INVOKE_DB_STANZA": stanza_of(repository),
     }
-    command, environment = invoke_as_postgres_command("db.replicate", "--init", env=env)
+
+
+def base_backup(env, *options):
+    """Run ``invoke db.replicate OPTIONS`` as the postgres user until it has taken a base
+    backup, then stop it."""
+    command, environment = invoke_as_postgres_command("db.replicate", *options, env=env)
     log = Path(tempfile.mkstemp(prefix="cg-bench-replicate-")[1])
     try:
         with open(log, "w") as out:
             replicator = subprocess.Popen(command, env=environment, stdout=out,
                                           stderr=subprocess.STDOUT, cwd="/")  # fmt: skip
         try:
-            deadline = time.monotonic() + 1800
+            deadline = time.monotonic() + 3600
             while not BACKUP_TAKEN.search(log.read_text()):
                 if replicator.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"invoke db.replicate --init failed: {log.read_text()}")
+                    raise SystemExit(f"invoke db.replicate failed: {log.read_text()}")
                 time.sleep(0.2)
         finally:
             replicator.terminate()
             replicator.wait(timeout=60)
     finally:
         log.unlink()
+
+
+def moment_between_commits(primary):
+    """Commit, note a moment, commit again, ship the WAL; return the moment (aware)."""
     primary.sql("CREATE TABLE bench_after (id int)", database="gallery")
     time.sleep(1.1)
     moment = datetime.datetime.now(datetime.timezone.utc)
     time.sleep(1.1)
     primary.sql("INSERT INTO bench_after VALUES (1)", database="gallery")
-    primary.sql("SELECT pg_switch_wal()")
-    time.sleep(2)  # the archiver ships the switched segment
-    return moment, env
+    wait_for_archive(primary)
+    return moment
 
 
 def postgres_restores(repository, env, moment, repeats):
