@@ -62,7 +62,12 @@ def cluster_problem():
 
 
 def require_clusters():
-    """Skip unless clusters can be started here; on CI, fail instead."""
+    """Skip unless PostgreSQL is a selected engine (CLONEGALLERY_TEST_ENGINES) and clusters
+    can be started here; on CI, fail instead when they cannot."""
+    from tests.servers import selected_engines
+
+    if "postgres" not in selected_engines():
+        pytest.skip("postgres not selected (CLONEGALLERY_TEST_ENGINES)")
     if problem := cluster_problem():
         if os.environ.get("CI"):
             pytest.fail(f"cannot start PostgreSQL clusters on CI: {problem}")

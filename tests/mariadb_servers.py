@@ -48,7 +48,12 @@ def server_problem():
 
 
 def require_mariadb_servers():
-    """Skip unless MariaDB servers can be started here; on CI, fail instead."""
+    """Skip unless MySQL is a selected engine (CLONEGALLERY_TEST_ENGINES) and MariaDB
+    servers can be started here; on CI, fail instead when they cannot."""
+    from tests.servers import selected_engines
+
+    if "mysql" not in selected_engines():
+        pytest.skip("mysql not selected (CLONEGALLERY_TEST_ENGINES)")
     if problem := server_problem():
         if os.environ.get("CI"):
             pytest.fail(f"cannot start MariaDB servers on CI: {problem}")
