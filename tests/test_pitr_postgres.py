@@ -340,3 +340,22 @@ def test_replicate_killed_during_a_base_backup_takes_it_again_when_started_again
         ok(pitr(url, repository, "db.restore", "--latest", "--data-dir", str(data_dir)))
     finally:
         assert second.stop() == 0
+
+
+def test_init_on_a_server_with_wal_waiting_to_be_archived_waits_for_the_backlog(
+    primary, postgres_path
+):
+    cluster, repository, url = primary  # archive_command fails until the stanza exists
+    for _ in range(20):
+        add_images(url, "Backlog", ["one"])
+        archive_everything(cluster)
+    assert cluster.sql("SELECT failed_count FROM pg_stat_archiver")[0][0] > 0
+
+    replicator = replicator_of(url, repository, postgres_path / "replicator")
+    try:
+        wait_for_base_backup(replicator, timeout=300)
+    finally:
+        assert replicator.stop() == 0
+    assert cluster.sql("SELECT last_archived_time > last_failed_time FROM pg_stat_archiver") == [
+        (True,)
+    ]

@@ -50,7 +50,11 @@ from db.pitr.process import die_with_parent, stop_child
 WHOLE_SERVER = True
 PACKAGE = "pgBackRest (Debian/Ubuntu: apt install pgbackrest)"
 STANZA_NAME = re.compile(r"[A-Za-z0-9_-]+")
-CHECK_TIMEOUT_SECONDS = 60  # how long pgbackrest check waits for a WAL segment to arrive
+# How long pgbackrest check waits for a WAL segment to arrive, and how much longer for each
+# segment the server has yet to archive before it (a busy server whose archive_command
+# failed until the stanza existed has a backlog: 170 segments after a million rows).
+CHECK_TIMEOUT_SECONDS = 60
+CHECK_SECONDS_PER_WAITING_SEGMENT = 2
 STOP_TIMEOUT_SECONDS = 30
 PROMOTE_TIMEOUT_SECONDS = 600  # replaying the WAL up to the moment, then promoting
 # How often db.replicate looks whether a base backup is due (at most).
@@ -119,6 +123,13 @@ class Server:
                 f"e.g. runuser -u {_user_name(owner)} -- invoke db.replicate"
             )
 
+    def segments_waiting(self):
+        """Return how many WAL segments the server has yet to archive (its .ready files)."""
+        try:
+            return sum(1 for _ in Path(self.data_dir, "pg_wal", "archive_status").glob("*.ready"))
+        except OSError:
+            return 0
+
     def archives_to(self, stanza):
         """Whether the server archives its WAL with pgBackRest into ``stanza``."""
         command = self.archive_command
@@ -152,7 +163,9 @@ def replicate(settings, say, init=False):
             f"the pgBackRest stanza {stanza} is not in {repository}: "
             "run invoke db.replicate --init once"
         )
-    _pgbackrest(settings, ["check", f"--archive-timeout={CHECK_TIMEOUT_SECONDS}"], server)
+    waiting = server.segments_waiting()
+    timeout = CHECK_TIMEOUT_SECONDS + CHECK_SECONDS_PER_WAITING_SEGMENT * waiting
+    _pgbackrest(settings, ["check", f"--archive-timeout={timeout}"], server, timeout=timeout + 60)
     say(
         Started(
             _shown(settings.url),
