@@ -200,7 +200,7 @@ def archiving_primary(stanza_of):
     """Yield (primary, repository): a running cluster archiving its WAL with pgBackRest to
     the stanza ``stanza_of(repository)`` in the folder ``repository`` (not made yet:
     db.replicate --init creates it and the stanza); stopped and removed afterwards."""
-    from db.pitr.postgres import archive_command
+    from db.pitr.postgres import archive_command, conf_value
 
     if shutil.which("pgbackrest") is None:
         if os.environ.get("CI"):
@@ -208,9 +208,10 @@ def archiving_primary(stanza_of):
         pytest.skip("pgBackRest is not installed (apt install pgbackrest)")
     with cluster_folder() as folder:
         repository, data_dir = folder / "repository", folder / "primary"
+        stanza = stanza_of(repository)
         settings = (
             "archive_mode = on\n"
-            f"archive_command = '{archive_command(repository, stanza_of(repository), data_dir)}'\n"
+            f"archive_command = {conf_value(archive_command(repository, stanza, data_dir))}\n"
         )
         primary = None
         try:

@@ -25,6 +25,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -198,7 +199,7 @@ def not_archiving(server, repository, stanza):
     lines = [
         "wal_level = replica",
         "archive_mode = on",
-        f"archive_command = '{archive_command(repository, stanza, server.data_dir)}'",
+        f"archive_command = {conf_value(archive_command(repository, stanza, server.data_dir))}",
     ]
     return (
         f"the server does not archive its WAL to the pgBackRest stanza {stanza} (archive_mode "
@@ -209,11 +210,17 @@ def not_archiving(server, repository, stanza):
 
 
 def archive_command(repository, stanza, data_dir):
-    """Return the archive_command that ships the server's WAL into the stanza."""
+    """Return the archive_command that ships the server's WAL into the stanza (a shell
+    command: the server runs it with sh, so the folders are quoted for it)."""
     return (
-        f"pgbackrest --stanza={stanza} --repo1-path={repository} --pg1-path={data_dir} "
-        "archive-push %p"
+        f"pgbackrest --stanza={stanza} --repo1-path={shlex.quote(str(repository))} "
+        f"--pg1-path={shlex.quote(str(data_dir))} archive-push %p"
     )
+
+
+def conf_value(text):
+    """Return ``text`` as a postgresql.conf string value (quoted, its quotes doubled)."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def create_stanza(settings, server):
