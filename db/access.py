@@ -83,6 +83,13 @@ def as_system():
     return _set(_acting, _SYSTEM)
 
 
+def claim_acting_user(database):
+    """Tell ``database``'s connection who acts now (the user of the enclosing
+    ``acting_as``, or nobody): row-level security reads it there. For a second database
+    the models read from (``db.models.reading_from``)."""
+    _claim_on_connection(database, _current_or_none())
+
+
 @contextmanager
 def _set(variable, value):
     token = variable.set(value)

@@ -574,5 +574,5 @@ def reading_from(database):
         yield database_proxy.obj
         return
     with reading(database):
-        access._claim_on_connection(database, access._current_or_none())  # RLS reads it there
+        access.claim_acting_user(database)  # row-level security reads it there
         yield database
