@@ -77,6 +77,8 @@ RECORD = "clonegallery-base.json"
 # themselves, older ones (10.11 here) after xtrabackup.
 BINLOG_INFO = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
 BINLOG_FILE = re.compile(r"\.\d{6,}$")
+# A binary log's own name, as the server gives it (no folder in it).
+BINLOG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\.\d{6,}")
 # An event's header as mariadb-binlog prints it: "#261130 12:12:06 server id 1 ...".
 EVENT_TIME = re.compile(r"^#(\d{6}) +(\d{1,2}:\d{2}:\d{2}) server id ")
 # Events carry whole seconds: a moment may lie up to a second past the last one shown.
@@ -118,6 +120,7 @@ def replicate(settings, say, init=False):
     folder = replica_folder(settings, init)
     first = binlog_to_copy(folder, settings.url)
     _discard_partial(folder)
+    complete_base_backups(folder)  # a damaged record is refused before anything starts
     detail = f"the binary logs as written, a base backup every {schedule.format_age(every)}"
     with mysql_options_file(settings.url) as options, schedule.stop_on_signals() as stops:
         with _binlog_copier(options, folder, first) as copier:
@@ -255,16 +258,29 @@ def complete_base_backups(folder):
     for path in sorted((folder / BASE).glob("*")):
         record = path / RECORD
         if LABEL.match(path.name) and record.is_file():
-            kept = json.loads(record.read_text(encoding="utf-8"))
-            found.append(
-                BaseBackup(
-                    path,
-                    _utc(kept["ended"]),
-                    kept["binlog_file"],
-                    int(kept["binlog_position"]),
-                )
-            )
+            found.append(_read_base_backup(path))
     return sorted(found, key=lambda base: base.ended)
+
+
+def _read_base_backup(path):
+    """Return the BaseBackup whose record is in ``path``; BackupError naming it when the
+    record is not one db.replicate writes (the replica is a folder anyone may change: a
+    record naming ``../../etc/passwd`` must not reach mariadb-binlog)."""
+    try:
+        kept = json.loads((path / RECORD).read_text(encoding="utf-8"))
+        base = BaseBackup(
+            path, _utc(kept["ended"]), kept["binlog_file"], int(kept["binlog_position"])
+        )
+        if base.ended.tzinfo is None or base.binlog_position < 0:
+            raise ValueError("out of range")
+        if not (isinstance(base.binlog_file, str) and BINLOG_NAME.fullmatch(base.binlog_file)):
+            raise ValueError(f"binlog_file {base.binlog_file!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BackupError(
+            f"the base backup {path} is damaged (its {RECORD} is unreadable: {exc}); "
+            f"move it out of the replica, db.replicate takes a new one"
+        ) from None
+    return base
 
 
 def binlog_files(folder):

@@ -15,6 +15,7 @@ HOME and the AWS_*/LITESTREAM_* variables. Its local state lives beside the data
 """
 
 import datetime
+import fcntl
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ OUTSIDE_RANGE = "timestamp does not exist"
 LITESTREAM_TABLES = "_litestream_"
 # A listing gives whole seconds: the latest moment may be up to one second past it.
 LISTING_PRECISION = datetime.timedelta(seconds=1)
+# In a folder replica: the path of the database it protects (see claim_replica).
+SOURCE_RECORD = "clonegallery-source"
 
 
 def replica_url(settings):
@@ -65,6 +68,7 @@ def replicate(settings, say, init=False):
     from db import schedule
 
     url, live = replica_url(settings), live_file(settings.url)
+    claim_replica(url, live)
     every = schedule.parse_duration("db.replica_sync_interval", settings.replica_sync_interval)
     interval = int(every.total_seconds())
     config = {
@@ -74,7 +78,11 @@ def replicate(settings, say, init=False):
     with tempfile.TemporaryDirectory(prefix="clonegallery-litestream-") as folder:
         config_file, log = Path(folder) / "litestream.yml", Path(folder) / "litestream.log"
         write_private(config_file, json.dumps(config))  # JSON is YAML
-        with open(log, "wb") as output, schedule.stop_on_signals() as stops:
+        with (
+            _replicating(live),
+            open(log, "wb") as output,
+            schedule.stop_on_signals() as stops,
+        ):
             child = subprocess.Popen(
                 [_binary(), "replicate", "-config", str(config_file), "-no-expand-env"],
                 stdin=subprocess.DEVNULL,
@@ -91,6 +99,30 @@ def replicate(settings, say, init=False):
                 return stops.received
         stops.raise_if_received()  # a stop that arrived as Litestream was ending
         raise ToolFailed(f"litestream replicate ended on its own (exit {code}): {_last_words(log)}")
+
+
+def claim_replica(url, live):
+    """Record in a folder replica which database it protects, and refuse any other: two
+    databases of one file name in different folders share the replica's name, and the
+    Litestream that comes second never gets its commits into it, yet runs on, silent.
+    (An S3 replica is not checked: name it per database.)"""
+    if not url.startswith("file://"):
+        return
+    folder = Path(_shown(url))
+    record = folder / SOURCE_RECORD
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not record.exists():
+            record.write_text(f"{live}\n", encoding="utf-8")
+            return
+        owner = record.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as exc:
+        raise ConfigError(f"the replica {folder}: {exc.strerror}") from None
+    if owner != str(live):
+        raise ConfigError(
+            f"the replica {folder} protects another database ({owner}), not {live}: give "
+            f"this one a replica of its own (db.replica), or, if it moved here, remove {record}"
+        )
 
 
 def recoverable_range(settings):
@@ -117,6 +149,7 @@ def restored_copy(settings, moment=None):
     A moment outside the range raises BackupError naming the range."""
     span = recoverable_range(settings)
     span.require(moment)
+    _refuse_while_replicating(live_file(settings.url))
     url = replica_url(settings)
     with tempfile.TemporaryDirectory(prefix="clonegallery-pitr-") as folder:
         copy = Path(folder) / live_file(settings.url).name
@@ -128,6 +161,44 @@ def restored_copy(settings, moment=None):
             raise ToolFailed(f"litestream restore failed: {_last_line(done)}; nothing restored")
         _without_litestream_tables(copy)
         yield copy, span
+
+
+@contextmanager
+def _replicating(live):
+    """Hold the database's replicate lock while Litestream runs on it: a second
+    db.replicate, or a restore that would swap the file under it, sees it taken."""
+    try:
+        handle = open(_lock_path(live), "a")  # noqa: SIM115 (held for the block)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock {_lock_path(live)}: {exc.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"db.replicate already runs on {live}") from None
+        yield
+
+
+def _refuse_while_replicating(live):
+    """Raise BackupError when db.replicate runs on ``live``: Litestream would go on
+    following the replaced file, and nothing written after the restore would reach the
+    replica, while db.replicate said all was well."""
+    try:
+        handle = open(_lock_path(live))  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError(
+                f"db.replicate runs on {live}: stop it first (it would go on protecting the "
+                "replaced file, not the restored one), then start it again; nothing restored"
+            ) from None
+
+
+def _lock_path(live):
+    return live.with_name(f"{live.name}.replicate.lock")
 
 
 def _without_litestream_tables(path):
