@@ -595,6 +595,7 @@ def transfer(settings, to, force=False, batch=None, on_progress=None):
 
     batch = transfers.DEFAULT_BATCH if batch is None else batch
     transfers.check_options(to, batch)  # a bad --to or --batch: refused before opening
+    Target(to, writes="db.transfer").check_writable()  # not onto a standby
     target = Target(settings.url)
     target.require_existing("nothing to transfer")
     with runner_for(target, settings) as runner:

@@ -65,7 +65,10 @@ class Target:
         restore): one that writes is refused on a standby. The probe's connection closes."""
         if not (self.writes and self.engine.has_standbys):
             return  # not probed: opening an SQLite file would checkpoint it
-        if self.exists and self._connection is not None:
+        if not self.exists:  # a new database: is the server a standby?
+            with self.engine.maintenance(self.url) as maintenance:
+                self._refuse_standby(maintenance)
+        elif self._connection is not None:
             self._connection.close()
             self._connection = None
 

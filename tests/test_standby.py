@@ -171,6 +171,21 @@ def test_setting_up_a_new_database_on_a_standby_is_refused_naming_its_primary(cl
     one_error_line(result, 2, url, f"read-only standby of {primary.address}", "db.setup")
 
 
+@pytest.mark.parametrize("existing", [True, False], ids=["its database", "a new database"])
+def test_transferring_onto_a_standby_is_refused_naming_its_primary(
+    clusters, gallery, existing, tmp_path
+):
+    primary, standby = clusters
+    source = f"sqlite:///{tmp_path / 'gallery.db'}"
+    ok(run_invoke("db.setup", url=source))
+    _, standby_url = gallery
+    to = standby_url if existing else standby.url(f"gallery_{uuid.uuid4().hex[:8]}")
+
+    result = run_invoke("db.transfer", "--to", to, "--force", url=source)
+
+    one_error_line(result, 2, to, f"read-only standby of {primary.address}", "db.transfer")
+
+
 def test_a_standby_cannot_verify_its_backup_and_says_where_to(clusters, gallery, tmp_path):
     primary, _ = clusters
     _, standby_url = gallery
