@@ -13,16 +13,18 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from db.backups import file_digest
 from tests.conftest import PROJECT_ROOT, ok, one_error_line, run_invoke
-from tests.mariadb_servers import mariadb_server, require_mariadb_servers
+from tests.mariadb_servers import mariadb_server, query_on, require_mariadb_servers
 from tests.replicators import Replicator
 from tests.servers import SERVERS, require_server
 
@@ -304,3 +306,36 @@ def test_a_stanza_with_shell_characters_is_one_line_before_anything_runs(tmp_pat
     for args in (["db.replicate", "--init"], ["db.backups", "--pitr"]):
         one_error_line(run_invoke(*args, url=url, env=env), 2, "db.stanza", "letters, digits")
     assert not (tmp_path / "repository").exists()
+
+
+def test_a_port_another_program_holds_is_one_line_and_no_data_directory(copied_replica, tmp_path):
+    url, replica, _ = copied_replica
+    data_dir = tmp_path / "restored"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        refused = run_invoke("db.restore", "--latest", "--data-dir", str(data_dir),
+                             "--port", str(port), url=url,
+                             env={"INVOKE_DB_REPLICA": str(replica)})  # fmt: skip
+
+    one_error_line(refused, 2, f"--port {port} is taken", "nothing restored")
+    assert not data_dir.exists()
+
+
+def test_the_live_servers_own_port_is_refused_never_replayed_into(copied_replica, tmp_path):
+    # Reached on a port the live server holds, the restore once replayed the binary logs
+    # into the live server itself: every statement since the base backup, a second time.
+    url, replica, _ = copied_replica
+    port = urlsplit(url).port
+    before = query_on(port, "SELECT COUNT(*) FROM gallery.images")
+    data_dir = tmp_path / "restored"
+
+    refused = run_invoke("db.restore", "--latest", "--data-dir", str(data_dir),
+                         "--port", str(port), url=url,
+                         env={"INVOKE_DB_REPLICA": str(replica)})  # fmt: skip
+
+    one_error_line(refused, 2, f"--port {port} is taken")
+    assert not data_dir.exists()
+    assert query_on(port, "SELECT COUNT(*) FROM gallery.images") == before

@@ -335,6 +335,8 @@ def restore_server(settings, moment, data_dir, port=None):
     span.require(moment)
     replica = Path(span.replica)
     base = _base_for(complete_base_backups(replica), moment, span)
+    if port is not None:
+        _require_free(port)
     made = not Path(data_dir).expanduser().exists()
     folder = new_data_dir(data_dir)
     try:
@@ -426,15 +428,46 @@ def _wait_until_ready(server, url):
     maintenance = _url_at(url, server.port, database="information_schema")
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while True:
-        try:
-            open_database(maintenance, create=False).close()
+        database = None
+        if server.process.poll() is None:  # else the port may answer for another server
+            with suppress(DbError):
+                database = open_database(maintenance, create=False)
+        if database is not None:
+            _require_own(server, database)
             return
-        except DbError:
-            if server.process.poll() is not None or time.monotonic() > deadline:
-                log = server.folder / "mysqld.err"
-                words = log.read_bytes() if log.exists() else b""
-                raise ToolFailed(tool_complaint("mariadbd", words)) from None
-            time.sleep(0.1)
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            log = server.folder / "mysqld.err"
+            words = log.read_bytes() if log.exists() else b""
+            raise ToolFailed(tool_complaint("mariadbd", words)) from None
+        time.sleep(0.1)
+
+
+def _require_own(server, database):
+    """Close ``database``; ToolFailed unless it is the server started on ``server.folder``:
+    the binary logs must never be replayed into another server that holds the port."""
+    try:
+        ((datadir,),) = database.execute_sql("SELECT @@datadir")
+    finally:
+        database.close()
+    if Path(datadir).resolve() != server.folder.resolve():
+        raise ToolFailed(
+            f"port {server.port} answers for another server (data directory {datadir}): "
+            "nothing replayed; name a free --port"
+        )
+
+
+def _require_free(port):
+    """ConfigError unless nothing listens on 127.0.0.1:``port``: the restored server is
+    reached there, and another server in its place would be replayed into."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise ConfigError(
+                f"--port {port} is taken on 127.0.0.1 (another server listens there): "
+                "name a free port; nothing restored"
+            ) from None
 
 
 def _replay(replica, base, moment, url):
