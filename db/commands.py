@@ -374,6 +374,20 @@ def _refuse_verifying_on_standby(target, database):
         )
 
 
+def _refuse_scheduling_on_standby(target):
+    """Every scheduled backup is verified, which a standby cannot do: refuse it once, at
+    start. A database or server not there yet is left to the runs (it may come)."""
+    from db.errors import ConnectionFailed
+
+    try:
+        if not target.exists:
+            return
+    except ConnectionFailed:
+        return
+    with opened(target) as database:
+        _refuse_verifying_on_standby(target, database)
+
+
 def _recipients(settings):
     from db.backups import encryption
 
@@ -399,8 +413,9 @@ def backup_every(settings, period, on_backup, on_failure, **options):
     if options.get("output") is not None:
         raise ConfigError("--every writes into the backups folder: drop --output")
     # What no later run could mend is refused now, not once a period.
-    Target(settings.url)  # a URL that can name no database
+    target = Target(settings.url)  # a URL that can name no database
     backups.writable_folder(settings.backups_dir)
+    _refuse_scheduling_on_standby(target)
     with schedule.stop_on_signals() as stops:
         try:
             schedule.run_every(

@@ -197,6 +197,20 @@ def test_a_standby_cannot_verify_its_backup_and_says_where_to(clusters, gallery,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_scheduled_backups_of_a_standby_are_refused_at_start_not_once_a_period(
+    clusters, gallery, tmp_path
+):
+    primary, _ = clusters
+    _, standby_url = gallery
+
+    result = run_invoke(
+        "db.backup", "--every", "1h", url=standby_url, env={"INVOKE_DB_BACKUPS": str(tmp_path)}
+    )
+
+    one_error_line(result, 2, f"read-only standby of {primary.address}", "db.verify")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_restoring_a_backup_onto_a_standby_is_refused_and_backing_it_up_works(
     clusters, gallery, tmp_path
 ):
