@@ -6,7 +6,6 @@ ends in one ``error:`` line naming the cause, a non-zero exit code, no traceback
 ``--debug``), and nothing changed: the live database as it was, no data directory left
 behind. The tests run the real tasks on real SQLite files with Litestream, and on a MariaDB
 server of their own (one per module: the tests copy its replica, never disturb it).
-Cases that the shared modules do not handle yet are marked xfail with the fix they need.
 """
 
 import json
@@ -166,12 +165,6 @@ def test_a_to_time_that_is_no_time_is_one_line(tmp_path, when):
     assert not (tmp_path / "clonegallery.db").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="db.pitr.parse_moment converts to UTC outside its try: a time at the calendar's "
-    "edge raises OverflowError (or ValueError 'year 0'), a traceback; it should catch "
-    "(ValueError, OverflowError) around astimezone too and raise the same ConfigError",
-)
 @pytest.mark.parametrize(
     "when", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "0001-01-01T00:30"]
 )

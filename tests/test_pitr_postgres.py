@@ -365,3 +365,16 @@ def test_init_on_a_server_with_wal_waiting_to_be_archived_waits_for_the_backlog(
     assert cluster.sql("SELECT last_archived_time > last_failed_time FROM pg_stat_archiver") == [
         (True,)
     ]
+
+
+def test_a_port_the_live_server_listens_on_is_refused_before_anything_is_restored(
+    primary, replicator, postgres_path
+):
+    cluster, repository, url = primary
+    data_dir = postgres_path / "restored"
+
+    refused = pitr(url, repository, "db.restore", "--latest", "--data-dir", str(data_dir),
+                   "--port", str(cluster.port))  # fmt: skip
+
+    one_error_line(refused, 2, f"--port {cluster.port} is taken")
+    assert not data_dir.exists()

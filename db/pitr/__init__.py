@@ -120,6 +120,22 @@ def new_data_dir(path):
     return folder
 
 
+def require_free_port(port):
+    """Raise ConfigError unless nothing listens on 127.0.0.1:``port``: a restored server
+    is started and reached there, and another server in its place would be written into."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise ConfigError(
+                f"--port {port} is taken on 127.0.0.1 (another server listens there): "
+                "name a free port; nothing restored"
+            ) from None
+
+
 def outside(moment, span):
     """Return the BackupError of a moment the range ``span`` does not hold."""
     return BackupError(
@@ -167,14 +183,14 @@ def parse_moment(option, text):
         cleaned = cleaned[:-1] + "+00:00"
     try:
         moment = datetime.datetime.fromisoformat(cleaned)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time, as the person at the terminal reads it
+        return moment.astimezone(datetime.timezone.utc)
+    except (ValueError, OverflowError):  # not a time, or one past the calendar's edge in UTC
         raise ConfigError(
             f"{option} {text!r} is not an ISO 8601 time: write e.g. 2026-11-30T14:01:00Z, "
             "2026-11-30T14:01:00+01:00, or 2026-11-30T14:01 (this machine's local time)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # local time, as the person at the terminal reads it
-    return moment.astimezone(datetime.timezone.utc)
 
 
 def utc_text(moment):

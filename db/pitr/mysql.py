@@ -60,6 +60,7 @@ from db.pitr import (
     kept_count,
     new_data_dir,
     outside,
+    require_free_port,
     utc_text,
 )
 from db.pitr.process import die_with_parent, stop_child, write_private
@@ -336,7 +337,7 @@ def restore_server(settings, moment, data_dir, port=None):
     replica = Path(span.replica)
     base = _base_for(complete_base_backups(replica), moment, span)
     if port is not None:
-        _require_free(port)
+        require_free_port(port)
     made = not Path(data_dir).expanduser().exists()
     folder = new_data_dir(data_dir)
     try:
@@ -454,20 +455,6 @@ def _require_own(server, database):
             f"port {server.port} answers for another server (data directory {datadir}): "
             "nothing replayed; name a free --port"
         )
-
-
-def _require_free(port):
-    """ConfigError unless nothing listens on 127.0.0.1:``port``: the restored server is
-    reached there, and another server in its place would be replayed into."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise ConfigError(
-                f"--port {port} is taken on 127.0.0.1 (another server listens there): "
-                "name a free port; nothing restored"
-            ) from None
 
 
 def _replay(replica, base, moment, url):

@@ -45,6 +45,7 @@ from db.pitr import (
     Started,
     kept_count,
     new_data_dir,
+    require_free_port,
 )
 from db.pitr.process import die_with_parent, stop_child
 
@@ -288,6 +289,8 @@ def restore_server(settings, moment, data_dir, port=None):
             "PostgreSQL does not run as root: run db.restore --port as the user who will own "
             "the restored server (e.g. postgres), or without --port"
         )
+    if port is not None:
+        require_free_port(port)
     span = recoverable_range(settings)
     span.require(moment)
     folder = new_data_dir(data_dir)
