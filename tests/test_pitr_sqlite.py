@@ -56,7 +56,11 @@ def replicators(tmp_path, db_url, replica):
 
 
 def cli(db_url, replica, *args):
-    return run_invoke(*args, url=db_url, env={"INVOKE_DB_REPLICA": str(replica)})
+    """Run a task with the replica configured; safety backups go beside it, not into the
+    project's backups folder."""
+    backups = replica.parent / "backups"
+    env = {"INVOKE_DB_REPLICA": str(replica), "INVOKE_DB_BACKUPS": str(backups)}
+    return run_invoke(*args, url=db_url, env=env)
 
 
 def now():
