@@ -6,6 +6,8 @@ binary log (point-in-time recovery), which the machine's own server does not.
         server.sql("SELECT @@log_bin")     # [(1,)]
     with mariadb_server(binary_log=False) as server:   # a server keeping no binary log
         ...
+    with primary_and_replica() as (primary, replica):  # replica: read_only, GTID replication
+        replica.wait_for(primary)          # until it has applied all the primary logged
     stop_server(data_dir)                  # a server a restore left running there
 
 ``mariadb-install-db`` (root with a password-less normal login, no test database, a
@@ -81,6 +83,17 @@ class Server:
         """Run one statement (autocommit); return its rows."""
         return query_on(self.port, query, params)
 
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def wait_for(self, primary, timeout=START_TIMEOUT):
+        """Wait until this replica has applied everything ``primary`` has logged."""
+        (position,) = primary.sql("SELECT @@gtid_binlog_pos")[0]
+        (waited,) = self.sql("SELECT MASTER_GTID_WAIT(%s, %s)", (position, timeout))[0]
+        if waited != 0:
+            raise RuntimeError(f"the replica on port {self.port} did not catch up in {timeout} s")
+
     def stop(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -98,7 +111,7 @@ def query_on(port, query, params=None):
         connection.close()
 
 
-def start_server(data_dir, binary_log=True):
+def start_server(data_dir, binary_log=True, server_id=1, options=()):
     """Create a data directory and start mariadbd on it; return its Server."""
     # A temporary folder of its own: two bootstraps at once in /tmp remove each other's
     # temporary tables ("Unknown table 'mysql.tmp_user_sys'").
@@ -117,7 +130,7 @@ def start_server(data_dir, binary_log=True):
     if done.returncode != 0:
         raise RuntimeError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
     port = free_port()
-    logging = ["--log-bin=binlog", "--server-id=1", "--binlog-format=ROW"] if binary_log else []
+    logging = ["--log-bin=binlog", f"--server-id={server_id}", "--binlog-format=ROW"]
     process = subprocess.Popen(
         [
             program("mariadbd"),
@@ -128,7 +141,8 @@ def start_server(data_dir, binary_log=True):
             "--bind-address=127.0.0.1",
             "--pid-file=mysqld.pid",
             "--log-error=mysqld.err",
-            *logging,
+            *(logging if binary_log else []),
+            *options,
             *as_whom(),
         ],
         stdin=subprocess.DEVNULL,
@@ -197,5 +211,37 @@ def mariadb_server(binary_log=True):
         yield server
     finally:
         if server is not None:
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+REPLICATION_USER = "replicator"
+
+
+@contextlib.contextmanager
+def primary_and_replica():
+    """Yield (primary, replica): two servers keeping binary logs, the replica ``read_only``
+    and replicating from the primary by GTID as REPLICATION_USER; both stopped and removed
+    afterwards, even on failure."""
+    folder = Path(tempfile.mkdtemp(prefix="cg-mariadb-pair-"))
+    servers = []
+    try:
+        for role, server_id, options in (("primary", 1, ()), ("replica", 2, ["--read-only"])):
+            (folder / role).mkdir()
+            servers.append(start_server(folder / role / "data", True, server_id, options))
+        primary, replica = servers
+        # A throwaway server on 127.0.0.1: the replication user needs no password.
+        primary.sql(f"CREATE USER {REPLICATION_USER}@'127.0.0.1'")
+        primary.sql(f"GRANT REPLICATION SLAVE ON *.* TO {REPLICATION_USER}@'127.0.0.1'")
+        replica.sql(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, "
+            "MASTER_USER=%s, MASTER_USE_GTID=slave_pos",
+            (primary.port, REPLICATION_USER),
+        )
+        replica.sql("START SLAVE")
+        replica.wait_for(primary)
+        yield primary, replica
+    finally:
+        for server in servers:
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)

@@ -5,8 +5,6 @@ before it runs, naming the primary; the tasks that read (db.backup, db.check, db
 there; a standby follows the primary's db.migrate; ``reading_from`` sends reads to it.
 """
 
-import json
-import time
 import uuid
 
 import pytest
@@ -17,6 +15,7 @@ from db.errors import ConfigError
 from db.models import Tag, bind_models, reading_from
 from tests.clusters import STANDBY_NAME, primary_and_standby, require_clusters
 from tests.conftest import MIGRATIONS_DIR, ok, one_error_line, printed_path, run_invoke
+from tests.standbys import WRITING_TASKS, eventually, status_of, tag_count, write_on_primary
 
 
 @pytest.fixture(scope="module")
@@ -51,37 +50,6 @@ def replay_paused(clusters):
     finally:
         standby.sql("SELECT pg_wal_replay_resume()")
         standby.wait_for(primary)
-
-
-def status_of(url):
-    return json.loads(ok(run_invoke("db.status", "--json", url=url)).stdout)
-
-
-def write_on_primary(primary_url, rows=50):
-    """Commit ``rows`` new tags on the primary."""
-    database = open_database(primary_url, create=False)
-    try:
-        for _ in range(rows):
-            database.execute_sql("INSERT INTO tags (name) VALUES (%s)", (uuid.uuid4().hex,))
-    finally:
-        database.close()
-
-
-def eventually(probe, timeout=10):
-    """Return ``probe()`` once it is true, polling; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.1)
-    return result
-
-
-def tag_count(url):
-    database = open_database(url, create=False)
-    try:
-        return database.execute_sql("SELECT count(*) FROM tags").fetchone()[0]
-    finally:
-        database.close()
 
 
 def test_status_shows_the_standby_behind_its_primary_in_bytes_and_seconds(
@@ -129,23 +97,6 @@ def test_a_standby_that_has_replayed_everything_is_not_behind(clusters, gallery)
     # Polled: the primary logs running transactions on its own every 15 s, and a record
     # received a moment before the status read may not be replayed yet.
     assert eventually(lambda: status_of(standby_url)["replication"] == caught_up)
-
-
-WRITING_TASKS = [
-    ("db.migrate",),
-    ("db.setup",),
-    ("db.seed",),
-    ("db.seed", "--force"),
-    ("db.reset",),  # refused before it asks to confirm
-    ("db.reset", "--yes"),
-    ("db.reset", "--yes", "--data-only"),
-    ("db.populate", "--images", "20"),
-    ("db.rollback",),
-    ("db.repair",),
-    ("db.baseline", "003"),
-    ("db.optimize",),
-    ("db.replicate", "--init"),  # pgBackRest takes base backups of the primary
-]
 
 
 @pytest.mark.parametrize("task", WRITING_TASKS, ids=" ".join)

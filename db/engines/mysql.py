@@ -1,4 +1,10 @@
-"""MySQL and MariaDB: GET_LOCK, non-transactional DDL, multi-row inserts (PyMySQL)."""
+"""MySQL and MariaDB: GET_LOCK, non-transactional DDL, multi-row inserts (PyMySQL).
+
+Replication: a server with a replication connection configured (``SHOW ALL SLAVES
+STATUS``, stopped or running) is a standby of the primary it names, whether or not it is
+``read_only``: a write there would make it differ from its primary and break replication.
+Promoting one means ``STOP SLAVE; RESET SLAVE ALL`` (see docs/replication.md).
+"""
 
 from contextlib import contextmanager
 
@@ -7,12 +13,18 @@ from playhouse.migrate import MySQLMigrator
 
 from db.engines.base import (
     LOCK_TIMEOUT_SECONDS,
+    Replication,
     ServerEngine,
+    StandbyInfo,
     quoted,
 )
 from db.errors import LockTimeout
 
 UNKNOWN_DATABASE = 1049
+PARSE_ERROR = 1064  # MySQL has no SHOW ALL SLAVES STATUS
+ACCESS_DENIED = (1227, 1044, 1045, 1142)  # no REPLICATION CLIENT / SLAVE MONITOR right
+# What a primary's binlog dump thread says once it has sent a replica everything.
+ALL_SENT = "Master has sent all binlog to slave"
 CHARSET = "utf8mb4"
 # Binary collation: 'Admin' is not 'admin', as on SQLite and PostgreSQL (the default
 # *_general_ci would let CHECKs, unique keys and look-ups ignore case).
@@ -32,6 +44,7 @@ class MySQLEngine(ServerEngine):
     transactional_ddl = False
     datetime_precision = 0  # DATETIME, as the migrations declare it, keeps whole seconds
     foreign_keys_make_indexes = True
+    has_standbys = True  # replicas: see replication() and primary_of()
     current_schema = "DATABASE()"
 
     def check_constraints(self, database, table):
@@ -51,6 +64,26 @@ class MySQLEngine(ServerEngine):
 
     def is_unknown_database(self, exc, url):
         return mysql_error_code(exc.__cause__) == UNKNOWN_DATABASE
+
+    def primary_of(self, database):
+        sources = _replica_sources(database)
+        return _primaries(sources) if sources else None  # none, or the user may not ask
+
+    def replication(self, database):
+        sources = _replica_sources(database)
+        if sources is None:
+            return None  # the user may not ask: its role is not known
+        if sources:
+            return Replication(
+                "standby",
+                (),
+                _primaries(sources),
+                _worst([_relay_distance(source) for source in sources]),
+                _worst([source["Seconds_Behind_Master"] for source in sources]),
+            )
+        if not database.execute_sql("SELECT @@log_bin").fetchone()[0]:
+            return None  # no binary log: nothing can replicate from it
+        return Replication("primary", tuple(_replicas(database)))
 
     def create_database(self, maintenance, name):
         maintenance.execute_sql(
@@ -120,6 +153,65 @@ class MySQLEngine(ServerEngine):
             yield
         finally:
             database.execute_sql("SET FOREIGN_KEY_CHECKS = 1")
+
+
+def _replica_sources(database):
+    """Return the server's replication connections (one dict per primary, MariaDB's
+    column names; none on a server that replicates from nobody), or None when the user
+    lacks the right to ask (REPLICATION CLIENT, SLAVE MONITOR...)."""
+    try:
+        cursor = database.execute_sql("SHOW ALL SLAVES STATUS")
+    except peewee.DatabaseError as exc:
+        code = mysql_error_code(exc)
+        if code in ACCESS_DENIED:
+            return None
+        if code != PARSE_ERROR:
+            raise
+        try:  # MySQL: one connection, its columns named Source_* rather than Master_*
+            cursor = database.execute_sql("SHOW REPLICA STATUS")
+        except peewee.DatabaseError as exc:
+            if mysql_error_code(exc) in ACCESS_DENIED:
+                return None
+            raise
+    names = [column[0].replace("Source", "Master") for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _primaries(sources):
+    return ", ".join(f"{source['Master_Host']}:{source['Master_Port']}" for source in sources)
+
+
+def _relay_distance(source):
+    """Return the bytes of the primary's binary log received but not applied yet, or None
+    when they are in different files (the distance between files is not known here)."""
+    if source["Master_Log_File"] != source["Relay_Master_Log_File"]:
+        return None
+    return int(source["Read_Master_Log_Pos"]) - int(source["Exec_Master_Log_Pos"])
+
+
+def _worst(lags):
+    """Return the largest lag of several primaries', or None when one is not known."""
+    return None if any(lag is None for lag in lags) else max(lags)
+
+
+def _replicas(database):
+    """Return a StandbyInfo per replica reading the binary log (the primary knows neither
+    lag: only the replica does). A user without the PROCESS right sees none."""
+    rows = database.execute_sql(
+        "SELECT user, host, state FROM information_schema.processlist "
+        "WHERE command LIKE %s ORDER BY user, host",
+        ("Binlog Dump%",),  # and MySQL's "Binlog Dump GTID"
+    ).fetchall()
+    return [
+        StandbyInfo(
+            user,
+            host.rsplit(":", 1)[0] if host else None,
+            "streaming" if (state or "").startswith(ALL_SENT) else "catchup",
+            None,
+            None,
+        )
+        for user, host, state in rows
+    ]
 
 
 def mysql_error_code(exc):
