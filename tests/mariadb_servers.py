@@ -130,7 +130,14 @@ def start_server(data_dir, binary_log=True, server_id=1, options=()):
     if done.returncode != 0:
         raise RuntimeError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
     port = free_port()
-    logging = ["--log-bin=binlog", f"--server-id={server_id}", "--binlog-format=ROW"]
+    # As db.replicate asks (db.pitr.mysql.MY_CNF_LINES): with a binary log, only SUPER may
+    # create triggers unless function creators are trusted.
+    logging = [
+        "--log-bin=binlog",
+        f"--server-id={server_id}",
+        "--binlog-format=ROW",
+        "--log-bin-trust-function-creators=1",
+    ]
     process = subprocess.Popen(
         [
             program("mariadbd"),
@@ -201,13 +208,13 @@ def running(pid):
 
 
 @contextlib.contextmanager
-def mariadb_server(binary_log=True):
-    """Yield a running Server (keeping a binary log unless told not to); stopped and
-    removed afterwards, even on failure."""
+def mariadb_server(binary_log=True, options=()):
+    """Yield a running Server (keeping a binary log unless told not to; ``options``: more
+    of mariadbd's); stopped and removed afterwards, even on failure."""
     folder = Path(tempfile.mkdtemp(prefix="cg-mariadb-"))
     server = None
     try:
-        server = start_server(folder / "data", binary_log)
+        server = start_server(folder / "data", binary_log, options=options)
         yield server
     finally:
         if server is not None:

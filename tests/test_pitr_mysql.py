@@ -258,6 +258,30 @@ def test_a_server_without_a_binary_log_is_refused_with_the_lines_to_add(tmp_path
     one_error_line(refused, 2, "keeps no binary log", "[mariadb]", "log_bin=", "server_id=1")
 
 
+def test_a_binary_log_that_lets_only_super_create_triggers_is_refused_with_the_line_to_add(
+    tmp_path,
+):
+    require_mariadb_servers()
+    with mariadb_server(options=["--log-bin-trust-function-creators=0"]) as strict:
+        strict.sql("CREATE DATABASE gallery")
+        refused = run_invoke(
+            "db.replicate",
+            "--init",
+            url=strict.url("gallery"),
+            env={"INVOKE_DB_REPLICA": str(tmp_path / "replica")},
+        )
+    one_error_line(refused, 2, "only SUPER", "log_bin_trust_function_creators=1")
+
+
+def test_a_server_kept_for_point_in_time_recovery_backs_up_and_verifies(gallery_url, tmp_path):
+    backed_up = run_invoke(
+        "db.backup", "--verify", url=gallery_url, env={"INVOKE_DB_BACKUPS": str(tmp_path)}
+    )
+
+    ok(backed_up)
+    assert "verified" in backed_up.stdout
+
+
 def test_a_replica_not_set_up_is_one_line_asking_for_init(gallery_url, replica):
     refused = run_invoke("db.replicate", url=gallery_url, env={"INVOKE_DB_REPLICA": str(replica)})
 

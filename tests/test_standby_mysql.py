@@ -130,8 +130,7 @@ def test_setting_up_a_new_database_on_a_replica_is_refused_naming_its_primary(se
     strict=True,
     reason="db.backup on MariaDB loads its dump into a scratch database to count the rows "
     "(db/backups/mysql.py), which a read-only replica refuses (a write there, by an account "
-    "read_only lets through, would be the replica's own transaction); on any server keeping "
-    "a binary log, its loading account may not create the triggers either (no SUPER)",
+    "read_only lets through, would be the replica's own transaction)",
 )
 def test_a_replica_is_backed_up_without_writing_there(servers, gallery, tmp_path):
     _, replica = servers
@@ -151,8 +150,7 @@ def test_a_backup_is_neither_restored_onto_a_replica_nor_verified_there(servers,
     primary, replica = servers
     _, replica_url = gallery
     backups = {"INVOKE_DB_BACKUPS": str(tmp_path / "backups")}
-    # Any backup will do: the refusal comes before the file is read past its manifest. (A
-    # MariaDB one cannot be made on these servers yet: see the test above.)
+    # Any backup will do: the refusal comes before the file is read past its manifest.
     sqlite_url = f"sqlite:///{tmp_path / 'gallery.db'}"
     ok(run_invoke("db.setup", url=sqlite_url))
     dump = printed_path(run_invoke("db.backup", url=sqlite_url, env=backups), "backup")

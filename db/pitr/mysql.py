@@ -91,7 +91,13 @@ SERVER_FOLDERS = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec")
 TOOLS = "mariadb-binlog and mariadb-backup"
 # A base backup that failed is tried again this much later (or at the next interval).
 RETRY = datetime.timedelta(minutes=1)
-MY_CNF_LINES = "[mariadb]\nlog_bin=mariadb-bin\nbinlog_format=ROW\nserver_id=1"
+# log_bin_trust_function_creators: with a binary log, MariaDB lets only SUPER create
+# triggers otherwise, and the gallery's triggers are made by db.migrate and by the account
+# db.backup verifies with (error 1419 "binary logging is enabled").
+MY_CNF_LINES = (
+    "[mariadb]\nlog_bin=mariadb-bin\nbinlog_format=ROW\nserver_id=1\n"
+    "log_bin_trust_function_creators=1"
+)
 
 
 @dataclass(frozen=True)
@@ -180,15 +186,24 @@ def binlog_to_copy(folder, url):
 
     database = open_database(url, create=False)
     try:
-        ((log_bin, server_id),) = database.execute_sql("SELECT @@log_bin, @@server_id")
+        ((log_bin, server_id, trusted),) = database.execute_sql(
+            "SELECT @@log_bin, @@server_id, @@log_bin_trust_function_creators"
+        )
         on_server = [row[0] for row in database.execute_sql("SHOW BINARY LOGS")] if log_bin else []
     finally:
         database.close()
+    lines = " / ".join(MY_CNF_LINES.splitlines())
     if not log_bin or not server_id or not on_server:
-        lines = " / ".join(MY_CNF_LINES.splitlines())
         raise ConfigError(
             f"{mask_url(url)} keeps no binary log, which point-in-time recovery replays: "
             f"add these lines to its my.cnf and restart it: {lines}"
+        )
+    if not trusted:
+        raise ConfigError(
+            f"{mask_url(url)} keeps a binary log but lets only SUPER create triggers "
+            "(db.migrate and db.backup's check create the gallery's): add "
+            "log_bin_trust_function_creators=1 to its my.cnf (with the others: "
+            f"{lines}) and restart it"
         )
     resume = newest_binlog(folder)
     if resume is not None and resume not in on_server:
