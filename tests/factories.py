@@ -1,6 +1,21 @@
-"""Small builders of valid rows, for tests that need a gallery to point at."""
+"""Small builders of valid rows, for tests that need a gallery to point at; ``models_on``
+points the models at a database of a test's own for a block."""
 
-from db.models import Album, Image, User
+from contextlib import contextmanager
+
+from db.engines import open_database
+from db.models import Album, Image, User, bind_models
+
+
+@contextmanager
+def models_on(url):
+    """Yield the database of ``url`` with the models bound to it; close it afterwards."""
+    database = open_database(url, create=False)
+    bind_models(database)
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 def make_user(name="Ada", **fields):

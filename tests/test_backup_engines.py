@@ -29,7 +29,7 @@ from db import backups
 from db.engines import engine_for_url, open_database
 from db.engines.base import database_name_of, with_database
 from db.errors import BackupError
-from db.models import Album, AlbumImage, Analytics, Image, ImageTag, Tag, User, bind_models
+from db.models import Album, AlbumImage, Analytics, Image, ImageTag, Tag, User
 from db.populate import GalleryPlan, populate
 from db.runner import Runner
 from db.seeders import Seeder
@@ -44,7 +44,7 @@ from tests.conftest import (
     run_invoke,
     sqlite_url,
 )
-from tests.factories import make_image, make_user
+from tests.factories import make_image, make_user, models_on
 from tests.snapshots import checksum, content
 
 SUFFIX = {
@@ -124,17 +124,6 @@ def side_databases_dropped(engine_url):
 
 def row_counts(url):
     return {table: len(rows) for table, rows in content(url).items()}
-
-
-@contextmanager
-def models_on(url):
-    """Yield the database of ``url`` with the models bound to it; close it afterwards."""
-    database = open_database(url, create=False)
-    bind_models(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def backup_of(url, folder, compress=False):

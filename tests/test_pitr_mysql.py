@@ -15,18 +15,16 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from db.config import Settings
-from db.engines import open_database
-from db.models import Album, AlbumImage, Image, User, bind_models
+from db.models import Album, AlbumImage, Image, User
 from db.pitr import mysql, utc_text
 from tests.clusters import free_port
 from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, ok, one_error_line, run_invoke
-from tests.factories import make_album, make_image, make_user
+from tests.factories import make_album, make_image, make_user, models_on
 from tests.mariadb_servers import mariadb_server, require_mariadb_servers, stop_server
 from tests.replicators import Replicator, wait_until_gone
 
@@ -98,17 +96,6 @@ def restored_dirs():
         stop_server(data_dir)
 
 
-@contextmanager
-def bound(url):
-    """Bind the models to the database at ``url`` for the block."""
-    database = open_database(url, create=False)
-    bind_models(database)
-    try:
-        yield database
-    finally:
-        database.close()
-
-
 def now():
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -151,7 +138,7 @@ def test_restore_to_time_brings_back_the_server_of_then_with_its_counters(
     settings, gallery_url, replica, replicators, restored_dirs, tmp_path
 ):
     replicators("--init")
-    with bound(gallery_url):
+    with models_on(gallery_url):
         rita = make_user("Rita")
         seascapes = make_album(rita)
         for title in ("A one", "A two"):
@@ -163,12 +150,12 @@ def test_restore_to_time_brings_back_the_server_of_then_with_its_counters(
     when = ["--to-time", moment.isoformat()]
     restored = restore(gallery_url, replica, when, tmp_path / "restored", restored_dirs)
 
-    with bound(restored):
+    with models_on(restored):
         assert titles_of(rita) == ["A one", "A two"]
         assert User.get_by_id(rita.id).uploads == 2
         assert Album.get_by_id(seascapes.id).image_count == 2
     ok(run_invoke("db.check", url=restored))
-    with bound(gallery_url):  # the live server is untouched
+    with models_on(gallery_url):  # the live server is untouched
         assert titles_of(rita) == ["A one", "A two", "B one"]
 
 
@@ -176,7 +163,7 @@ def test_restore_without_a_port_leaves_a_stopped_server_and_the_commands_to_star
     settings, gallery_url, replica, replicators, tmp_path
 ):
     replicators("--init")
-    with bound(gallery_url):
+    with models_on(gallery_url):
         make_user("Rita")
     wait_until_kept(settings, now())
     data_dir = tmp_path / "restored"
@@ -210,7 +197,7 @@ def test_a_replicator_killed_and_started_again_loses_nothing_committed(
     settings, gallery_url, replica, replicators, restored_dirs, tmp_path
 ):
     first = replicators("--init")
-    with bound(gallery_url):
+    with models_on(gallery_url):
         rita = make_user("Rita")
         make_image(rita, "before the kill")
         wait_until_kept(settings, now())
@@ -224,7 +211,7 @@ def test_a_replicator_killed_and_started_again_loses_nothing_committed(
 
     restored = restore(gallery_url, replica, ["--latest"], tmp_path / "restored", restored_dirs)
 
-    with bound(restored):
+    with models_on(restored):
         assert titles_of(rita) == ["after the restart", "before the kill", "while it was down"]
         assert User.get_by_id(rita.id).uploads == 3
 

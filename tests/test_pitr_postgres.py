@@ -17,8 +17,7 @@ import uuid
 import pytest
 
 from db.access import as_system
-from db.engines import open_database
-from db.models import Album, AlbumImage, Image, bind_models
+from db.models import Album, AlbumImage, Image
 from db.pitr import parse_moment
 from tests.clusters import (
     Cluster,
@@ -32,7 +31,7 @@ from tests.clusters import (
     require_clusters,
 )
 from tests.conftest import ok, one_error_line, run_invoke
-from tests.factories import make_album, make_image, make_user
+from tests.factories import make_album, make_image, make_user, models_on
 from tests.replicators import Replicator
 
 
@@ -105,16 +104,12 @@ def restored_servers():
 
 def add_images(url, album_title, titles):
     """Add the images ``titles`` of a user to a new album; return the album's id."""
-    database = bind_models(open_database(url, create=False))
-    try:
-        with as_system():
-            owner = make_user(f"owner-{uuid.uuid4().hex[:6]}")
-            album = make_album(owner, title=album_title)
-            for title in titles:
-                AlbumImage.create(album=album, image=make_image(owner, title))
-            return album.id
-    finally:
-        database.close()
+    with models_on(url), as_system():
+        owner = make_user(f"owner-{uuid.uuid4().hex[:6]}")
+        album = make_album(owner, title=album_title)
+        for title in titles:
+            AlbumImage.create(album=album, image=make_image(owner, title))
+        return album.id
 
 
 def archive_everything(cluster):
@@ -163,16 +158,12 @@ def test_restore_to_time_brings_back_the_server_as_it_was_with_its_counters(
 
     assert f"running on postgresql://postgres@127.0.0.1:{port}/" in ok(restored).stdout
     then = url.replace(f":{cluster.port}/", f":{port}/")
-    database = bind_models(open_database(then, create=False))
-    try:
-        with as_system():
-            ours = Image.select().where(Image.title.in_(["A one", "A two", "B one"]))
-            assert sorted(image.title for image in ours) == ["A one", "A two"]
-            album = Album.get_by_id(album_a)
-            assert album.image_count == 2
-            assert album.created_by.uploads == 2
-    finally:
-        database.close()
+    with models_on(then), as_system():
+        ours = Image.select().where(Image.title.in_(["A one", "A two", "B one"]))
+        assert sorted(image.title for image in ours) == ["A one", "A two"]
+        album = Album.get_by_id(album_a)
+        assert album.image_count == 2
+        assert album.created_by.uploads == 2
     ok(run_invoke("db.check", url=then))
     cluster.sql("SELECT 1")  # the live server ran on, untouched
 
