@@ -16,12 +16,12 @@ import socket
 import sqlite3
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from db.backups import file_digest
 from tests.conftest import PROJECT_ROOT, ok, one_error_line, run_invoke
 from tests.mariadb_servers import mariadb_server, query_on, require_mariadb_servers
 from tests.replicators import Replicator
@@ -51,6 +51,14 @@ def set_up(path, marker):
         connection.execute(f"CREATE TABLE {marker} (x)")
         connection.execute(f"INSERT INTO {marker} VALUES (1)")
     return url
+
+
+def content_of(path):
+    """The database's schema and rows, as SQL: what "unchanged" means for a live SQLite
+    file, whose pages a checkpoint of its WAL may move without changing a row (Litestream
+    checkpoints when it likes, and keeps tables of its own, left out here)."""
+    with closing(sqlite3.connect(path)) as connection:
+        return [line for line in connection.iterdump() if "_litestream_" not in line]
 
 
 def tables(path):
@@ -125,13 +133,13 @@ def test_restore_while_replicate_runs_is_refused_and_changes_nothing(tmp_path, r
     url = set_up(path, "mine")
     replicators(url, replica)
     time.sleep(SHIPPED)
-    before = file_digest(path)
+    before = content_of(path)
 
     refused = run_invoke("db.restore", "--latest", "--yes", url=url,
                          env=sqlite_env(replica, tmp_path / "backups"))  # fmt: skip
 
     one_error_line(refused, 1, "db.replicate runs on", str(path), "stop it first")
-    assert file_digest(path) == before
+    assert content_of(path) == before
     assert not (tmp_path / "backups").exists()  # no safety backup: nothing was replaced
 
 
@@ -144,13 +152,13 @@ def test_junk_in_the_replica_is_one_line_and_the_database_unchanged(tmp_path, re
     assert replicator.stop() == 0
     for ltx in (replica / "clonegallery.db" / "ltx").rglob("*.ltx"):
         ltx.write_bytes(b"not an ltx file" * 64)
-    before = file_digest(path)
+    before = content_of(path)
 
     refused = run_invoke("db.restore", "--latest", "--yes", url=url,
                          env=sqlite_env(replica, tmp_path / "backups"))  # fmt: skip
 
     one_error_line(refused, 1, "litestream restore failed", "nothing restored")
-    assert file_digest(path) == before
+    assert content_of(path) == before
     assert not (tmp_path / "backups").exists()
 
 
