@@ -717,7 +717,11 @@ def test_what_db_replicate_runs_on_sqlite_streams_the_database_and_stops_on_sigt
         )
     try:
         deadline = time.monotonic() + 30
-        while not (replica / "clonegallery.db").exists():
+        # Running (it said so), and Litestream has shipped something: the folder alone is
+        # made before Litestream starts, when db.replicate records whose replica it is.
+        while "protecting" not in out.read_text() or not any(
+            path.is_file() for path in (replica / "clonegallery.db").rglob("*.ltx")
+        ):
             assert child.poll() is None, err.read_text()
             assert time.monotonic() < deadline, out.read_text() + err.read_text()
             time.sleep(0.1)
