@@ -320,6 +320,8 @@ def restore(
 
     settings = settings_of(c)
     if to_time is not None or latest:
+        from db.pitr import parse_moment
+
         if path or (to_time is not None and latest):
             raise ConfigError("db.restore takes one of a backup file, --to-time or --latest")
         moment = None if latest else parse_moment("--to-time", to_time)
@@ -493,12 +495,6 @@ def repair(c, debug=False):
     from db import commands, report
 
     print(report.repaired(commands.repair(settings_of(c))))
-
-
-def parse_moment(option, text):
-    from db import pitr
-
-    return pitr.parse_moment(option, text)
 
 
 def restore_point_in_time(settings, yes, moment):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from db import schedule
 from db.clients import find_tool, libpq_environment, url_parts
+from db.config import mask_url
 from db.engines import open_database
 from db.engines.base import database_name_of
 from db.errors import BackupError, ConfigError, ToolFailed, printable
@@ -170,7 +171,7 @@ def replicate(settings, say, init=False):
     _pgbackrest(settings, ["check", f"--archive-timeout={timeout}"], server, timeout=timeout + 60)
     say(
         Started(
-            _shown(settings.url),
+            mask_url(settings.url),
             repository,
             "pgBackRest",
             f"stanza {stanza}: "
@@ -521,12 +522,6 @@ def _user_name(uid):
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
-
-
-def _shown(url):
-    from db.config import mask_url
-
-    return mask_url(url)
 
 
 def _epoch(seconds):
