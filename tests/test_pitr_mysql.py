@@ -232,16 +232,16 @@ def test_base_backups_are_taken_every_interval_and_the_newest_kept(
     assert mysql.binlog_files(replica)[0].name == bases[0].binlog_file
 
 
+def replicate_init(url, replica):
+    """Run ``invoke db.replicate --init`` on ``url``, on a server that refuses it."""
+    return run_invoke("db.replicate", "--init", url=url, env={"INVOKE_DB_REPLICA": str(replica)})
+
+
 def test_a_server_without_a_binary_log_is_refused_with_the_lines_to_add(tmp_path):
     require_mariadb_servers()
     with mariadb_server(binary_log=False) as plain:
         plain.sql("CREATE DATABASE gallery")
-        refused = run_invoke(
-            "db.replicate",
-            "--init",
-            url=plain.url("gallery"),
-            env={"INVOKE_DB_REPLICA": str(tmp_path / "replica")},
-        )
+        refused = replicate_init(plain.url("gallery"), tmp_path / "replica")
     one_error_line(refused, 2, "keeps no binary log", "[mariadb]", "log_bin=", "server_id=1")
 
 
@@ -251,12 +251,7 @@ def test_a_binary_log_that_lets_only_super_create_triggers_is_refused_with_the_l
     require_mariadb_servers()
     with mariadb_server(options=["--log-bin-trust-function-creators=0"]) as strict:
         strict.sql("CREATE DATABASE gallery")
-        refused = run_invoke(
-            "db.replicate",
-            "--init",
-            url=strict.url("gallery"),
-            env={"INVOKE_DB_REPLICA": str(tmp_path / "replica")},
-        )
+        refused = replicate_init(strict.url("gallery"), tmp_path / "replica")
     one_error_line(refused, 2, "only SUPER", "log_bin_trust_function_creators=1")
 
 
