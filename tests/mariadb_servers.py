@@ -182,12 +182,25 @@ def wait_until_ready(port, process=None, log=None):
             time.sleep(0.1)
 
 
+def serves(pid, data_dir):
+    """Whether process ``pid`` is a mariadbd started on ``data_dir``."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"--datadir={Path(data_dir).resolve()}".encode() in arguments or (
+        f"--datadir={data_dir}".encode() in arguments
+    )
+
+
 def stop_server(data_dir, timeout=START_TIMEOUT):
     """Stop the mariadbd whose pid file is in ``data_dir`` (a restore left it running)."""
     pid_file = Path(data_dir) / "mysqld.pid"
     if not pid_file.exists():
         return
     pid = int(pid_file.read_text().split()[0])
+    if not serves(pid, data_dir):
+        return  # a pid file its server left behind: the number may be anyone's now
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
