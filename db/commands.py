@@ -727,6 +727,37 @@ def check(settings):
         return check_database(database, settings.migrations_dir)
 
 
+def locks(settings):
+    """Return the LockReport of the database (see db.locks): who holds what, who waits."""
+    from db.locks import lock_report
+
+    target = Target(settings.url)
+    target.require_existing("no sessions to show")
+    with opened(target) as database:
+        return lock_report(target.engine, database, target.masked_url)
+
+
+def lock_holder(settings, session_id):
+    """Return the Session ``session_id`` that db.locks --kill would end; ConfigError when
+    there is no such session on this database (or the engine's sessions are not ended)."""
+    from db.locks import require_session
+
+    target = Target(settings.url)
+    target.require_existing("no sessions to end")
+    with opened(target) as database:
+        return require_session(target.engine, database, session_id)
+
+
+def end_lock_holder(settings, session_id):
+    """End session ``session_id`` of the database (db.locks --kill); return its Session."""
+    from db.locks import end_session
+
+    target = Target(settings.url)
+    target.require_existing("no sessions to end")
+    with opened(target) as database:
+        return end_session(target.engine, database, session_id)
+
+
 # --- Point-in-time recovery (db/pitr) ----------------------------------------------------
 
 
