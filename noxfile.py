@@ -123,7 +123,7 @@ def docs(session):
     )  # fmt: skip
 
 
-BENCHMARKS = ("populate", "backup", "transfer", "startup", "live_migration", "pitr")
+BENCHMARKS = ("populate", "backup", "transfer", "startup", "live_migration", "pitr", "querylog")
 # Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
 SMOKE_SIZES = {
     "populate": ["--images", "2000"],
@@ -132,6 +132,7 @@ SMOKE_SIZES = {
     "startup": ["--repeats", "3"],
     "live_migration": ["--images", "20000", "--settle", "0.5", "--hold", "1"],
     "pitr": ["--images", "2000", "--pg-images", "10000", "--repeats", "1"],
+    "querylog": ["--images", "2000", "--repeats", "1"],
 }
 
 

@@ -118,3 +118,17 @@ def test_a_database_that_records_nothing_has_no_file(marks_db):
     database.close()
 
     assert not stats_path(marks_db).exists()
+
+
+def test_a_closed_recorder_counts_no_more_and_gives_execute_sql_back(marks_db):
+    database = open_database(sqlite_url(marks_db), create=False)
+    recorder = record_queries(database)
+    database.execute_sql(f"SELECT 1 AS {MARKER} FROM marks")
+    recorder.close()
+
+    database.execute_sql(f"SELECT 2 AS {MARKER} FROM marks")
+    database.close()
+
+    (recorded,) = read_file(stats_path(marks_db), 10)
+    assert recorded.calls == 1
+    assert "execute_sql" not in vars(database)
