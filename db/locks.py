@@ -191,7 +191,8 @@ PG_SESSIONS = """
 SELECT a.pid, a.usename, a.application_name,
        CASE WHEN a.client_addr IS NULL THEN 'local' ELSE host(a.client_addr) || ':' || a.client_port END,
        a.state, a.xact_start, EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start),
-       a.wait_event_type, a.wait_event, a.query, pg_blocking_pids(a.pid)
+       a.wait_event_type, a.wait_event, a.query, pg_blocking_pids(a.pid),
+       EXTRACT(EPOCH FROM clock_timestamp() - a.state_change)
 FROM pg_stat_activity a
 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
   AND a.backend_type = 'client backend'
@@ -213,20 +214,27 @@ ORDER BY l.pid, c.relname, l.mode
 
 @sessions.register
 def _(engine: PostgresEngine, database):
-    holds, waits = {}, {}
+    holds, waits, rows = {}, {}, {}
     for pid, mode, granted, kind, relation, waited in database.execute_sql(PG_LOCKS):
         what = f"{mode} on {relation}" if relation else f"{mode} on a {kind}"
-        if granted:
-            if kind == "relation":
-                holds.setdefault(pid, []).append(what)
-        elif pid not in waits or relation:  # the table beats "a transactionid"
-            waits[pid] = (what if relation or kind != "transactionid" else "a row lock", waited)
+        if granted and kind == "relation":
+            holds.setdefault(pid, []).append(what)
+        elif granted and kind == "tuple":  # the row a waiter queues for
+            rows[pid] = relation
+        elif not granted and (pid not in waits or relation):  # a table beats a transaction
+            waits[pid] = (what if kind != "transactionid" else None, waited)
     found = []
     for row in database.execute_sql(PG_SESSIONS).fetchall():
-        pid, user, app, client, state, since, seconds, event_type, event, query, blockers = row
+        pid, user, app, client, state, since, seconds, event_type, event, query = row[:10]
+        blockers, in_state = row[10:]
         waits_for, waited = waits.get(pid, (None, None))
-        if waits_for is None and event_type == "Lock":
-            waits_for = f"a {event} lock"
+        if event_type == "Lock":
+            # pg_locks.waitstart is null for a moment after a wait starts
+            waited = waited if waited is not None else in_state
+            row_of = f" on {rows[pid]}" if pid in rows else ""
+            waits_for = waits_for or (
+                f"a row lock{row_of}" if event == "transactionid" else f"a {event} lock"
+            )
         found.append(
             Session(
                 pid,
