@@ -33,6 +33,7 @@ from db.config import (
     resolve_url,
 )
 from db.errors import ConfigError, DbError, NotUpToDate, ResetCancelled
+from db.health.thresholds import defaults as health_defaults
 
 DEBUG_HELP = "show the full traceback when something fails"
 JSON_HELP = "print machine-readable JSON (an error too: an object with error and exit_code)"
@@ -203,6 +204,7 @@ def settings_of(c):
         base_backup_interval=c.config.db.base_backup_interval,
         base_backups_kept=c.config.db.base_backups_kept,
         stanza=c.config.db.stanza,
+        health=dict(c.config.db.health),
     )
 
 
@@ -715,6 +717,33 @@ def stats(c, json=False, debug=False):
     print(report.stats_json(result) if json else report.stats_table(result))
 
 
+@toolkit_task(
+    help={
+        "json": JSON_HELP,
+        "prometheus": "also write the measurements to FILE (*.prom) in Prometheus' text "
+        "format, atomically, for node_exporter's textfile collector",
+        "debug": DEBUG_HELP,
+    }
+)
+def health(c, json=False, prometheus=None, debug=False):
+    """Check the database's health; exit 0 ok, 1 warning, 2 critical, 3 unknown (Nagios)."""
+    from db import report
+    from db.errors import HealthUnknown
+    from db.health import check_health
+    from db.health.prometheus import write_textfile
+
+    try:
+        result = check_health(settings_of(c))
+        if prometheus is not None:
+            write_textfile(result, prometheus)
+    except DbError as exc:
+        raise HealthUnknown(str(exc)) from exc
+    print(report.health_json(result) if json else report.health_lines(result))
+    if result.exit_code:
+        sys.stdout.flush()
+        raise Exit(code=result.exit_code)
+
+
 @toolkit_task(help={"json": JSON_HELP, "debug": DEBUG_HELP})
 def check(c, json=False, debug=False):
     """Compare the database with the models and migrations; exit 3 on any difference."""
@@ -749,7 +778,7 @@ def new_migration(c, name, sql=False, auto=False, debug=False):
 TASKS = (
     setup, migrate, lint, rollback, repair, seed, reset, populate, transfer, backup, backups,
     verify, restore, status, stats, new_migration, schema, optimize, explain, diagram, check,
-    baseline, replicate,
+    baseline, replicate, health,
 )  # fmt: skip
 
 
@@ -778,6 +807,7 @@ def db_collection(project):
                 "base_backup_interval": "1d",
                 "base_backups_kept": "7",  # text, as lock_retries: db.pitr reads it
                 "stanza": "clonegallery",
+                "health": health_defaults(),  # db.health's limits (db/health/thresholds.py)
                 "debug": False,
             }
         }

@@ -20,7 +20,7 @@ URLs are parsed by ``playhouse.db_url``; opening one is the engines' business
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -62,6 +62,9 @@ class Settings:
     base_backup_interval: str = "1d"
     base_backups_kept: object = 7  # text from INVOKE_DB_*: db.pitr.kept_count reads it
     stanza: str = "clonegallery"
+    # db.health's limits: {check: {warning: .., critical: ..}} (db/health/thresholds.py);
+    # missing ones take their defaults.
+    health: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_environment(self.environment)

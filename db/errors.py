@@ -197,3 +197,10 @@ def printable(text):
     """Return ``text`` with control characters as blanks: what a file or a tool says must
     not reach a terminal as escape codes."""
     return "".join(c if c.isprintable() else " " for c in str(text)).strip()
+
+
+class HealthUnknown(DbError):
+    """db.health could not check at all (a bad threshold, an unwritable --prometheus file):
+    UNKNOWN in the monitoring-plugin convention, whatever the cause's own code."""
+
+    exit_code = 3

@@ -554,8 +554,14 @@ class Analytics(BaseModel):
 
 
 ALL_MODELS = (User, Image, Tag, Album, ImageTag, AlbumImage, UserLike, AIGenerationMeta, Analytics)
-# The counters the triggers of migration 003 keep: rows are inserted with them at 0.
-TRIGGER_COUNTERS = (Tag.count, Album.image_count, User.uploads)
+# The counters the triggers of migration 003 keep, each with the key of the rows it
+# counts (db.health recounts them): rows are inserted with them at 0.
+COUNTED_ROWS = (
+    (Tag.count, ImageTag.tag),
+    (Album.image_count, AlbumImage.album),
+    (User.uploads, Image.uploader),
+)
+TRIGGER_COUNTERS = tuple(counter for counter, _ in COUNTED_ROWS)
 
 
 def bind_models(database):

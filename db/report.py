@@ -737,3 +737,65 @@ def restored_server(restored):
         lines.append("next steps:")
         lines += [f"  {step}" for step in restored.next_steps]
     return "\n".join(lines)
+
+
+# --- db.health ---------------------------------------------------------------------------
+
+
+def health_lines(report):
+    """Return db.health as text: the verdict first (what a monitoring system shows), then
+    a line per check: its state, its measurement, its limits and what it is about."""
+    counts = ", ".join(f"{number} {state}" for state, number in report.counts().items())
+    lines = [f"health {report.state.upper()}: {counts} ({report.database})"]
+    width = max((len(f.check) for f in report.findings), default=0)
+    for finding in report.findings:
+        limits = _health_limits(finding.limit)
+        detail = f": {printable(finding.detail)}" if finding.detail else ""
+        line = f"{finding.state:<8}  {finding.check:<{width}}  {finding.shown}"
+        lines.append(f"{line}{f' ({limits})' if limits else ''}{detail}")
+    return "\n".join(lines)
+
+
+def _health_limits(limit):
+    if limit is None or limit.off:
+        return ""
+    sign = ">=" if limit.worse == "higher" else "<="
+    return ", ".join(
+        f"{level} {sign} {_health_level(limit.kind, bound)}"
+        for level, bound in (("warning", limit.warning), ("critical", limit.critical))
+        if bound is not None
+    )
+
+
+def _health_level(kind, bound):
+    if kind == "duration":
+        return format_age(datetime.timedelta(seconds=bound))
+    if kind == "percent":
+        return f"{bound:.0%}"
+    return str(int(bound))
+
+
+def health_json(report):
+    """Return db.health as stable JSON: the verdict, its exit code and every finding."""
+    return json_document(
+        {
+            "database": report.database,
+            "engine": report.engine,
+            "state": report.state,
+            "exit_code": report.exit_code,
+            "checks": [
+                {
+                    "check": finding.check,
+                    "subject": finding.subject or None,
+                    "state": finding.state,
+                    "shown": finding.shown,
+                    "value": finding.value,
+                    "metric": finding.metric,
+                    "warning": None if finding.limit is None else finding.limit.warning,
+                    "critical": None if finding.limit is None else finding.limit.critical,
+                    "detail": printable(finding.detail) or None,
+                }
+                for finding in report.findings
+            ],
+        }
+    )

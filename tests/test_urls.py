@@ -57,7 +57,10 @@ TASK_ARGUMENTS = {
     "db.diagram": (),
     "db.check": (),
     "db.replicate": (),
+    "db.health": (),
 }
+# A check that cannot run is UNKNOWN to a monitoring system: db.health exits 3 on any error.
+REFUSAL_EXIT = {"db.health": 3}
 REPORTED_TASKS = ("db.status", "db.stats", "db.schema", "db.backup")  # where issue 11 saw it
 
 
@@ -83,10 +86,11 @@ def contents(folder):
     return sorted((path.relative_to(folder), path.stat().st_size) for path in folder.rglob("*"))
 
 
-def refused(result, url, *names):
-    """Assert one masked error line with exit 2, naming ``url``; return the line."""
+def refused(result, url, *names, task=None):
+    """Assert one masked error line with exit 2 (or the task's REFUSAL_EXIT), naming
+    ``url``; return the line."""
     assert PASSWORD not in result.stdout + result.stderr
-    return one_error_line(result, 2, masked(url), *names)
+    return one_error_line(result, REFUSAL_EXIT.get(task, 2), masked(url), *names)
 
 
 def test_the_tables_here_cover_every_db_task():
@@ -102,7 +106,7 @@ def test_an_in_memory_sqlite_database_is_refused_by_every_task(task, workdir):
 
     result = invoke_in(workdir, task, *TASK_ARGUMENTS[task], url=IN_MEMORY)
 
-    refused(result, IN_MEMORY, "DATABASE_URL", "in-memory", "sqlite:///clonegallery.db")
+    refused(result, IN_MEMORY, "DATABASE_URL", "in-memory", "sqlite:///clonegallery.db", task=task)
     assert contents(workdir) == before
 
 
@@ -156,6 +160,7 @@ def test_a_server_url_without_a_database_name_is_refused_by_every_task(task, wor
         "DATABASE_URL",
         "has no database name",
         masked(POSTGRES_NAMELESS) + "clonegallery",
+        task=task,
     )
     assert contents(workdir) == before
 
