@@ -264,6 +264,33 @@ def test_a_session_idle_in_a_transaction_is_seen_and_warns(
     assert f"session {idle.id} " in oldest.detail and oldest.value >= 1
 
 
+@pytest.mark.engine
+def test_a_held_lock_shows_as_a_lock_wait_naming_its_blocker(engine, settings, tag, sessions):
+    if engine == "sqlite":
+        pytest.skip("SQLite's waiters retry in their busy handler: nothing lists them")
+    update = f"UPDATE tags SET name = name WHERE id = {tag.id}"
+    holder = sessions(engine, settings.url, update)
+    holder.wait_done()
+    waiter = sessions(engine, settings.url, update)
+    limits = {"lock_wait": {"warning": "1s", "critical": "1h"}}
+
+    found = eventually(
+        lambda: (
+            (f := finding(check_health(with_limits(settings, **limits)), "lock_wait")).state
+            == "warning"
+            and f
+        )
+    )
+    assert found.shown.startswith("1 waiting, longest ")
+    assert f"session {waiter.id} waits on {holder.id}" in found.detail
+
+    result = health_cli(settings, "--json", backup_age=OFF, **limits)
+    assert result.returncode == 1, result.stdout
+    holder.stop()
+    waiter.wait_done()
+    assert finding(check_health(with_limits(settings, **limits)), "lock_wait").state == "ok"
+
+
 # -- the data -------------------------------------------------------------------------------
 
 

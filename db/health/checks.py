@@ -293,6 +293,26 @@ def idle_in_transaction(context):
     )  # fmt: skip
 
 
+def lock_wait(context):
+    """Sessions waiting for a lock, and the longest wait (db.locks shows who blocks whom)."""
+    from db.locks import lock_waits
+
+    if not enabled(context, "lock_wait") or context.engine.key == "sqlite":
+        return  # SQLite's waiters retry in their busy handler: nothing lists them
+    waits = sorted(
+        lock_waits(context.engine, context.database), key=lambda wait: -(wait.seconds or 0)
+    )
+    longest = (waits[0].seconds or 0.0) if waits else 0.0
+    detail = "; ".join(
+        f"session {w.session} waits on {', '.join(map(str, w.blocked_by)) or 'an unknown session'}"
+        for w in waits[:3]
+    )
+    yield judged(
+        context, "lock_wait", longest, f"{len(waits)} waiting, longest {_age(longest)}",
+        f"{detail} (invoke db.locks)" if detail else "", "lock_wait_seconds",
+    )  # fmt: skip
+
+
 def bloat(context):
     """Dead rows (PostgreSQL), free pages (SQLite), fragmentation (InnoDB): the worst table."""
     found = measure.bloat(context.engine, context.database)
@@ -406,7 +426,7 @@ def _age(seconds):
 
 
 DATABASE_CHECKS = (
-    migrations, replication, connections, transaction_age, idle_in_transaction, bloat,
+    migrations, replication, connections, transaction_age, idle_in_transaction, lock_wait, bloat,
     cache_hit, counters, unused_indexes, index_scans,
 )  # fmt: skip
 FILE_CHECKS = (backup_age, replica_age, disk_free)
