@@ -55,12 +55,13 @@ COPY seeders/ seeders/
 # user's. A new named volume mounted on either copies this ownership, so the user can write to
 # it. Backups have a folder (a volume) of their own: losing the data volume must not lose them.
 # So has the continuous protection, /app/replica (the volume db-replica: Litestream's replica,
-# or the pgBackRest repository). /var/lib/postgresql/data: where compose mounts the server's
+# or the pgBackRest repository), and db.health's metrics, /app/metrics (the volume db-metrics,
+# which node-exporter reads). /var/lib/postgresql/data: where compose mounts the server's
 # data (read-only, for pgBackRest) or the empty volume a point-in-time recovery fills; the
 # user is the compose server's (uid 10001, docker/postgres.Dockerfile). pgBackRest's log and
 # spool folders are the user's too.
-RUN mkdir -p /app/data /app/backups /app/replica /var/lib/postgresql/data \
-    && chown clonegallery:clonegallery /app/data /app/backups /app/replica \
+RUN mkdir -p /app/data /app/backups /app/replica /app/metrics /var/lib/postgresql/data \
+    && chown clonegallery:clonegallery /app/data /app/backups /app/replica /app/metrics \
         /var/lib/postgresql/data /var/log/pgbackrest /var/spool/pgbackrest \
     && chmod 0700 /var/lib/postgresql/data
 ENV DATABASE_URL=sqlite:////app/data/clonegallery.db \

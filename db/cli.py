@@ -722,23 +722,41 @@ def stats(c, json=False, debug=False):
         "json": JSON_HELP,
         "prometheus": "also write the measurements to FILE (*.prom) in Prometheus' text "
         "format, atomically, for node_exporter's textfile collector",
+        "every": "check again every DURATION (e.g. 1m) until stopped, printing the verdict "
+        "and what is not ok each time (with --prometheus: a scheduled exporter)",
         "debug": DEBUG_HELP,
     }
 )
-def health(c, json=False, prometheus=None, debug=False):
+def health(c, json=False, prometheus=None, every=None, debug=False):
     """Check the database's health; exit 0 ok, 1 warning, 2 critical, 3 unknown (Nagios)."""
     from db import report
     from db.errors import HealthUnknown
-    from db.health import check_health
-    from db.health.prometheus import write_textfile
+    from db.health import check_every, check_health
+    from db.schedule import parse_duration
 
+    show = report.health_json if json else report.health_lines
+    show_each = (  # a run of --every: one log line in JSON, what is not ok in text
+        functools.partial(report.health_json, one_line=True)
+        if json
+        else functools.partial(report.health_lines, problems_only=True)
+    )
     try:
-        result = check_health(settings_of(c))
-        if prometheus is not None:
-            write_textfile(result, prometheus)
+        settings = settings_of(c)  # a bad URL too is UNKNOWN to a monitor
+        if every is not None:
+            stopped = check_every(
+                settings,
+                parse_duration("--every", every),
+                on_report=lambda result: print(show_each(result), flush=True),
+                on_failure=lambda error: report_failure(error, debug or c.config.db.debug),
+                prometheus=prometheus,
+            )
+            stop = {"stopped_by": stopped}
+            print(report.json_document(stop, indent=None) if json else f"stopped by {stopped}")
+            return
+        result = check_health(settings, prometheus=prometheus)
     except DbError as exc:
         raise HealthUnknown(str(exc)) from exc
-    print(report.health_json(result) if json else report.health_lines(result))
+    print(show(result))
     if result.exit_code:
         sys.stdout.flush()
         raise Exit(code=result.exit_code)

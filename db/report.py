@@ -259,9 +259,10 @@ def _incomplete_transfer(info):
 JSON_FORMAT_VERSION = 1  # bumped when a field of a --json output changes meaning or goes
 
 
-def json_document(fields):
-    """Return a --json output: the fields after the format version, indented."""
-    return json.dumps({"format_version": JSON_FORMAT_VERSION, **fields}, indent=2)
+def json_document(fields, indent=2):
+    """Return a --json output: the fields after the format version, indented (on one line
+    with ``indent`` None)."""
+    return json.dumps({"format_version": JSON_FORMAT_VERSION, **fields}, indent=indent)
 
 
 def utc_iso(moment):
@@ -742,13 +743,16 @@ def restored_server(restored):
 # --- db.health ---------------------------------------------------------------------------
 
 
-def health_lines(report):
+def health_lines(report, problems_only=False):
     """Return db.health as text: the verdict first (what a monitoring system shows), then
-    a line per check: its state, its measurement, its limits and what it is about."""
+    a line per check (``problems_only``: per check not ok): its state, its measurement,
+    its limits and what it is about."""
     counts = ", ".join(f"{number} {state}" for state, number in report.counts().items())
     lines = [f"health {report.state.upper()}: {counts} ({report.database})"]
     width = max((len(f.check) for f in report.findings), default=0)
     for finding in report.findings:
+        if problems_only and finding.state == "ok":
+            continue
         limits = _health_limits(finding.limit)
         detail = f": {printable(finding.detail)}" if finding.detail else ""
         line = f"{finding.state:<8}  {finding.check:<{width}}  {finding.shown}"
@@ -775,8 +779,9 @@ def _health_level(kind, bound):
     return str(int(bound))
 
 
-def health_json(report):
-    """Return db.health as stable JSON: the verdict, its exit code and every finding."""
+def health_json(report, one_line=False):
+    """Return db.health as stable JSON: the verdict, its exit code and every finding (on
+    one line with ``one_line``, which db.health --every prints: a log line per run)."""
     return json_document(
         {
             "database": report.database,
@@ -797,5 +802,6 @@ def health_json(report):
                 }
                 for finding in report.findings
             ],
-        }
+        },
+        indent=None if one_line else 2,
     )

@@ -279,3 +279,27 @@ def test_a_backups_folder_the_user_cannot_write_is_one_line_naming_it_and_its_se
     one_error_line(result, None, str(unwritable), "INVOKE_DB_BACKUPS")
     assert not unwritable.exists() or not any(unwritable.iterdir())
     assert (data / SQLITE_FILE).read_bytes() == before
+
+
+def test_the_image_user_writes_health_metrics_to_its_volume_and_not_to_roots_folder(
+    image_invoke, image_user, volumes
+):
+    data, backups = volumes
+    url = f"sqlite:///{data / SQLITE_FILE}"
+    setting = {"DATABASE_URL": url, "INVOKE_DB_BACKUPS": str(backups)}
+    ok(image_invoke("db.setup", **setting))
+    ok(image_invoke("db.backup", "--verify", **setting))
+    metrics = data.parent / "metrics"  # the volume db-metrics, the user's as the image makes it
+    metrics.mkdir()
+    os.chown(metrics, image_user.pw_uid, image_user.pw_gid)
+    roots = data.parent / "root-only"
+    roots.mkdir(mode=0o755)
+
+    checked = image_invoke("db.health", "--prometheus", str(metrics / "db.prom"), **setting)
+    refused = image_invoke("db.health", "--prometheus", str(roots / "db.prom"), **setting)
+
+    assert checked.returncode in (0, 1), checked.stdout + checked.stderr  # a disk may be full
+    assert "clonegallery_db_health_status" in (metrics / "db.prom").read_text()
+    assert sorted(path.name for path in metrics.iterdir()) == ["db.prom"]
+    one_error_line(refused, 3, f"--prometheus {roots / 'db.prom'}", "Permission denied")
+    assert not any(roots.iterdir())

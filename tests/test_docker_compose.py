@@ -65,7 +65,9 @@ ONE_SHOT_TASKS = {
     # No terminal to confirm on in a container: without --yes, db.reset refuses.
     "db-reset": ("db.reset", ["--yes"]),
 }
-TOOLKIT_SERVICES = ["db", "db-backup", *ONE_SHOT_TASKS, "db-replicate", "postgres-restore"]
+TOOLKIT_SERVICES = [
+    "db", "db-backup", *ONE_SHOT_TASKS, "db-replicate", "postgres-restore", "db-health",
+]  # fmt: skip
 SHELL_SEPARATORS = {"&&", "||", ";", "|", "&"}
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}: a value Compose substitutes.
 SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?::?[-?](?P<default>[^}]*))?\}")
@@ -1086,3 +1088,39 @@ def test_the_image_on_its_own_is_production_and_sets_up_without_the_sample_galle
     assert dockerfile_environment()["INVOKE_DB_ENVIRONMENT"] == "production"
     (command,) = dockerfile_arguments("CMD")
     assert invoke_calls(exec_or_shell_form(command)) == [("db.setup", ["--no-sample"])]
+
+
+# -- monitoring: db-health and the exporter that serves its file ----------------------------
+
+
+def test_db_health_checks_on_a_schedule_into_the_volume_node_exporter_reads(services):
+    health, exporter = services["db-health"], services["node-exporter"]
+    ((task, arguments),) = invoke_calls(health["command"])
+    options = option_values(arguments)
+    every = SUBSTITUTION.fullmatch(options["--every"])
+    metrics = PurePosixPath(options["--prometheus"])
+    textfile_folder = next(
+        word.split("=", 1)[1]
+        for word in exporter["command"]
+        if word.startswith("--collector.textfile.directory=")
+    )
+
+    assert task == "db.health" and metrics.suffix == ".prom"
+    assert {"--every", "--prometheus"} <= task_options("db.health")
+    assert (every["name"], every["default"]) == ("HEALTH_EVERY", "1m")
+    assert parse_duration("--every", every["default"])
+    volume = named_volumes(health)[str(metrics.parent)]
+    assert named_volumes(exporter, read_only=True)[textfile_folder] == volume
+    # Opt-in, restarted, and SIGTERM reaches invoke itself (no shell in between).
+    assert health["profiles"] == exporter["profiles"] == ["monitoring"]
+    assert health["restart"] == "unless-stopped" and health["init"] is True
+    assert health["command"][0] == "invoke"
+
+
+def test_the_image_user_owns_the_metrics_folder(services):
+    ((_, arguments),) = invoke_calls(services["db-health"]["command"])
+    folder = str(PurePosixPath(option_values(arguments)["--prometheus"]).parent)
+    run = " ".join(arguments for keyword, arguments in dockerfile() if keyword == "RUN")
+
+    assert re.search(rf"mkdir -p [^&]*{folder}\b", run)
+    assert re.search(rf"chown clonegallery:clonegallery [^&]*{folder}\b", run)

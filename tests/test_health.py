@@ -8,6 +8,8 @@ tests/test_health_replication.py.
 
 import datetime
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -390,3 +392,43 @@ def test_a_prometheus_file_that_is_not_prom_or_cannot_be_written_is_unknown(
 
     refused = health_cli(settings, "--prometheus", "/sys/db.prom")  # not even root writes there
     one_error_line(refused, 3, "--prometheus /sys/db.prom", "not permitted")
+
+
+# -- on a schedule --------------------------------------------------------------------------
+
+
+def test_every_period_it_checks_again_and_rewrites_the_file_until_sigterm(
+    settings, migrated_db, db_url, tmp_path
+):
+    metrics = tmp_path / "db.prom"
+    env = {**os.environ, "DATABASE_URL": db_url, "INVOKE_DB_BACKUPS": str(tmp_path / "backups")}
+    command = [sys.executable, "-m", "invoke", "--search-root", str(PROJECT_ROOT), "db.health"]
+    watcher = subprocess.Popen(
+        [*command, "--every", "1s", "--json", "--prometheus", str(metrics)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        runs = [json.loads(watcher.stdout.readline()) for _ in range(3)]
+        written = metrics.read_text()
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        out, err = watcher.communicate(timeout=30)
+
+    assert [run["state"] for run in runs] == ["critical"] * 3  # no backup yet
+    assert "clonegallery_db_health_status" in written
+    assert watcher.returncode == 0, err
+    assert json.loads(out.splitlines()[-1]) == {"format_version": 1, "stopped_by": "SIGTERM"}
+
+
+def test_what_no_later_run_could_mend_is_refused_before_the_first(settings, migrated_db, db_url):
+    settings = Settings(**{**vars(settings), "url": db_url})
+
+    bad_period = health_cli(settings, "--every", "often")
+    one_error_line(bad_period, 3, "--every", "'often'")
+    bad_file = health_cli(settings, "--every", "1m", "--prometheus", "metrics.txt")
+    one_error_line(bad_file, 3, "--prometheus metrics.txt", "*.prom")
+    bad_limit = health_cli(settings, "--every", "1m", connections={"critical": "lots"})
+    one_error_line(bad_limit, 3, "db.health.connections.critical", "'lots'")

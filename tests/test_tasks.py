@@ -73,7 +73,7 @@ TASK_OPTIONS = {
     "db.stats": ["json", "debug"],
     "db.diagram": ["output", "debug"],
     "db.check": ["json", "debug"],
-    "db.health": ["json", "prometheus", "debug"],
+    "db.health": ["json", "prometheus", "every", "debug"],
 }
 OPTION_LINE = re.compile(r"^\s+(?:-\w(?: [A-Z]+)?, )?--(?P<option>[a-z-]+)(?:=[A-Z]+)?\s{2,}\S")
 

@@ -74,8 +74,38 @@ class HealthReport:
         return {state: states.count(state) for state in reversed(SEVERITY) if state in states}
 
 
-def check_health(settings, now=None):
-    """Run every check on the configured database; return a HealthReport."""
+def check_health(settings, now=None, prometheus=None):
+    """Run every check on the configured database; return a HealthReport, its
+    measurements also written to the file ``prometheus`` when given."""
     from db.health.checks import run_checks
+    from db.health.prometheus import write_textfile
 
-    return run_checks(settings, now)
+    report = run_checks(settings, now)
+    if prometheus is not None:
+        write_textfile(report, prometheus)
+    return report
+
+
+def check_every(settings, period, on_report, on_failure, prometheus=None):
+    """Check the database every ``period`` (a timedelta) until SIGTERM or Ctrl-C, each
+    HealthReport going to ``on_report`` (and to the file ``prometheus``), each run that
+    could not check to ``on_failure``; return the name of the signal that stopped it."""
+    from db import schedule
+    from db.health.prometheus import check_textfile
+    from db.health.thresholds import read_expected_standbys, read_limits
+
+    # What no later run could mend is refused now, not once a period.
+    read_limits(settings.health)
+    read_expected_standbys(settings.health)
+    if prometheus is not None:
+        check_textfile(prometheus)
+    with schedule.stop_on_signals() as stops:
+        try:
+            schedule.run_every(
+                period,
+                lambda: on_report(check_health(settings, prometheus=prometheus)),
+                on_failure,
+                stops,
+            )
+        except schedule.Stopped as stop:
+            return str(stop)

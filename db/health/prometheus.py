@@ -30,11 +30,7 @@ def write_textfile(report, path):
     """Write ``report``'s measurements to ``path`` (which must end in .prom) atomically."""
     from prometheus_client import CollectorRegistry, write_to_textfile
 
-    path = Path(path)
-    if path.suffix != ".prom":
-        raise ConfigError(f"--prometheus {path}: the textfile collector reads only *.prom files")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--prometheus {path}: folder {path.parent} does not exist")
+    path = check_textfile(path)
     registry = CollectorRegistry()
     _fill(registry, report)
     private = None
@@ -46,6 +42,16 @@ def write_textfile(report, path):
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
+
+
+def check_textfile(path):
+    """Return ``path`` as a Path; ConfigError unless it is a *.prom file in a folder."""
+    path = Path(path)
+    if path.suffix != ".prom":
+        raise ConfigError(f"--prometheus {path}: the textfile collector reads only *.prom files")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--prometheus {path}: folder {path.parent} does not exist")
+    return path
 
 
 def _fill(registry, report):
