@@ -774,6 +774,31 @@ def check(c, json=False, debug=False):
 
 
 @toolkit_task(
+    numbers=("kill",),
+    help={
+        "json": JSON_HELP,
+        "kill": "end session PID, a blocker (PostgreSQL: pg_terminate_backend; MariaDB: "
+        "KILL; never on SQLite), after confirmation",
+        "yes": "do not ask before --kill (for scripts)",
+        "debug": DEBUG_HELP,
+    },
+)
+def locks(c, json=False, kill=None, yes=False, debug=False):
+    """Show who holds which lock and who waits on whom; --kill PID ends a blocker."""
+    from db import commands, report
+
+    settings = settings_of(c)
+    if kill is None:
+        result = commands.locks(settings)
+        print(report.locks_json(result) if json else report.locks_table(result))
+        return
+    if not yes:
+        session = commands.lock_holder(settings, kill)  # refused before the question
+        confirm("db.locks --kill", report.end_question(session), settings)
+    print(report.ended_session(commands.end_lock_holder(settings, kill)))
+
+
+@toolkit_task(
     help={
         "name": "what the migration does, e.g. 'add karma to users'",
         "sql": "write a .sql migration (-- migrate:up / -- migrate:down) instead of Python",
@@ -796,7 +821,7 @@ def new_migration(c, name, sql=False, auto=False, debug=False):
 TASKS = (
     setup, migrate, lint, rollback, repair, seed, reset, populate, transfer, backup, backups,
     verify, restore, status, stats, new_migration, schema, optimize, explain, diagram, check,
-    baseline, replicate, health,
+    baseline, replicate, locks, health,
 )  # fmt: skip
 
 

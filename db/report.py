@@ -740,6 +740,97 @@ def restored_server(restored):
     return "\n".join(lines)
 
 
+# --- db.locks --------------------------------------------------------------------------------
+
+
+def locks_table(report):
+    """Return db.locks as text: who waits on whom first, then every session, then notes."""
+    names = {s.id: _session_name(s) for s in report.sessions}
+    lines = [f"database: {report.database} ({report.engine})"]
+    waiting = report.waiting
+    lines.append(f"{len(report.sessions)} other session(s), {len(waiting)} waiting for a lock")
+    if waiting:
+        lines += ["", "who waits on whom:"]
+        for session in waiting:
+            blockers = ", ".join(names.get(b, f"{b}") for b in session.blocked_by) or "?"
+            waited = _seconds(session.waiting_seconds)
+            lines.append(
+                f"  {names[session.id]} waits{f' {waited}' if waited else ''} for "
+                f"{session.waits_for or 'a lock'}, blocked by {blockers}"
+            )
+    if report.sessions:
+        lines += ["", f"{'id':>8}  {'user':<12} {'application':<24} {'state':<22} {'xact':>6}"]
+        for s in report.sessions:
+            lines.append(
+                f"{s.id:>8}  {printable(s.user or '-'):<12} "
+                f"{printable(s.application or '-')[:24]:<24} {s.state or '-':<22} "
+                f"{_seconds(s.transaction_seconds) or '-':>6}"
+            )
+            details = [
+                ("client", s.client),
+                ("files", ", ".join(s.files)),
+                ("holds", ", ".join(s.holds)),
+                ("query", s.query),
+            ]
+            lines += [f"{'':>10}{label}: {printable(text)}" for label, text in details if text]
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _session_name(session):
+    noun = "pid" if session.files else "session"  # SQLite's are processes
+    app = printable(session.application or "")
+    named = f"{noun} {session.id}"
+    return f"{named} ({app[:40]})" if app else named
+
+
+def _seconds(seconds):
+    if seconds is None:
+        return None
+    return format_age(datetime.timedelta(seconds=seconds)) if seconds >= 1 else "<1s"
+
+
+def locks_json(report):
+    """Return db.locks as stable JSON."""
+    return json_document(
+        {
+            "database": report.database,
+            "engine": report.engine_key,
+            "sessions": [
+                {
+                    "id": s.id,
+                    "user": s.user,
+                    "application": s.application,
+                    "client": s.client,
+                    "state": s.state,
+                    "transaction_since": utc_iso(s.transaction_since),
+                    "transaction_seconds": s.transaction_seconds,
+                    "waiting_seconds": s.waiting_seconds,
+                    "waits_for": s.waits_for,
+                    "blocked_by": list(s.blocked_by),
+                    "query": s.query,
+                    "holds": list(s.holds),
+                    "files": list(s.files),
+                }
+                for s in report.sessions
+            ],
+            "waiting": [s.id for s in report.waiting],
+            "notes": report.notes,
+        }
+    )
+
+
+def ended_session(session):
+    """Return the line of db.locks --kill once the session ended."""
+    return f"ended {_session_name(session)}: its transaction was rolled back"
+
+
+def end_question(session):
+    """Return what db.locks --kill asks to confirm."""
+    query = f", running {session.query!r}" if session.query else ""
+    return f"end {_session_name(session)}{query}"
+
+
 # --- db.health ---------------------------------------------------------------------------
 
 

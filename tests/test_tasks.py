@@ -74,6 +74,7 @@ TASK_OPTIONS = {
     "db.diagram": ["output", "debug"],
     "db.check": ["json", "debug"],
     "db.health": ["json", "prometheus", "every", "debug"],
+    "db.locks": ["json", "kill", "yes", "debug"],
 }
 OPTION_LINE = re.compile(r"^\s+(?:-\w(?: [A-Z]+)?, )?--(?P<option>[a-z-]+)(?:=[A-Z]+)?\s{2,}\S")
 

@@ -58,6 +58,7 @@ TASK_ARGUMENTS = {
     "db.check": (),
     "db.replicate": (),
     "db.health": (),
+    "db.locks": (),
 }
 # A check that cannot run is UNKNOWN to a monitoring system: db.health exits 3 on any error.
 REFUSAL_EXIT = {"db.health": 3}
