@@ -164,11 +164,6 @@ def test_a_replication_slot_no_standby_uses_is_critical_naming_it(clusters, post
     assert not found(health_of(primary_url), "replication")  # dropped: nothing to say
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="db.health: a standby whose primary is gone shows replication_lag ok 0s (all it "
-    "received is replayed), detail 'standby of None'",
-)
 def test_a_postgres_standby_whose_primary_is_gone_is_critical_on_its_own_health(
     clusters, postgres_gallery
 ):
@@ -258,11 +253,6 @@ def test_a_caught_up_mariadb_replica_shows_its_replication_lag_ok(mariadb_pair, 
     assert "standbys" not in checks  # a replica has no replicas to count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="db.health: a replica whose replication is stopped shows replication_lag UNKNOWN "
-    "('not known': Seconds_Behind_Master is NULL), not critical",
-)
 def test_a_mariadb_replica_whose_replication_is_stopped_is_critical_on_its_own_health(
     mariadb_pair, mariadb_gallery
 ):

@@ -32,6 +32,7 @@ class Replication(NamedTuple):
     primary: str | None = None  # on a standby: the primary it streams from
     lag_bytes: int | None = None  # on a standby: WAL received but not replayed yet
     lag_seconds: float | None = None  # on a standby: age of the last replayed transaction
+    halted: str | None = None  # on a standby that does not replicate now: why, in words
 
 
 class Statement(NamedTuple):

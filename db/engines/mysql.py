@@ -80,6 +80,7 @@ class MySQLEngine(ServerEngine):
                 _primaries(sources),
                 _worst([_relay_distance(source) for source in sources]),
                 _worst([source["Seconds_Behind_Master"] for source in sources]),
+                "; ".join(filter(None, map(_halted, sources))) or None,
             )
         if not database.execute_sql("SELECT @@log_bin").fetchone()[0]:
             return None  # no binary log: nothing can replicate from it
@@ -179,6 +180,17 @@ def _replica_sources(database):
 
 def _primaries(sources):
     return ", ".join(f"{source['Master_Host']}:{source['Master_Port']}" for source in sources)
+
+
+def _halted(source):
+    """Return why replication from ``source`` is stopped, or None while both its threads run."""
+    threads = {"IO": source["Slave_IO_Running"], "SQL": source["Slave_SQL_Running"]}
+    if all(state == "Yes" for state in threads.values()):
+        return None
+    running = ", ".join(f"{name} thread {state or 'No'}" for name, state in threads.items())
+    error = source.get("Last_Error") or source.get("Last_IO_Error")
+    where = f"{source['Master_Host']}:{source['Master_Port']}"
+    return f"replication from {where} is stopped ({running}{f': {error}' if error else ''})"
 
 
 def _relay_distance(source):

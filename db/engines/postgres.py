@@ -73,7 +73,9 @@ class PostgresEngine(ServerEngine):
             "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
             "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END::float"
         ).fetchone()
-        return Replication("standby", (), _sender(database), lag_bytes, lag_seconds)
+        sender = _sender(database)
+        halted = None if sender else "its WAL receiver is not connected to a primary"
+        return Replication("standby", (), sender, lag_bytes, lag_seconds, halted)
 
     def is_unknown_database(self, exc, url):
         # libpq reports a missing database at connection time without an

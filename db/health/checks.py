@@ -244,6 +244,12 @@ def _primary_standbys(context, state):
 
 
 def _standby_lag(context, state):
+    if state.halted:
+        yield Finding(
+            "replication_lag", CRITICAL, "not replicating", detail=state.halted,
+            metric="replication_lag_seconds",
+        )  # fmt: skip
+        return
     if state.lag_seconds is None:
         yield Finding(
             "replication_lag", UNKNOWN, "not known", detail=f"standby of {state.primary}",
