@@ -13,16 +13,19 @@ import signal
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from db import commands
 from db.config import Settings
-from db.engines import engine_for_url
+from db.engines import engine_for_url, open_database
 from db.health import check_health
 from db.models import Image, Tag
 from db.populate import GalleryPlan, populate
+from db.runner import Runner
+from tests import servers
 from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, one_error_line, run_invoke
 
 OFF = {"warning": "off", "critical": "off"}
@@ -432,3 +435,34 @@ def test_what_no_later_run_could_mend_is_refused_before_the_first(settings, migr
     one_error_line(bad_file, 3, "--prometheus metrics.txt", "*.prom")
     bad_limit = health_cli(settings, "--every", "1m", connections={"critical": "lots"})
     one_error_line(bad_limit, 3, "db.health.connections.critical", "'lots'")
+
+
+# -- a monitoring account with few rights ---------------------------------------------------
+
+
+def test_what_an_account_without_the_process_right_cannot_see_is_unknown_naming_why(
+    tmp_path, request
+):
+    if "mysql" not in servers.selected_engines():
+        pytest.skip("MariaDB's PROCESS right")
+    servers.require_server("mysql")
+    url = servers.new_database_url("mysql")
+    request.addfinalizer(lambda: servers.drop_database(url))
+    Runner(open_database(url), MIGRATIONS_DIR).migrate()
+    with servers.mysql_user(url, "s3cret-pw") as user:
+        server = urlsplit(url)
+        account = f"{user}:s3cret-pw@{server.hostname}:{server.port}"
+        restricted = url.replace(server.netloc, account)
+        settings = Settings(url=restricted, migrations_dir=MIGRATIONS_DIR, backups_dir=tmp_path)
+
+        result = health_cli(settings, backup_age=OFF)
+
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    found = {
+        check: (state, said)
+        for state, check, said in (line.split(None, 2) for line in result.stdout.splitlines()[1:])
+    }
+    assert found["response_time"][0] == "ok"
+    state, said = found["transaction_age"]
+    assert state == "unknown" and said.startswith("not measured: ") and "PROCESS" in said
+    assert result.returncode == 3  # nothing known to be wrong: unknown is the worst state
