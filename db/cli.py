@@ -718,6 +718,27 @@ def stats(c, json=False, debug=False):
 
 
 @toolkit_task(
+    numbers=("limit",),
+    help={
+        "limit": "how many statements to show (default 10)",
+        "reset": "clear the statistics instead (MariaDB: the whole server's)",
+        "json": JSON_HELP,
+        "debug": DEBUG_HELP,
+    },
+)
+def top(c, limit=10, reset=False, json=False, debug=False):
+    """Show the statements that took the most time in all: calls, mean and max time, rows."""
+    from db import report
+    from db.top import top as top_of
+
+    result = top_of(settings_of(c), limit=limit, reset=reset)
+    if reset:
+        print(report.top_reset_json(result) if json else report.top_reset(result))
+    else:
+        print(report.top_json(result) if json else report.top_table(result))
+
+
+@toolkit_task(
     help={
         "json": JSON_HELP,
         "prometheus": "also write the measurements to FILE (*.prom) in Prometheus' text "
@@ -821,7 +842,7 @@ def new_migration(c, name, sql=False, auto=False, debug=False):
 TASKS = (
     setup, migrate, lint, rollback, repair, seed, reset, populate, transfer, backup, backups,
     verify, restore, status, stats, new_migration, schema, optimize, explain, diagram, check,
-    baseline, replicate, locks, health,
+    baseline, replicate, top, locks, health,
 )  # fmt: skip
 
 

@@ -528,6 +528,75 @@ def stats_json(stats):
     )
 
 
+def top_table(report):
+    """Return db.top as text: one line per statement, most total time first."""
+    lines = [f"database: {report.database}", f"from: {report.source}"]
+    if report.note:
+        return "\n".join([*lines, f"note: {report.note}"])
+    if not report.statements:
+        return "\n".join([*lines, "no statements recorded yet"])
+    lines.append(
+        f"{'total ms':>12} {'calls':>9} {'mean ms':>10} {'max ms':>10} {'rows':>10}  statement"
+    )
+    for s in report.statements:
+        text = s.statement if len(s.statement) <= 120 else s.statement[:119] + "…"
+        lines.append(
+            f"{s.total_ms:>12,.1f} {s.calls:>9,} {s.mean_ms:>10,.2f} {s.max_ms:>10,.2f} "
+            f"{s.rows:>10,}  {text}"
+        )
+    return "\n".join(lines)
+
+
+def top_json(report):
+    """Return db.top as stable JSON (statements in full, times in milliseconds)."""
+    return json_document(
+        {
+            "database": report.database,
+            "engine": report.engine_key,
+            "source": report.source,
+            "statements": [
+                {
+                    "statement": s.statement,
+                    "calls": s.calls,
+                    "total_ms": round(s.total_ms, 3),
+                    "mean_ms": round(s.mean_ms, 3),
+                    "max_ms": round(s.max_ms, 3),
+                    "rows": s.rows,
+                }
+                for s in report.statements
+            ],
+            "note": report.note,
+        }
+    )
+
+
+_RESET_SCOPE = {
+    "database": "this database's statement statistics cleared",
+    "server": "the whole server's statement statistics cleared "
+    "(performance_schema keeps them for every database in one table)",
+    "file": "the recorder's statement statistics cleared",
+}
+
+
+def top_reset(reset):
+    """Return what db.top --reset cleared, in a line."""
+    if not reset.cleared:
+        return f"nothing to clear: no {reset.source}"
+    return f"{_RESET_SCOPE[reset.scope]}: {reset.database} ({reset.source})"
+
+
+def top_reset_json(reset):
+    """Return db.top --reset as stable JSON."""
+    return json_document(
+        {
+            "database": reset.database,
+            "source": reset.source,
+            "scope": reset.scope,
+            "cleared": reset.cleared,
+        }
+    )
+
+
 def explained(report):
     """Return db.explain as text: each query's plan and what it flags, then the verdict."""
     lines = []

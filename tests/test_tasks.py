@@ -71,6 +71,7 @@ TASK_OPTIONS = {
     "db.optimize": ["debug"],
     "db.explain": ["sql", "builtin", "debug"],
     "db.stats": ["json", "debug"],
+    "db.top": ["limit", "reset", "json", "debug"],
     "db.diagram": ["output", "debug"],
     "db.check": ["json", "debug"],
     "db.health": ["json", "prometheus", "every", "debug"],

@@ -50,6 +50,7 @@ TASK_ARGUMENTS = {
     "db.restore": ("backup.db", "--yes"),
     "db.status": (),
     "db.stats": (),
+    "db.top": (),
     "db.new-migration": ("add karma to users",),
     "db.schema": (),
     "db.optimize": (),
