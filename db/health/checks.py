@@ -105,6 +105,12 @@ def enabled(context, check):
     return not context.limits[check].off
 
 
+def measured(context, check, reader):
+    """Return what ``reader`` (db/health/server.py) measures on the database, or None when
+    its engine keeps no such number or the check is off."""
+    return reader(context.engine, context.database) if enabled(context, check) else None
+
+
 # --- what the toolkit keeps ------------------------------------------------------------
 
 
@@ -264,8 +270,8 @@ def _standby_lag(context, state):
 
 def connections(context):
     """Connections in use against the server's maximum."""
-    used = measure.connections_in_use(context.engine, context.database)
-    if used is None or not enabled(context, "connections"):
+    used = measured(context, "connections", measure.connections_in_use)
+    if used is None:
         return
     count, maximum = used
     share = count / maximum if maximum else 0.0
@@ -276,9 +282,9 @@ def connections(context):
 
 
 def transaction_age(context):
-    """The longest open transaction on the server (it holds back vacuum and locks)."""
-    oldest = measure.oldest_transaction(context.engine, context.database)
-    if oldest is None or not enabled(context, "transaction_age"):
+    """The longest open transaction on this database (it holds back vacuum and locks)."""
+    oldest = measured(context, "transaction_age", measure.oldest_transaction)
+    if oldest is None:
         return
     seconds, session = oldest
     yield judged(
@@ -289,8 +295,8 @@ def transaction_age(context):
 
 def idle_in_transaction(context):
     """Sessions that opened a transaction and went quiet: they hold locks all the while."""
-    idle = measure.idle_in_transaction(context.engine, context.database)
-    if idle is None or not enabled(context, "idle_in_transaction"):
+    idle = measured(context, "idle_in_transaction", measure.idle_in_transaction)
+    if idle is None:
         return
     count, seconds, session = idle
     yield judged(
@@ -321,8 +327,8 @@ def lock_wait(context):
 
 def bloat(context):
     """Dead rows (PostgreSQL), free pages (SQLite), fragmentation (InnoDB): the worst table."""
-    found = measure.bloat(context.engine, context.database)
-    if found is None or not enabled(context, "bloat"):
+    found = measured(context, "bloat", measure.bloat)
+    if found is None:
         return
     share, where = found
     yield judged(context, "bloat", share, f"{share:.0%}", where, "bloat_ratio")
@@ -330,8 +336,8 @@ def bloat(context):
 
 def cache_hit(context):
     """The share of reads served from the server's memory."""
-    found = measure.cache_hits(context.engine, context.database)
-    if found is None or not enabled(context, "cache_hit"):
+    found = measured(context, "cache_hit", measure.cache_hits)
+    if found is None:
         return
     hits, reads = found
     if reads < measure.CACHE_READS_TO_JUDGE:
