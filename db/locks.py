@@ -396,8 +396,8 @@ def _(engine: MySQLEngine, database, session_id):
 # SQLite -------------------------------------------------------------------------------------
 
 UNREADABLE = (
-    "{count} process(es) of other users could not be read (/proc/PID/fd): "
-    "run db.locks as their user or root to see them"
+    "{count} process(es) of other users could not be read (/proc/PID/fd): run db.locks "
+    "as their user, or with the right to trace them (root with CAP_SYS_PTRACE), to see them"
 )
 SQLITE_WAITERS = (
     "SQLite has no lock queue: a process waiting for the write lock retries until its "
@@ -446,7 +446,7 @@ def _processes_with(files):
         try:
             links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
         except PermissionError:
-            unreadable += 1
+            unreadable += (entry / "fd").exists()  # not one that exited meanwhile
             continue
         except OSError:  # gone meanwhile
             continue
