@@ -339,6 +339,26 @@ def test_dead_rows_on_postgres_warn_until_vacuumed(engine, settings, engine_migr
 
 
 @pytest.mark.engine
+def test_an_index_never_used_while_its_table_is_read_warns(engine, settings, engine_migrated_db):
+    if engine != "postgres":
+        pytest.skip("PostgreSQL counts index use always (MariaDB: only with userstat on)")
+    for _ in range(1_000):  # the app reads analytics, never through its index
+        engine_migrated_db.execute_sql("SELECT count(*) FROM analytics")
+    engine_migrated_db.execute_sql("SELECT pg_stat_force_next_flush()")
+    engine_migrated_db.execute_sql("SELECT 1")
+
+    found = eventually(
+        lambda: (
+            (f := finding(check_health(with_limits(settings)), "unused_indexes")).state == "warning"
+            and f
+        )
+    )
+
+    assert found.shown == "1 unused"
+    assert found.detail == "analytics_metric_recorded_at on analytics"
+
+
+@pytest.mark.engine
 def test_a_typical_query_that_stops_using_an_index_warns(settings, engine_migrated_db):
     populate(engine_migrated_db, GalleryPlan(users=5, images=1500, seed=2))
     on_images = " ON images" if engine_for_url(settings.url).key == "mysql" else ""
