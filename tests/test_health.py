@@ -486,3 +486,31 @@ def test_what_an_account_without_the_process_right_cannot_see_is_unknown_naming_
     state, said = found["transaction_age"]
     assert state == "unknown" and said.startswith("not measured: ") and "PROCESS" in said
     assert result.returncode == 3  # nothing known to be wrong: unknown is the worst state
+
+
+def test_a_full_metrics_disk_is_one_line_and_leaves_the_last_file_whole(
+    settings, migrated_db, db_url, tmp_path
+):
+    settings = Settings(**{**vars(settings), "url": db_url})
+    disk = tmp_path / "metrics"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        assert health_cli(settings, "--prometheus", str(disk / "db.prom")).returncode in (1, 2)
+        last = (disk / "db.prom").read_bytes()
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as fill, pytest.raises(OSError):
+            while True:
+                fill.write(b"\0" * 4096)
+
+        result = health_cli(settings, "--prometheus", str(disk / "db.prom"))
+
+        one_error_line(result, 3, f"--prometheus {disk / 'db.prom'}", "No space left")
+        assert (disk / "db.prom").read_bytes() == last
+        assert sorted(path.name for path in disk.iterdir()) == ["db.prom", "filler"]
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
