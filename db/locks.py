@@ -504,7 +504,9 @@ def _command_line(pid):
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return shortened(raw.replace(b"\0", b" ").decode(errors="replace")) or None
+    words = raw.rstrip(b"\0").decode(errors="replace").split("\0")
+    words[0] = Path(words[0]).name  # the program by name: the line is shortened to fit
+    return shortened(" ".join(words)) or None
 
 
 def _owner(pid):
