@@ -727,13 +727,21 @@ def check(settings):
         return check_database(database, settings.migrations_dir)
 
 
+@contextmanager
+def _existing(settings, consequence):
+    """Yield (target, open database) of the configured database; DatabaseMissing, saying
+    ``consequence``, when it does not exist."""
+    target = Target(settings.url)
+    target.require_existing(consequence)
+    with opened(target) as database:
+        yield target, database
+
+
 def locks(settings):
     """Return the LockReport of the database (see db.locks): who holds what, who waits."""
     from db.locks import lock_report
 
-    target = Target(settings.url)
-    target.require_existing("no sessions to show")
-    with opened(target) as database:
+    with _existing(settings, "no sessions to show") as (target, database):
         return lock_report(target.engine, database, target.masked_url)
 
 
@@ -742,9 +750,7 @@ def lock_holder(settings, session_id):
     there is no such session on this database (or the engine's sessions are not ended)."""
     from db.locks import require_session
 
-    target = Target(settings.url)
-    target.require_existing("no sessions to end")
-    with opened(target) as database:
+    with _existing(settings, "no sessions to end") as (target, database):
         return require_session(target.engine, database, session_id)
 
 
@@ -752,9 +758,7 @@ def end_lock_holder(settings, session_id):
     """End session ``session_id`` of the database (db.locks --kill); return its Session."""
     from db.locks import end_session
 
-    target = Target(settings.url)
-    target.require_existing("no sessions to end")
-    with opened(target) as database:
+    with _existing(settings, "no sessions to end") as (target, database):
         return end_session(target.engine, database, session_id)
 
 
