@@ -518,10 +518,7 @@ def require_recent_backup(settings, max_age, now=None):
     from db.schedule import format_age, utc_moment
 
     owner = backups.current_owner(settings.url)
-    newest = next(
-        (info for info in backups.list_backups(settings.backups_dir, owner) if info.verified),
-        None,
-    )
+    newest = backups.newest_verified(settings.backups_dir, owner)
     if newest is None:
         raise BackupTooOld(f"{owner.describe()} has no verified backup in {settings.backups_dir}")
     age = (now or utc_moment()) - backups.created_moment(newest)

@@ -67,6 +67,7 @@ __all__ = [
     "list_backups",
     "manifest_path",
     "mark_verified",
+    "newest_verified",
     "prune_backups",
     "read_manifest",
     "restore_backup",
@@ -353,6 +354,11 @@ def current_owner(url):
         return Owner.at(url)
     with target.opened() as database:
         return Owner.known(database, url)
+
+
+def newest_verified(folder, owner):
+    """Return the newest verified backup (a BackupInfo) of ``owner`` in ``folder``, or None."""
+    return next((info for info in list_backups(folder, owner) if info.verified), None)
 
 
 def manifest_of(path):

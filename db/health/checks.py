@@ -143,7 +143,7 @@ def backup_age(context):
         return
     owner = backups.current_owner(context.settings.url)
     folder = context.settings.backups_dir
-    newest = next((b for b in backups.list_backups(folder, owner) if b.verified), None)
+    newest = backups.newest_verified(folder, owner)
     if newest is None:
         yield Finding(
             "backup_age", CRITICAL, "no verified backup", limit=context.limits["backup_age"],
