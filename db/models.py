@@ -54,7 +54,7 @@ from decimal import Decimal
 
 import peewee as pw
 
-from db import access
+from db import access, search
 from db.binding import database_proxy, reading
 from db.engines import engine_for
 from db.errors import ValidationError
@@ -413,9 +413,10 @@ class Image(BaseModel):
 
     @classmethod
     def search(cls, text, viewer):
-        """Images whose title or caption contains ``text`` as typed (``%`` and ``_`` are
-        plain characters, not wildcards), case-insensitively, that ``viewer`` may see."""
-        return cls.visible_to(viewer).where(cls.title.contains(text) | cls.caption.contains(text))
+        """Images ``viewer`` may see whose title, caption, tags or AI prompt hold each word
+        of ``text`` as the start of a word, best match first (db.search: only words count,
+        punctuation and query syntax are plain separators; no word, no match)."""
+        return search.matching_images(cls.visible_to(viewer), cls, text)
 
 
 class Tag(BaseModel):
@@ -428,6 +429,12 @@ class Tag(BaseModel):
 
     class Meta:
         table_name = "tags"
+
+    @classmethod
+    def autocomplete(cls, prefix, limit=10):
+        """Tags whose name starts with ``prefix`` as typed, case-insensitively, most used
+        first: at most ``limit``, read from an index (db.search)."""
+        return search.tags_starting(cls.select(), cls, prefix, limit)
 
 
 class Album(BaseModel):
