@@ -123,7 +123,9 @@ def docs(session):
     )  # fmt: skip
 
 
-BENCHMARKS = ("populate", "backup", "transfer", "startup", "live_migration", "pitr", "querylog")
+BENCHMARKS = (
+    "populate", "backup", "transfer", "startup", "live_migration", "pitr", "querylog", "search",
+)  # fmt: skip
 # Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
 SMOKE_SIZES = {
     "populate": ["--images", "2000"],
@@ -133,13 +135,14 @@ SMOKE_SIZES = {
     "live_migration": ["--images", "20000", "--settle", "0.5", "--hold", "1"],
     "pitr": ["--images", "2000", "--pg-images", "10000", "--repeats", "1"],
     "querylog": ["--images", "2000", "--repeats", "1"],
+    "search": ["--images", "2000", "--searches", "20", "--repeats", "1"],
 }
 
 
 def install_for_bench(session):
-    """Install the toolkit with what the benchmarks drive: psycopg, Litestream, and pytest
-    (pitr starts its throwaway clusters with tests/clusters.py)."""
-    session.install("-e", ".[postgres,litestream]", "pytest")
+    """Install the toolkit with what the benchmarks drive: psycopg, PyMySQL (search), Litestream,
+    and pytest (pitr starts its throwaway clusters with tests/clusters.py)."""
+    session.install("-e", ".[postgres,mysql,litestream]", "pytest")
 
 
 @nox.session(default=False)
