@@ -37,6 +37,7 @@ from db.engines import MySQLEngine, PostgresEngine, SqliteEngine, engine_for
 from db.engines.base import quoted
 from db.errors import BadQuery, one_line
 from db.models import Album, AlbumImage, Image, ImageTag, Tag, User, UserLike, bind_models
+from db.search import words_of
 
 LARGE_TABLE = 1_000  # rows: a full scan of a table above this is flagged
 FULL_SCAN = "full scan"
@@ -109,12 +110,15 @@ def explain(database, sql, name=None):
     return _explain_checked(database, sql.strip().rstrip(";").strip(), (), name)
 
 
+def explain_query(database, query, name=None):
+    """Return the Explained plan of a peewee SELECT built with the models."""
+    return _explain_checked(database, *query.sql(), name)
+
+
 def explain_builtin(database):
     """Return an ExplainReport of the app's typical queries, built with the models."""
     bind_models(database)
-    queries = tuple(
-        _explain_checked(database, *query.sql(), name) for name, query in builtin_queries()
-    )
+    queries = tuple(explain_query(database, query, name) for name, query in builtin_queries())
     return ExplainReport(engine_for(database).name, queries)
 
 
@@ -150,7 +154,18 @@ def builtin_queries():
             "trending tags",
             Tag.select().where(Tag.trending == True).order_by(Tag.count.desc()).limit(10),  # noqa: E712
         ),
+        ("image search", Image.search(_middle_word(), None).limit(20)),
+        (
+            "tag autocomplete",
+            Tag.autocomplete(_middle(Tag.select(Tag.name).order_by(Tag.id), "")[:2]),
+        ),
     ]
+
+
+def _middle_word():
+    """Return the first word of the middle image's title: a word someone would search for."""
+    title = _middle(Image.select(Image.title).order_by(Image.id), "")
+    return (words_of(title) or ["photo"])[0]
 
 
 def _middle(query, default):

@@ -13,7 +13,7 @@ from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke, sqlite_ur
 
 IMAGES = 3_000
 BUILTIN = ("recent public images", "images by tag", "an album's images", "a user's likes",
-           "trending tags")  # fmt: skip
+           "trending tags", "image search", "tag autocomplete")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
