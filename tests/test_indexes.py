@@ -142,7 +142,8 @@ def test_the_newest_public_page_needs_no_sort(gallery):
 
 
 def test_a_users_likes_are_read_newest_first_from_their_index(engine, gallery):
-    only_with_partial_indexes(engine)
+    if engine == "mysql":
+        pytest.skip("MariaDB sorts liked_by's rows whatever the index: 006 adds none")
     liker = (
         User.select(User)
         .join(UserLike, on=(UserLike.user == User.id))
