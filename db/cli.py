@@ -49,6 +49,9 @@ USAGE_EXIT = 2
 RETIRED_FLAG = "d"
 RETIRED_ADVICE = "say --dry-run or --debug in full (-d meant either, once)"
 RETIRED_HELP = f"refused: {RETIRED_ADVICE}"
+TENANT_HELP = "work on tenant NAME's database instead (db.tenants lists them; or db.tenant)"
+ALL_TENANTS_HELP = "run on every tenant, JOBS at a time; exit non-zero if any failed"
+JOBS_HELP = "with --all-tenants: how many tenants at once (default 4)"
 
 
 class ToolkitTask(Task):
@@ -58,16 +61,22 @@ class ToolkitTask(Task):
     named in ``numbers`` are parsed and shown as whole numbers (``--keep=INT``); the
     positional named in ``query`` may be left out when the flag ``query_or`` (or one of
     several, a tuple) is given
-    (``db.explain "SELECT ..."`` or ``db.explain --builtin``).
+    (``db.explain "SELECT ..."`` or ``db.explain --builtin``). Every task that works on
+    a database takes ``--tenant NAME`` (``tenants=False``: the tasks that manage tenants),
+    and those made ``all_tenants`` also ``--all-tenants [--jobs N]``.
     """
 
-    def __init__(self, body, numbers=(), query=None, query_or=None, **options):
+    def __init__(
+        self, body, numbers=(), query=None, query_or=None, tenants=True, all_tenants=False,
+        **options,
+    ):  # fmt: skip
         options.setdefault("auto_shortflags", False)
         if query:
             options["positional"] = [query]
         super().__init__(body, **options)
         self.numbers = set(numbers)
         self.query, self.query_or = query, query_or
+        self.tenants, self.all_tenants = tenants, all_tenants
 
     def arg_opts(self, name, default, taken_names):
         opts = super().arg_opts(name, default, taken_names)
@@ -87,8 +96,19 @@ class ToolkitTask(Task):
             by_name[self.query].stand_ins = [by_name[name] for name in stand_ins]
         return [
             *arguments,
+            *self.tenant_arguments(),
             Argument(names=(RETIRED_FLAG,), kind=bool, default=False, help=RETIRED_HELP),
         ]
+
+    def tenant_arguments(self):
+        if not self.tenants:
+            return []
+        tenant = Argument(names=("tenant",), kind=str, default=None, help=TENANT_HELP)
+        if not self.all_tenants:
+            return [tenant]
+        every = Argument(names=("all_tenants",), kind=bool, default=False, help=ALL_TENANTS_HELP)
+        jobs = WholeNumberArgument(names=("jobs",), kind=int, default=None, help=JOBS_HELP)
+        return [tenant, every, jobs]
 
 
 class QueryArgument(Argument):
@@ -131,14 +151,105 @@ def toolkit_task(numbers=(), query=None, query_or=None, **options):
         def run(c, *args, **kwargs):
             if kwargs.pop(RETIRED_FLAG, False):
                 raise Exit(f"error: -d is no option: {RETIRED_ADVICE}", USAGE_EXIT)
+            tenant = kwargs.pop("tenant", None)
+            every, jobs = kwargs.pop("all_tenants", False), kwargs.pop("jobs", None)
             debug = kwargs.get("debug") or c.config.db.debug
-            with reported_errors(debug, as_json=kwargs.get("json", False)):
-                body(c, *args, **kwargs)
+            as_json = kwargs.get("json", False)
+            with reported_errors(debug, as_json), for_tenant(c, tenant):
+                if every or jobs is not None:
+                    run_task = functools.partial(body, c, *args, **kwargs)
+                    run_on_all_tenants(c, task_name(body), run_task, jobs, as_json)
+                else:
+                    body(c, *args, **kwargs)
                 sys.stdout.flush()  # a closed pipe shows here, inside the boundary
 
         return ToolkitTask(run, numbers=numbers, query=query, query_or=query_or, **options)
 
     return decorate
+
+
+def task_name(body):
+    return "db." + body.__name__.replace("_", "-")
+
+
+@contextmanager
+def for_tenant(c, name):
+    """Make the task inside work on tenant ``name`` (None: as configured, db.tenant)."""
+    if name is None:
+        yield
+        return
+    configured = c.config.db.tenant
+    c.config.db.tenant = name
+    try:
+        yield
+    finally:
+        c.config.db.tenant = configured
+
+
+def run_on_all_tenants(c, task, run_task, jobs, as_json):
+    """Run a task on every tenant, ``jobs`` at a time, each tenant's output shown as it
+    ends, led by its name; then one summary line, and exit non-zero (the highest of the
+    tenants' codes) when any failed. With --json: one document of every tenant's."""
+    from db import report, tenants
+
+    if c.config.db.tenant is not None:
+        raise ConfigError(f"{task} takes --tenant or --all-tenants, not both")
+    jobs = tenants.DEFAULT_JOBS if jobs is None else jobs
+    names = tenants.tenant_names(settings_of(c).url)
+    outcomes = []
+    for name, outcome in tenants.run_for_each(names, tenant_runner(c, run_task), jobs):
+        code, output = _died(outcome) if isinstance(outcome, tenants.WorkerDied) else outcome
+        outcomes.append((name, code, output))
+        if not as_json:
+            print(report.tenant_output(name, output), flush=True)
+    outcomes.sort()
+    if as_json:
+        print(report.all_tenants_json([(n, code, _parsed(out)) for n, code, out in outcomes]))
+    else:
+        print(report.all_tenants_summary(task, [(n, code) for n, code, _ in outcomes]))
+    worst = max((code for _, code, _ in outcomes), default=0)
+    if worst:
+        sys.stdout.flush()
+        raise Exit(code=worst)
+
+
+def tenant_runner(c, run_task):
+    """Return what one tenant's worker process runs: the task on that tenant, its output
+    (stdout and stderr) kept, and its exit code."""
+
+    def run_for(name):
+        import io
+        from contextlib import redirect_stderr, redirect_stdout
+
+        captured = io.StringIO()
+        code = 0
+        c.config.db.tenant = name
+        with redirect_stdout(captured), redirect_stderr(captured):
+            try:
+                run_task()
+            except Exit as exc:
+                code = exc.code
+                if exc.message:
+                    print(exc.message)
+            except Exception:  # a bug: the traceback is the tenant's output
+                traceback.print_exc()
+                code = 1
+        return code, captured.getvalue()
+
+    return run_for
+
+
+def _died(outcome):
+    return 1, f"error: {outcome.reason}"
+
+
+def _parsed(output):
+    import json
+
+    try:
+        return json.loads(output)
+    except ValueError:
+        return output.strip()
 
 
 @contextmanager
@@ -187,7 +298,7 @@ def quiet_closed_stdout():
 def settings_of(c):
     """Return the Settings of the configured project."""
     project = Path(c.config.db.project)
-    return Settings(
+    settings = Settings(
         url=resolve_url(c.config.db.url, project),
         migrations_dir=project_path(project, c.config.db.migrations),
         seeders_dir=project_path(project, c.config.db.seeders),
@@ -206,6 +317,11 @@ def settings_of(c):
         stanza=c.config.db.stanza,
         health=dict(c.config.db.health),
     )
+    if c.config.db.tenant is None:
+        return settings
+    from db.tenants import settings_for
+
+    return settings_for(settings, c.config.db.tenant)
 
 
 def project_path(project, configured):
@@ -260,11 +376,12 @@ def setup(c, no_sample=False, force=False, debug=False):
 
 
 @toolkit_task(
+    all_tenants=True,
     help={
         "no-sample": NO_SAMPLE_HELP,
         "force": "re-run every seeder (no row is duplicated); in production, sample ones too",
         "debug": DEBUG_HELP,
-    }
+    },
 )
 def seed(c, no_sample=False, force=False, debug=False):
     """Run the pending seeders; --force re-runs them all."""
@@ -339,6 +456,7 @@ def restore(
 
 
 @toolkit_task(
+    all_tenants=True,
     help={
         "to": "stop after this version (e.g. 002)",
         "dry-run": "print the plan and change nothing",
@@ -346,7 +464,7 @@ def restore(
         "sql": "print the SQL the pending migrations would run on this engine; apply nothing",
         "strict": "lint the pending migrations first (db.lint); apply nothing on a finding",
         "debug": DEBUG_HELP,
-    }
+    },
 )
 def migrate(
     c, to=None, dry_run=False, allow_out_of_order=False, sql=False, strict=False, debug=False
@@ -412,6 +530,7 @@ def lint(c, version=None, debug=False):
 
 
 @toolkit_task(
+    all_tenants=True,
     numbers=("steps",),
     help={
         "to": "roll back every migration after this version (0: all of them)",
@@ -619,11 +738,12 @@ def verify(c, path, identity=None, debug=False):
 
 
 @toolkit_task(
+    all_tenants=True,
     help={
         "json": JSON_HELP,
         "check": "exit 3 unless every migration is applied and unchanged (a deploy gate)",
         "debug": DEBUG_HELP,
-    }
+    },
 )
 def status(c, json=False, check=False, debug=False):
     """Show every migration's state, the current version and the (masked) database URL."""
@@ -708,7 +828,7 @@ def explain(c, sql=None, builtin=False, debug=False):
         raise Exit(code=1)
 
 
-@toolkit_task(help={"json": JSON_HELP, "debug": DEBUG_HELP})
+@toolkit_task(all_tenants=True, help={"json": JSON_HELP, "debug": DEBUG_HELP})
 def stats(c, json=False, debug=False):
     """Show each table's rows, size and indexes, the database's size and the latest backup."""
     from db import commands, report
@@ -739,6 +859,7 @@ def top(c, limit=10, reset=False, json=False, debug=False):
 
 
 @toolkit_task(
+    all_tenants=True,
     help={
         "json": JSON_HELP,
         "prometheus": "also write the measurements to FILE (*.prom) in Prometheus' text "
@@ -746,7 +867,7 @@ def top(c, limit=10, reset=False, json=False, debug=False):
         "every": "check again every DURATION (e.g. 1m) until stopped, printing the verdict "
         "and what is not ok each time (with --prometheus: a scheduled exporter)",
         "debug": DEBUG_HELP,
-    }
+    },
 )
 def health(c, json=False, prometheus=None, every=None, debug=False):
     """Check the database's health; exit 0 ok, 1 warning, 2 critical, 3 unknown (Nagios)."""
@@ -783,7 +904,7 @@ def health(c, json=False, prometheus=None, every=None, debug=False):
         raise Exit(code=result.exit_code)
 
 
-@toolkit_task(help={"json": JSON_HELP, "debug": DEBUG_HELP})
+@toolkit_task(all_tenants=True, help={"json": JSON_HELP, "debug": DEBUG_HELP})
 def check(c, json=False, debug=False):
     """Compare the database with the models and migrations; exit 3 on any difference."""
     from db import commands, report
@@ -839,10 +960,60 @@ def new_migration(c, name, sql=False, auto=False, debug=False):
     )
 
 
+# --- Tenants (db/tenants.py) -------------------------------------------------------------
+
+
+@toolkit_task(tenants=False, help={"json": JSON_HELP, "debug": DEBUG_HELP})
+def tenants(c, json=False, debug=False):
+    """List the tenants: name, schema version, size and latest backup."""
+    from db import report
+    from db.tenants import tenant_overview
+
+    infos = tenant_overview(settings_of(c))
+    print(report.tenants_json(infos) if json else report.tenants_table(infos))
+
+
+@toolkit_task(
+    tenants=False,
+    help={
+        "name": "the new tenant's name: a lower-case letter, then letters, digits, underscores",
+        "no-sample": NO_SAMPLE_HELP,
+        "debug": DEBUG_HELP,
+    },
+)
+def tenant_create(c, name, no_sample=False, debug=False):
+    """Create a tenant's gallery: migrated and seeded (--no-sample: essentials only)."""
+    from db import report
+    from db.tenants import create_tenant
+
+    result = create_tenant(settings_of(c), name, sample=not no_sample, on_event=print_progress)
+    print(report.tenant_created(name, result))
+
+
+@toolkit_task(
+    tenants=False,
+    help={
+        "name": "the tenant to drop, with all its rows (its backups are kept)",
+        "yes": "do not ask for confirmation (for scripts and CI)",
+        "debug": DEBUG_HELP,
+    },
+)
+def tenant_drop(c, name, yes=False, debug=False):
+    """Drop a tenant and every row of it, after confirmation (its backups stay)."""
+    from db import report
+    from db.tenants import drop_tenant, settings_for
+
+    settings = settings_for(settings_of(c), name)  # a tenant that is not there: said first
+    if not yes:
+        confirm("db.tenant-drop", f"drop tenant {name} and every row of it", settings)
+    drop_tenant(settings_of(c), name)
+    print(report.tenant_dropped(name))
+
+
 TASKS = (
     setup, migrate, lint, rollback, repair, seed, reset, populate, transfer, backup, backups,
     verify, restore, status, stats, new_migration, schema, optimize, explain, diagram, check,
-    baseline, replicate, top, locks, health,
+    baseline, replicate, top, locks, health, tenants, tenant_create, tenant_drop,
 )  # fmt: skip
 
 
@@ -872,6 +1043,7 @@ def db_collection(project):
                 "base_backups_kept": "7",  # text, as lock_retries: db.pitr reads it
                 "stanza": "clonegallery",
                 "health": health_defaults(),  # db.health's limits (db/health/thresholds.py)
+                "tenant": None,  # the tenant tasks work on (--tenant; db/tenants.py)
                 "debug": False,
             }
         }

@@ -65,6 +65,8 @@ class Settings:
     # db.health's limits: {check: {warning: .., critical: ..}} (db/health/thresholds.py);
     # missing ones take their defaults.
     health: dict = field(default_factory=dict)
+    # The tenant the URL is of (--tenant NAME, see db/tenants.py), for manifests and output.
+    tenant: str | None = None
 
     def __post_init__(self):
         check_environment(self.environment)
@@ -191,9 +193,13 @@ def scheme_of(url):
 
 def database_name(url):
     """Return the name a person knows the database by: the SQLite file name, or the
-    database name on a server."""
-    name = db_url.parse(url)["database"]
-    return Path(name).name if scheme_of(url).startswith("sqlite") else name
+    database name on a server (``clonegallery__acme`` for a tenant, see db/tenants.py)."""
+    parsed = db_url.parse(url)
+    name = parsed["database"]
+    if scheme_of(url).startswith("sqlite"):
+        return Path(name).name
+    # A PostgreSQL tenant (?tenant=acme, a schema): named as MySQL names its database.
+    return f"{name}__{parsed['tenant']}" if parsed.get("tenant") else name
 
 
 def resolve_replica(configured, project_dir):

@@ -965,3 +965,89 @@ def health_json(report, one_line=False):
         },
         indent=None if one_line else 2,
     )
+
+
+# -- tenants (db/tenants.py) ------------------------------------------------------------------
+
+
+def tenants_table(infos):
+    """Return db.tenants: one line per tenant, by name."""
+    if not infos:
+        return "no tenants: invoke db.tenant-create NAME creates one"
+    width = max(len("tenant"), *(len(info.name) for info in infos))
+    lines = [f"{'tenant':<{width}} {'schema':<8} {'size':>10}  latest backup"]
+    for info in infos:
+        version = info.version or "-"
+        lines.append(
+            f"{info.name:<{width}} {version:<8} {_size_or_na(info.size):>10}  "
+            f"{_backup_age(info.latest_backup)}"
+        )
+    return "\n".join(lines)
+
+
+def tenants_json(infos):
+    """Return db.tenants as stable JSON."""
+    return json_document(
+        {
+            "tenants": [
+                {
+                    "name": info.name,
+                    "database": info.database,
+                    "schema_version": info.version,
+                    "size_bytes": info.size,
+                    "latest_backup": _backup_age_json(info.latest_backup),
+                }
+                for info in infos
+            ]
+        }
+    )
+
+
+def _backup_age_json(backup):
+    if backup is None:
+        return None
+    return {
+        "file": backup.path.name,
+        "created_at": utc_iso(backup.created_at),
+        "age_seconds": round(backup.age_seconds),
+    }
+
+
+def tenant_created(name, result):
+    """Return what db.tenant-create says once the tenant is ready."""
+    return f"tenant {name} created: {set_up(result)}"
+
+
+def tenant_dropped(name):
+    return f"tenant {name} dropped (its backups are kept)"
+
+
+def tenant_output(name, output):
+    """Return one tenant's output under --all-tenants, each line led by its name."""
+    return "\n".join(f"[{name}] {line}" for line in output.rstrip("\n").splitlines())
+
+
+def all_tenants_summary(task, outcomes):
+    """Return the last line of a task run --all-tenants: how many tenants ended well, and
+    which did not (``outcomes``: (name, exit code) by name)."""
+    failed = [name for name, code in outcomes if code]
+    summary = f"{task} --all-tenants: {len(outcomes) - len(failed)} of {len(outcomes)} tenants ok"
+    if failed:
+        shown = ", ".join(failed[:20]) + (
+            f" and {len(failed) - 20} more" if len(failed) > 20 else ""
+        )
+        summary += f"; failed: {shown}"
+    return summary
+
+
+def all_tenants_json(outcomes):
+    """Return a task's JSON run --all-tenants: each tenant's own document (or output)."""
+    return json_document(
+        {
+            "tenants": [
+                {"tenant": name, "exit_code": code, "result": result}
+                for name, code, result in outcomes
+            ],
+            "failed": sum(1 for _, code, _ in outcomes if code),
+        }
+    )

@@ -77,6 +77,18 @@ TASK_OPTIONS = {
     "db.health": ["json", "prometheus", "every", "debug"],
     "db.locks": ["json", "kill", "yes", "debug"],
 }
+# Every task that works on a database takes --tenant; these also --all-tenants [--jobs].
+ALL_TENANTS_TASKS = ("db.migrate", "db.rollback", "db.seed", "db.status", "db.check")
+ALL_TENANTS_TASKS += ("db.stats", "db.health")
+for _task, _options in TASK_OPTIONS.items():
+    _options.append("tenant")
+    if _task in ALL_TENANTS_TASKS:
+        _options += ["all-tenants", "jobs"]
+TASK_OPTIONS |= {
+    "db.tenants": ["json", "debug"],
+    "db.tenant-create": ["name", "no-sample", "debug"],
+    "db.tenant-drop": ["name", "yes", "debug"],
+}
 OPTION_LINE = re.compile(r"^\s+(?:-\w(?: [A-Z]+)?, )?--(?P<option>[a-z-]+)(?:=[A-Z]+)?\s{2,}\S")
 
 

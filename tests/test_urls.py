@@ -60,6 +60,9 @@ TASK_ARGUMENTS = {
     "db.replicate": (),
     "db.health": (),
     "db.locks": (),
+    "db.tenants": (),
+    "db.tenant-create": ("acme",),
+    "db.tenant-drop": ("acme", "--yes"),
 }
 # A check that cannot run is UNKNOWN to a monitoring system: db.health exits 3 on any error.
 REFUSAL_EXIT = {"db.health": 3}

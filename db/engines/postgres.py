@@ -1,6 +1,14 @@
-"""PostgreSQL: advisory locks, transactional DDL, COPY for bulk loads (psycopg 3)."""
+"""PostgreSQL: advisory locks, transactional DDL, COPY for bulk loads (psycopg 3).
+
+A tenant (db/tenants.py) is a schema of the database, ``tenant_<name>``: its URL is the
+database's with ``?tenant=<name>``, and a connection to it works in that schema alone
+(``search_path``), so every task works on a tenant as on a database. Its role
+``<database>__<name>`` may use that schema's tables and nothing else: the app's binding
+(``db.tenants.tenant``) acts as it, so raw SQL there cannot reach another tenant.
+"""
 
 from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import peewee
 from playhouse.migrate import PostgresqlMigrator
@@ -16,7 +24,9 @@ from db.engines.base import (
 )
 from db.errors import LockTimeout
 
-LOCK_KEY = 0x636C6F6E  # "clon": one advisory lock per database for migrate/seed/reset
+LOCK_KEY = 0x636C6F6E  # "clon": one advisory lock per schema for migrate/seed/reset
+TENANT_PARAMETER = "tenant"  # ?tenant=NAME: the tenant's schema of the URL's database
+TENANT_SCHEMA_PREFIX = "tenant_"
 UNKNOWN_DATABASE = "3D000"
 
 
@@ -33,6 +43,44 @@ class PostgresEngine(ServerEngine):
     row_level_security = True  # migration 004's policies
     has_standbys = True  # streaming replication: see replication() and primary_of()
     current_schema = "current_schema()"
+
+    def connect(self, url, **options):
+        base, tenant = split_tenant(url)
+        if tenant is not None:
+            options["options"] = f"-c search_path={tenant_schema(tenant)}"
+        return super().connect(base, **options)
+
+    def connect_existing(self, url):
+        database = super().connect_existing(url)
+        tenant = split_tenant(url)[1]
+        if database is None or tenant is None or _has_schema(database, tenant_schema(tenant)):
+            return database
+        database.close()
+        return None
+
+    def create(self, url):
+        base, tenant = split_tenant(url)
+        if tenant is None or not super().exists(base):
+            super().create(base)
+        if tenant is not None:
+            database = super().connect(base)
+            try:
+                with database.atomic():
+                    create_tenant_schema(database, tenant)
+            finally:
+                database.close()
+
+    def drop(self, url):
+        base, tenant = split_tenant(url)
+        if tenant is None:
+            return super().drop(url)
+        database = super().connect_existing(base)
+        if database is not None:
+            try:
+                with database.atomic():
+                    drop_tenant_schema(database, tenant)
+            finally:
+                database.close()
 
     def check_constraints(self, database, table):
         query = (
@@ -90,6 +138,11 @@ class PostgresEngine(ServerEngine):
     def drop_database(self, maintenance, name):
         maintenance.connection().autocommit = True
         maintenance.execute_sql(f"DROP DATABASE IF EXISTS {quoted(maintenance, name)} WITH (FORCE)")
+        # Its tenants' roles served that database alone (tenant_role).
+        for (role,) in maintenance.execute_sql(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (f"{name}__",)
+        ).fetchall():
+            maintenance.execute_sql(f"DROP ROLE IF EXISTS {quoted(maintenance, role)}")
 
     def migrator(self, database):
         return PostgresqlMigrator(database)
@@ -103,14 +156,14 @@ class PostgresEngine(ServerEngine):
             timeout,
             interval=0.1,
             timed_out=lambda _: LockTimeout(
-                f"another process has held the migration lock of {database.database} "
+                f"another process has held the migration lock of {_where(database)} "
                 f"for more than {timeout} s; is a migration still running?"
             ),
         )
         try:
             yield
         finally:
-            database.execute_sql("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            database.execute_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK})")
 
     @contextmanager
     def consistent_read(self, database):
@@ -119,10 +172,11 @@ class PostgresEngine(ServerEngine):
             yield
 
     def identity(self, database):
-        # The server (when it started, to the microsecond) and the database's oid on it:
-        # a host name and its address, a socket and TCP, reach the same database.
+        # The server (when it started, to the microsecond), the database's oid on it and
+        # the schema (a tenant's): a host name and its address, a socket and TCP, reach
+        # the same database.
         return database.execute_sql(
-            "SELECT pg_postmaster_start_time(), d.oid "
+            "SELECT pg_postmaster_start_time(), d.oid, current_schema() "
             "FROM pg_database d WHERE d.datname = current_database()"
         ).fetchone()
 
@@ -189,8 +243,91 @@ def _sender(database):
     return f"{row[0]}:{row[1]}" if row else None
 
 
+# The migration lock of the schema the connection works in: each tenant's is its own.
+SCHEMA_LOCK = f"{LOCK_KEY}, hashtext(current_schema())"
+
+
 def _try_lock(database):
-    return database.execute_sql("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+    return database.execute_sql(f"SELECT pg_try_advisory_lock({SCHEMA_LOCK})").fetchone()[0]
+
+
+def _where(database):
+    (schema,) = database.execute_sql("SELECT current_schema()").fetchone()
+    return database.database if schema == "public" else f"{database.database} ({schema})"
+
+
+# -- tenants: a schema and a role each ------------------------------------------------------
+
+
+def split_tenant(url):
+    """Return (the URL without ``?tenant=``, the tenant's name or None)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    tenants = [value for key, value in pairs if key == TENANT_PARAMETER]
+    if not tenants:
+        return url, None
+    rest = urlencode([(key, value) for key, value in pairs if key != TENANT_PARAMETER])
+    return parts._replace(query=rest).geturl(), tenants[-1]
+
+
+def with_tenant(url, name):
+    """Return the URL of tenant ``name`` of the URL's database."""
+    base = split_tenant(url)[0]
+    return f"{base}{'&' if '?' in base else '?'}{TENANT_PARAMETER}={name}"
+
+
+def tenant_schema(name):
+    return f"{TENANT_SCHEMA_PREFIX}{name}"
+
+
+def tenant_role(database_name, name):
+    """Return the role of tenant ``name`` of a database: roles are the server's, so the
+    database's name is part of it."""
+    return f"{database_name}__{name}"
+
+
+def tenant_names(database):
+    """Return the names of the database's tenants (its tenant_* schemas), sorted."""
+    rows = database.execute_sql(
+        "SELECT substr(nspname, %s) FROM pg_namespace WHERE starts_with(nspname, %s) ORDER BY 1",
+        (len(TENANT_SCHEMA_PREFIX) + 1, TENANT_SCHEMA_PREFIX),
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def create_tenant_schema(database, name):
+    """Create the tenant's schema and its role, which may read and write the tables that
+    migrations will create there (and only use that schema)."""
+    schema = quoted(database, tenant_schema(name))
+    role = tenant_role(database.database, name)
+    exists = database.execute_sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    role = quoted(database, role)
+    if not exists:
+        database.execute_sql(f"CREATE ROLE {role} NOLOGIN")
+    database.execute_sql(f"GRANT {role} TO CURRENT_USER")  # to act as it (SET ROLE)
+    database.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    database.execute_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    database.execute_sql(
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
+    )
+    database.execute_sql(
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"
+    )
+
+
+def drop_tenant_schema(database, name):
+    """Drop the tenant's schema with everything in it, and its role."""
+    role = tenant_role(database.database, name)
+    database.execute_sql(f"DROP SCHEMA IF EXISTS {quoted(database, tenant_schema(name))} CASCADE")
+    if database.execute_sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        database.execute_sql(f"DROP OWNED BY {quoted(database, role)}")  # its default privileges
+        database.execute_sql(f"DROP ROLE {quoted(database, role)}")
+
+
+def _has_schema(database, schema):
+    query = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+    return database.execute_sql(query, (schema,)).fetchone() is not None
 
 
 def sqlstate(exc):
