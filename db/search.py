@@ -131,7 +131,9 @@ class PostgresSearcher(Searcher):
         )
 
     def best_first(self, words):
-        return pw.fn.ts_rank(SEARCH.vector, self._tsquery(words)).desc()
+        # Normalization 1 divides by the document's log length, as bm25 favours the
+        # shorter documents: a word in a title and three tags beats it in a long prompt.
+        return pw.fn.ts_rank(SEARCH.vector, self._tsquery(words), 1).desc()
 
     def name_starts(self, tag, prefix):
         # LIKE with a constant prefix reads the text_pattern_ops index tags_name_prefix.
@@ -160,8 +162,9 @@ class MySQLSearcher(Searcher):
         return pw.NodeList((self._match(words), pw.SQL("DESC")))
 
     def name_starts(self, tag, prefix):
-        # The unique index on name serves LIKE 'abc%'; the collation ignores case.
-        return pw.Expression(tag.name, "LIKE", _like_prefix(prefix))
+        # The unique index on name serves LIKE 'abc%'; the collation ignores case. (peewee
+        # writes its LIKE as LIKE BINARY there, which no index of that collation serves.)
+        return pw.Expression(tag.name, pw.OP.ILIKE, _like_prefix(prefix))
 
 
 @functools.singledispatch

@@ -15,7 +15,7 @@ from db.models import AIGenerationMeta, Image, ImageTag, Tag, bind_models
 from db.runner import Runner
 from db.search import words_of
 from tests.conftest import MIGRATIONS_DIR
-from tests.factories import make_image, make_user
+from tests.factories import image_fields, make_image, make_user
 
 # Text that means syntax to one engine's query parser or another's, or to LIKE.
 HOSTILE = (
@@ -211,6 +211,8 @@ def test_autocomplete_reads_wildcards_as_plain_characters(gallery, typed):
 def test_search_and_autocomplete_read_their_index(gallery):
     """Explained among thousands of tags: the planners then prefer the index."""
     Tag.insert_many([{"name": f"tag{n:05d}"} for n in range(3000)]).execute()
+    uploader = gallery["ben"]
+    Image.insert_many([image_fields(uploader, f"Photo {n}") for n in range(2000)]).execute()
     database = _bound()
     maintenance.optimize(engine_for(database), database)
 
