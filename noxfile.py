@@ -125,6 +125,7 @@ def docs(session):
 
 BENCHMARKS = (
     "populate", "backup", "transfer", "startup", "live_migration", "pitr", "querylog", "search",
+    "tenants",
 )  # fmt: skip
 # Each benchmark at a tiny size, its targets unchecked: enough that one cannot break unseen.
 SMOKE_SIZES = {
@@ -136,6 +137,7 @@ SMOKE_SIZES = {
     "pitr": ["--images", "2000", "--pg-images", "10000", "--repeats", "1"],
     "querylog": ["--images", "2000", "--repeats", "1"],
     "search": ["--images", "2000", "--searches", "20", "--repeats", "1"],
+    "tenants": ["--tenants", "3", "--jobs", "2"],
 }
 
 

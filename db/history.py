@@ -106,8 +106,16 @@ class BookkeepingTable:
         return list(self.Record.select(*present))
 
     def _missing_columns(self):
-        found = {column.name for column in self.database.get_columns(self.table_name)}
+        found = self._column_names()
         return [column for column in self.optional_columns if column not in found]
+
+    def _column_names(self):
+        """Return the names of the table's columns, as a query of it describes them: on
+        PostgreSQL the catalogue's information_schema grows with every tenant's schema,
+        and reading it would make each tenant's run slower than the one before."""
+        query = peewee.Table(self.table_name).select(peewee.SQL("*")).where(peewee.SQL("1 = 0"))
+        cursor = self.database.execute(query)
+        return {description[0] for description in cursor.description}
 
     def _refuse_foreign_table(self):
         expected = {
@@ -115,7 +123,7 @@ class BookkeepingTable:
             for field in self.Record._meta.sorted_fields
             if field.column_name not in self.optional_columns
         }
-        found = {column.name for column in self.database.get_columns(self.table_name)}
+        found = self._column_names()
         if not expected <= found:
             # The seed's scripts kept migrations(version, description): db.baseline adopts it.
             seed_era = {"version", "description"} <= found
