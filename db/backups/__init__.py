@@ -13,7 +13,10 @@ Each engine backs up with its own means (``sqlite.py``: the online backup API;
 what they share is here and in ``manifest.py`` (the JSON sidecar that makes a file a
 backup) and ``files.py`` (private files renamed into place only once complete, zstd).
 
-Every backup records the database it was taken of (``owner.py``): many databases can
+Every backup records the database it was taken of (``owner.py``), and the tenant when it
+is one (``manifest["tenant"]``; a tenant's backup holds that tenant alone, and its restore
+replaces that tenant alone, see postgres.py for the engine where a tenant is a schema of
+a shared database). Many databases can
 share one backups folder, and each sees only its own backups. Retention only ever
 deletes this tool's backups of that database, only after the new backup verified, and
 never the newest verified one.
@@ -48,7 +51,7 @@ from db.backups.manifest import (
     write_manifest,
 )
 from db.backups.mysql import MySQLBackups
-from db.backups.owner import Owner, engine_of
+from db.backups.owner import Owner, engine_of, manifest_tenant
 from db.backups.postgres import PostgresBackups
 from db.engines import MySQLEngine, PostgresEngine, SqliteEngine, engine_named
 from db.errors import BackupError, ConfigError, ToolFailed
@@ -220,7 +223,7 @@ def _written_with_manifest(target, dump, owner):
     manifest is: either both or neither."""
     try:
         with finished_file(target) as partial:
-            manifest = {**dump(partial), "database": owner().as_manifest()}
+            manifest = {**dump(partial), **owner().manifest_fields()}
             write_manifest(target, manifest)
     except BaseException:
         if not target.exists():
@@ -341,7 +344,7 @@ def _claimed(safety, owner):
     is the replaced file itself, whose manifest is written by sqlite.restore)."""
     if safety is None or Owner.from_manifest(safety.manifest) is not None:
         return safety
-    manifest = {**safety.manifest, "database": owner.as_manifest()}
+    manifest = {**safety.manifest, **owner.manifest_fields()}
     write_manifest(safety.path, manifest)
     return BackupInfo(safety.path, manifest)
 
@@ -377,6 +380,10 @@ def _manifest_problems(path):
     manifest = read_manifest(path)
     if manifest is None:
         return None, [f"{path}: no readable manifest ({manifest_path(path).name})"]
+    try:
+        manifest_tenant(manifest)  # a name for schemas and databases: never taken unchecked
+    except ValueError as exc:
+        return manifest, [f"{path}: {exc}"]
     return manifest, []
 
 

@@ -19,10 +19,10 @@ import peewee
 
 from db.backups.owner import engine_of
 from db.backups.sqlite import CLONEGALLERY_TABLES, count_problems
-from db.config import mask_url
+from db.config import database_name, mask_url
 from db.content import orphans
 from db.engines import engine_for_url
-from db.engines.base import database_name_of, quoted, with_database
+from db.engines.base import quoted, with_database
 from db.errors import BackupError, ConfigError, DbError, ToolFailed, one_line
 from db.history import History
 
@@ -70,24 +70,34 @@ class ServerBackups:
         self._require_server(url, "restore")
         fresh = self.side_database(url, "restoring")
         with self.fresh_database(fresh):
-            with self.loading_account(fresh) as loader:
-                try:
-                    self.load(loader, path, manifest)
-                except (BackupError, ToolFailed) as exc:
-                    raise BackupError(f"{path}: {exc}; nothing restored") from exc
-                problems = self.loaded_problems(loader, manifest)
-                if problems:
-                    raise BackupError(f"{path}: {problems[0]}; nothing restored")
-                if adopt is not None:
-                    _run_on(loader, adopt)
+            self.load_checked(fresh, path, manifest, adopt)
             safety = take_safety()
             self.swap(url, fresh, timeout)
         return safety
 
+    def load_checked(self, fresh, path, manifest, adopt=None):
+        """Load the backup into the fresh database of ``fresh`` as the loading account,
+        check it and run ``adopt`` on it; raise BackupError ending "nothing restored"."""
+        with self.loading_account(fresh) as loader:
+            try:
+                self.load(loader, path, manifest)
+            except (BackupError, ToolFailed) as exc:
+                raise BackupError(f"{path}: {exc}; nothing restored") from exc
+            problems = self.loaded_problems(loader, manifest)
+            if problems:
+                raise BackupError(f"{path}: {problems[0]}; nothing restored")
+            if adopt is not None:
+                _run_on(self.loaded_url(loader, manifest), adopt)
+
+    def loaded_url(self, url, manifest):
+        """Return the URL that reads what a backup loaded into the database of ``url``
+        (PostgreSQL: the tenant's schema, for a tenant's backup)."""
+        return url
+
     def loaded_problems(self, url, manifest):
         """Check a database loaded from a backup: our tables, schema version, row counts,
         foreign keys."""
-        database = engine_for_url(url).connect(url)
+        database = engine_for_url(url).connect(self.loaded_url(url, manifest))
         try:
             counts = table_rows(database)
             missing = [t for t in CLONEGALLERY_TABLES if t not in counts]
@@ -116,9 +126,17 @@ class ServerBackups:
             engine.drop(url)
 
     def side_database(self, url, role):
-        """Return the URL of a database beside the live one, named for its role."""
-        name = f"{database_name_of(url)}_{role}"[:MAX_NAME]
-        return with_database(url, name)
+        """Return the URL of a database beside the live one, named for its role: a
+        tenant's (``<database>__<tenant>``) joined by ``__``, which no tenant's name
+        holds, so that db.tenants never lists it as a tenant."""
+        name = database_name(url)
+        joiner = "__" if "__" in name else "_"
+        return with_database(self.database_url(url), f"{name}{joiner}{role}"[:MAX_NAME])
+
+    def database_url(self, url):
+        """Return the URL of the whole database ``url`` is in (PostgreSQL: without the
+        tenant's schema)."""
+        return url
 
     def _require_server(self, url, action):
         if engine_of(url) != self.engine:
