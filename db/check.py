@@ -17,7 +17,12 @@ transfer_incomplete are left out), through peewee's introspection:
 - foreign keys as column -> table.column, with their ON DELETE rule where the model
   declares one (peewee reads the rule on every engine);
 - the triggers: those the applied migrations create on this engine, by name (see
-  ``expected_triggers``), against the engine's catalogue;
+  ``expected_objects``), against the engine's catalogue;
+- the indexes the applied migrations create beyond the models (006's partial and
+  covering ones), by name: present, and left out of the models' comparison;
+- migration 005's derived search objects (db.search: ``image_search``, FTS5's tables,
+  the autocomplete indexes and the triggers that keep them) are not the models': they
+  are neither compared with them nor reported as additions;
 - indexes a failed ``CREATE INDEX CONCURRENTLY`` left invalid (PostgreSQL);
 - every migration whose state is not ``applied`` (db.runner's status).
 
@@ -38,6 +43,7 @@ from db.loader import discover, load_module
 from db.models import ALL_MODELS
 from db.report import invalid_index_line
 from db.runner import APPLIED, CHANGED, FAILED, MISSING, PENDING, Runner
+from db.search import DERIVED_INDEXES, is_derived_trigger
 
 # How each state that is not "applied" reads in a difference line.
 MIGRATION_STATES = {
@@ -57,6 +63,8 @@ TYPE_FAMILIES = (
 SEQUENCE_DEFAULT = re.compile(r"nextval\(", re.IGNORECASE)
 DEFAULT_CAST = re.compile(r"::[\w ]+(\[\])?")
 TRIGGER_TABLE = re.compile(r"\bON\s+[`\"]?(\w+)", re.IGNORECASE)
+CREATED = re.compile(r"^\s*CREATE\s+(?:UNIQUE\s+)?(TRIGGER|INDEX)\b", re.IGNORECASE)
+EXPRESSION = "(expression)"  # an index's column that is an expression (peewee reads None)
 MODELS = "the models"  # what check_database compares the database with, in its lines
 
 
@@ -80,9 +88,16 @@ def check_database(database, migrations_dir, models=ALL_MODELS):
     engine = engine_for(database)
     statuses = Runner(database, migrations_dir, engine=engine).status()
     wanted = {model._meta.table_name: model_shape(database, model) for model in models}
-    differences = schema_differences(database, engine, wanted, MODELS)
-    wanted_triggers = expected_triggers(engine, migrations_dir, statuses)
-    differences += trigger_differences(wanted_triggers, engine.triggers(database))
+    wanted_triggers, migration_indexes = expected_objects(engine, migrations_dir, statuses)
+    beyond_models = migration_indexes.keys() | DERIVED_INDEXES
+    differences = schema_differences(database, engine, wanted, MODELS, beyond_models)
+    differences += index_differences(migration_indexes, database, wanted.keys())
+    live_triggers = {
+        name: table
+        for name, table in engine.triggers(database).items()
+        if name in wanted_triggers or not is_derived_trigger(name)
+    }
+    differences += trigger_differences(wanted_triggers, live_triggers)
     differences += [
         Difference("invalid index", table, invalid_index_line(index, table))
         for index, table in engine.invalid_indexes(database)
@@ -95,9 +110,10 @@ def check_database(database, migrations_dir, models=ALL_MODELS):
     return differences
 
 
-def schema_differences(database, engine, wanted, source):
+def schema_differences(database, engine, wanted, source, unnamed_indexes=frozenset()):
     """Return the Differences between the database's tables and ``wanted`` ({table:
-    TableShape}, as ``source`` declares them: the models, or what migrations build)."""
+    TableShape}, as ``source`` declares them: the models, or what migrations build);
+    the indexes named in ``unnamed_indexes`` are left out (``source`` cannot say them)."""
     differences = []
     live = set(application_tables(database))
     for table in sorted(live | wanted.keys()):
@@ -107,7 +123,7 @@ def schema_differences(database, engine, wanted, source):
             detail = f"table {table}: not in {source}"
             differences.append(Difference("table", table, detail, None, False))
         else:
-            found = live_shape(database, engine, table)
+            found = live_shape(database, engine, table, unnamed_indexes)
             differences += shape_differences(table, wanted[table], found, source)
     return differences
 
@@ -160,8 +176,9 @@ def model_shape(database, model):
     )
 
 
-def live_shape(database, engine, table):
-    """Return the TableShape of a table of the live database, read from its catalogue."""
+def live_shape(database, engine, table, leave_out=frozenset()):
+    """Return the TableShape of a table of the live database, read from its catalogue;
+    the indexes named in ``leave_out`` are not part of it."""
     columns = {
         column.name: ColumnShape(type_family(column.data_type), column.null, _live_default(column))
         for column in database.get_columns(table)
@@ -169,7 +186,11 @@ def live_shape(database, engine, table):
     return TableShape(
         columns,
         database.get_primary_keys(table),
-        frozenset((tuple(i.columns), i.unique) for i in table_indexes(database, table)),
+        frozenset(
+            (index_columns(i), i.unique)
+            for i in table_indexes(database, table)
+            if i.name not in leave_out
+        ),
         frozenset(_columns_with_checks(database, engine, table, columns)),
         {
             (key.column, key.dest_table, key.dest_column): (key.on_delete or "NO ACTION").upper()
@@ -324,6 +345,29 @@ def table_indexes(database, table):
     ]
 
 
+def index_columns(index):
+    """Return a live index's columns as a tuple, an expression as EXPRESSION (peewee
+    reads None for it on SQLite), so that indexes can be compared and sorted."""
+    return tuple(EXPRESSION if column is None else column for column in index.columns)
+
+
+def index_differences(wanted, database, tables):
+    """Return a Difference per index of ``wanted`` ({index: table}, made by the applied
+    migrations) that the database lacks; tables that are missing altogether are left to
+    schema_differences."""
+    live = set(application_tables(database))
+    present = {
+        index.name
+        for table in set(wanted.values()) & live & set(tables)
+        for index in database.get_indexes(table)
+    }
+    return [
+        Difference("index", table, f"index {name} on {table}: missing", None, True)
+        for name, table in sorted(wanted.items())
+        if table in live and name not in present
+    ]
+
+
 def _index_words(table, columns, unique):
     return f"{'unique index' if unique else 'index'} {table}({', '.join(columns)})"
 
@@ -333,17 +377,19 @@ def _reference(table, key):
     return f"{table}.{column} -> {parent}.{parent_column}"
 
 
-def expected_triggers(engine, migrations_dir, statuses):
-    """Return {trigger: table} that the applied migrations create on this engine.
+def expected_objects(engine, migrations_dir, statuses):
+    """Return ({trigger: table}, {index: table}) that the applied migrations create on
+    this engine.
 
-    A migration that creates triggers declares them as migration 003 does: a
-    ``DIALECTS`` dict of functions returning (name, CREATE, DROP) triples per engine.
-    Reading them from the files is exact for every engine and needs no reference
-    database; PostgreSQL's trigger functions (named ``name()``) are left out.
+    A migration declares them as migrations 003 and 006 do: a ``DIALECTS`` dict of
+    functions returning (name, CREATE, DROP) triples per engine; each CREATE TRIGGER and
+    CREATE INDEX counts. Reading them from the files is exact for every engine and needs
+    no reference database; PostgreSQL's trigger functions (named ``name()``) and other
+    statements are left out.
     """
     dialect = engine.key
     recorded = {m.version for m in statuses if m.state in (APPLIED, CHANGED, FAILED)}
-    expected = {}
+    created = {"TRIGGER": {}, "INDEX": {}}
     for migration in discover(migrations_dir):
         if migration.kind != "py" or migration.version not in recorded:
             continue
@@ -351,10 +397,10 @@ def expected_triggers(engine, migrations_dir, statuses):
         if not isinstance(dialects, dict) or dialect not in dialects:
             continue
         for name, create, _ in dialects[dialect]():
-            match = TRIGGER_TABLE.search(create)
-            if not name.endswith("()") and match:
-                expected[name] = match[1]
-    return expected
+            kind, table = CREATED.match(create), TRIGGER_TABLE.search(create)
+            if kind and table and not name.endswith("()"):
+                created[kind[1].upper()][name] = table[1]
+    return created["TRIGGER"], created["INDEX"]
 
 
 def _columns_with_checks(database, engine, table, columns):

@@ -30,6 +30,7 @@ from playhouse.migrate import SchemaMigrator
 
 from db.engines import engine_for
 from db.errors import HistoryTableError
+from db.search import is_derived
 
 
 @dataclass(frozen=True)
@@ -335,11 +336,14 @@ TOOL_TABLE_PREFIXES = ("_litestream_",)
 def application_tables(database):
     """Return the names of the application's tables, sorted: neither the engine's own
     (sqlite_stat1, sqlite_sequence...), nor the toolkit's bookkeeping, nor a driven tool's
-    (TOOL_TABLE_PREFIXES). The one place that decides what is the app's: checks, diagrams
-    and generated migrations ask it."""
+    (TOOL_TABLE_PREFIXES), nor the search tables derived from the others (db.search).
+    The one place that decides what is the app's: checks, diagrams and generated
+    migrations ask it."""
     engine = engine_for(database)
     return sorted(
         t
         for t in engine.tables(database)
-        if t not in BOOKKEEPING_TABLES and not t.startswith(TOOL_TABLE_PREFIXES)
+        if t not in BOOKKEEPING_TABLES
+        and not t.startswith(TOOL_TABLE_PREFIXES)
+        and not is_derived(t)
     )

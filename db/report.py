@@ -440,7 +440,7 @@ def stats_table(stats):
     for table in stats.tables:
         lines.append(
             f"{table.name:<22} {table.rows:>12,} {_size_or_na(table.data_bytes):>11} "
-            f"{_size_or_na(table.index_bytes):>11}"
+            f"{_size_or_na(table.index_bytes):>11}{DERIVED_MARK if table.derived else ''}"
         )
         lines += [f"  {_index_line(index)}".rstrip() for index in table.indexes]
     lines.append("")
@@ -456,9 +456,15 @@ _USAGE = {
 }
 
 
+EXPRESSION = "(expression)"  # an index's column that is an expression, as db.check says
+DERIVED_MARK = "  derived"  # a search table the triggers fill (db.search.DERIVED_TABLES)
+
+
 def _index_line(index):
     kind = "primary" if index.primary else ("unique" if index.unique else "")
-    named = f"{index.name} ({', '.join(index.columns)})"
+    # An expression (005's lower(name)) has no column: SQLite's catalogue names none.
+    columns = (EXPRESSION if column is None else column for column in index.columns)
+    named = f"{index.name} ({', '.join(columns)})"
     size = "" if index.size_bytes is None else _size(index.size_bytes)
     uses = "" if index.uses is None else f"{index.uses:,} uses"
     flag = "NEVER USED" if index.unused else ""
@@ -501,6 +507,7 @@ def stats_json(stats):
                     "rows": table.rows,
                     "data_bytes": table.data_bytes,
                     "index_bytes": table.index_bytes,
+                    "derived": table.derived,
                     "indexes": [
                         {
                             "name": index.name,

@@ -38,6 +38,34 @@ MYSQL_MARKER = "zz"  # migration 005 stores every word behind it on MySQL
 SEARCH = pw.Table("image_search", ("id", "image_id", "document", "vector"))
 FTS = pw.Table("image_search_fts", ("rowid", "document", "rank"))
 
+# What migration 005 derives from the gallery's rows, declared here once for every tool
+# that must tell it from the models' schema. Its rows are the triggers' work, never data
+# of their own: db.transfer and db.populate leave them to the target's triggers, db.check
+# and db.diagram leave them out of the models' comparison, db.reset empties them with
+# the rest, db.stats shows them marked "derived".
+DERIVED_TABLES = frozenset({SEARCH.__name__, FTS.__name__})
+# FTS5 keeps the index in shadow tables named after its virtual table (_data, _idx,
+# _docsize, _config, _content...), made and dropped with it.
+DERIVED_TABLE_PREFIXES = (f"{FTS.__name__}_",)
+# The indexes 005 puts on the models' tables for autocomplete, which the models cannot
+# declare on every engine (an expression; text_pattern_ops is PostgreSQL's alone).
+DERIVED_INDEXES = frozenset({"tags_name_lower", "tags_name_prefix"})
+
+
+# The triggers that keep them: each named after its table and "search" (image_search's
+# own feed FTS5; the others rewrite an image's row when one of its parts changes).
+DERIVED_TRIGGER = re.compile(r"^\w+?_search_(after|before)_(insert|update|delete)$")
+
+
+def is_derived_trigger(name):
+    """Return whether the trigger ``name`` is one of those keeping the search tables."""
+    return DERIVED_TRIGGER.match(name) is not None
+
+
+def is_derived(table):
+    """Return whether ``table`` is one of migration 005's derived search tables."""
+    return table in DERIVED_TABLES or table.startswith(DERIVED_TABLE_PREFIXES)
+
 
 def words_of(text):
     """Return the words of ``text`` as the search indexes split them, lower-cased."""

@@ -19,7 +19,10 @@ per engine with the same four methods (``database_size``, ``table_sizes``, ``ind
   ``information_schema.INDEX_STATISTICS`` (rows read through each index) when the
   server collects it (``userstat`` on).
 
-What an engine cannot tell is None, and a note says why. Nothing here writes.
+The search tables migration 005 derives from the others (db.search.DERIVED_TABLES, and
+FTS5's shadow tables) are listed too, marked ``derived``: their room counts, their rows
+are the triggers'. What an engine cannot tell is None, and a note says why. Nothing
+here writes.
 """
 
 import datetime
@@ -35,6 +38,7 @@ from db.engines.base import quoted
 from db.engines.mysql import MySQLEngine
 from db.engines.postgres import PostgresEngine
 from db.engines.sqlite import SqliteEngine, sqlite_path
+from db.search import is_derived
 
 ROWID = "(rowid)"
 _UNREAD = object()
@@ -69,6 +73,7 @@ class TableStats:
     data_bytes: int | None
     index_bytes: int | None
     indexes: list
+    derived: bool = False  # kept by triggers from the other tables (db.search)
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def database_stats(target, backups_dir):
                 _row_count(database, name),
                 *sizes.get(name, (None, None)),
                 reader.indexes(database, name),
+                is_derived(name),
             )
             for name in names
         ]

@@ -25,7 +25,9 @@ Any engine to any engine: SQLite, PostgreSQL, MySQL/MariaDB. What it guarantees:
    source, so rows written to the source meanwhile are not half copied; each batch is
    written in one transaction with the engine's bulk insert (COPY on PostgreSQL). The
    counters the triggers keep (db.models.TRIGGER_COUNTERS) are written as 0, and the
-   target's triggers count them. PostgreSQL's sequences then restart past the copied ids.
+   target's triggers count them. The search tables (db.search.DERIVED_TABLES) are not
+   copied: the target's triggers write them from the copied rows, as its own engine
+   indexes them. PostgreSQL's sequences then restart past the copied ids.
 5. Proof: each table's row count and content checksum (db.content), taken of the source
    as it is read and of the target afterwards, must be equal — counters included, which
    proves the triggers counted right.
@@ -65,6 +67,7 @@ from db.errors import (
 from db.history import DatabaseIdentity, History, SeederHistory, TransferMarker
 from db.models import TRIGGER_COUNTERS
 from db.runner import Runner
+from db.search import is_derived
 
 COPIED, CHECKED = "rows copied", "rows checked"  # the stages on_progress reports
 # Made on the target itself; the target keeps its own identity (its backups stay its own).
@@ -137,7 +140,11 @@ def check_options(target_url, batch):
 def plan_tables(database):
     """Return a TableCopy for each table to copy, parents first."""
     engine = engine_for(database)
-    tables = [table for table in engine.tables(database) if table not in NOT_COPIED]
+    tables = [
+        table
+        for table in engine.tables(database)
+        if table not in NOT_COPIED and not is_derived(table)
+    ]
     counters = {(field.model._meta.table_name, field.column_name) for field in TRIGGER_COUNTERS}
     plan = []
     for table in parents_first(database, tables):

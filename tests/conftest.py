@@ -34,6 +34,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
+def newest_version(folder=MIGRATIONS_DIR):
+    """Return the version of the newest migration in ``folder``, e.g. "006"."""
+    return max(path.name[:3] for path in folder.glob("[0-9]*"))
+
+
+# The project's newest migration, and the version a test's own migration takes after
+# it: computed, so that the project's next migration breaks no test.
+LATEST_VERSION = newest_version()
+NEXT_VERSION = f"{int(LATEST_VERSION) + 1:03d}"
+
+
 def sqlite_url(path):
     """Return the URL of an SQLite file."""
     return f"sqlite:///{path}"

@@ -19,7 +19,7 @@ from db.engines import open_database
 from db.errors import CannotGenerate
 from db.models import ALL_MODELS, NOT_BLANK, BaseModel, Image, Tag, checked, counter, timestamp
 from db.runner import Runner
-from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
+from tests.conftest import MIGRATIONS_DIR, NEXT_VERSION, one_error_line, run_invoke
 
 IN_STEP = "nothing to generate: the database is in step with the models"
 IN_STEP_LINE = "in step with the models and migrations\n"
@@ -73,7 +73,7 @@ def test_auto_catches_up_and_its_down_brings_the_drift_back(cli, drifted_db, pro
     result = cli("db.new-migration", "catch up", "--auto")
 
     assert result.returncode == 0, result.stderr
-    written = project_migrations / "005_catch_up.py"
+    written = project_migrations / f"{NEXT_VERSION}_catch_up.py"
     assert result.stdout.strip() == f"created {written}"
     text = written.read_text()
     imports = [line for line in text.splitlines() if line.startswith(("import", "from"))]
@@ -110,7 +110,7 @@ def test_a_missing_table_is_created_from_its_model_and_dropped_by_down(
     result = cli("db.new-migration", "catch up", "--auto")
 
     assert result.returncode == 0, result.stderr
-    written = project_migrations / "005_catch_up.py"
+    written = project_migrations / f"{NEXT_VERSION}_catch_up.py"
     text = written.read_text()
     assert "class UserLikes(Frozen):" in text
     assert "class Images(Frozen):" in text  # a stub: the key its foreign key points at
@@ -120,7 +120,10 @@ def test_a_missing_table_is_created_from_its_model_and_dropped_by_down(
     assert check_lines(cli) == (0, IN_STEP_LINE)  # keys, ON DELETE, defaults, indexes
 
     assert cli("db.rollback", "--steps", "1").returncode == 0
-    assert check_lines(cli) == (3, "table user_likes: missing\nmigration 005_catch_up: pending\n")
+    assert check_lines(cli) == (
+        3,
+        f"table user_likes: missing\nmigration {NEXT_VERSION}_catch_up: pending\n",
+    )
 
 
 LEGACY_TABLES = (
@@ -151,7 +154,7 @@ def test_tables_not_in_the_models_are_dropped_and_down_builds_them_again(
     result = cli("db.new-migration", "catch up", "--auto")
 
     assert result.returncode == 0, result.stderr
-    written = project_migrations / "005_catch_up.py"
+    written = project_migrations / f"{NEXT_VERSION}_catch_up.py"
     assert run_ruff("format", "--check", written).returncode == 0
     assert cli("db.migrate").returncode == 0  # the notes go before the shelves they point at
     assert check_lines(cli) == (0, IN_STEP_LINE)
@@ -162,7 +165,7 @@ def test_tables_not_in_the_models_are_dropped_and_down_builds_them_again(
     assert listed.splitlines() == [
         "table legacy_notes: not in the models",
         "table legacy_shelves: not in the models",
-        "migration 005_catch_up: pending",
+        f"migration {NEXT_VERSION}_catch_up: pending",
     ]
     database = open_database(cli.url, create=False)
     try:
@@ -190,11 +193,11 @@ def test_a_new_model_gets_its_table_keys_checks_and_indexes(drifted_db, project_
     text = migration_text(drifted_db, project_migrations, "grow", models)
 
     assert 'pw.Check("LENGTH(TRIM(body)) > 0")' in text
-    assert apply_text(drifted_db, project_migrations, text) == ["005_grow"]
+    assert apply_text(drifted_db, project_migrations, text) == [f"{NEXT_VERSION}_grow"]
     assert check_database(drifted_db, project_migrations, models) == []
 
     Runner(drifted_db, project_migrations).rollback(steps=1)
-    (project_migrations / "005_grow.py").unlink()
+    (project_migrations / f"{NEXT_VERSION}_grow.py").unlink()
     assert check_database(drifted_db, project_migrations) == []
 
 
@@ -202,14 +205,16 @@ def test_auto_and_sql_together_are_refused(cli, project_migrations):
     result = cli("db.new-migration", "catch up", "--auto", "--sql")
 
     one_error_line(result, 2, "--auto", "--sql")
-    assert not list(project_migrations.glob("005*"))
+    assert not list(project_migrations.glob(f"{NEXT_VERSION}*"))
 
 
 def test_a_pending_migration_is_refused(cli, drifted_db, write_migration):
     drifted_db.close()
-    write_migration("005_later.sql", "-- migrate:up\n-- migrate:down\n")
+    write_migration(f"{NEXT_VERSION}_later.sql", "-- migrate:up\n-- migrate:down\n")
 
-    one_error_line(cli("db.new-migration", "catch up", "--auto"), None, "005_later", "db.migrate")
+    one_error_line(
+        cli("db.new-migration", "catch up", "--auto"), None, f"{NEXT_VERSION}_later", "db.migrate"
+    )
 
 
 def tags_with(**extra):
@@ -221,7 +226,7 @@ def tags_with(**extra):
 
 
 def apply_text(database, migrations_dir, text):
-    (migrations_dir / "005_grow.py").write_text(text, encoding="utf-8")
+    (migrations_dir / f"{NEXT_VERSION}_grow.py").write_text(text, encoding="utf-8")
     return Runner(database, migrations_dir).migrate()
 
 
@@ -240,13 +245,13 @@ def test_a_column_the_models_add_is_added_with_its_literal_field(drifted_db, pro
     assert 'pw.Check("score >= 0")' in text
     assert "pw.TextField(null=True)" in text
     assert "allow_not_null=True" in text
-    assert apply_text(drifted_db, project_migrations, text) == ["005_grow"]
+    assert apply_text(drifted_db, project_migrations, text) == [f"{NEXT_VERSION}_grow"]
     assert check_database(drifted_db, project_migrations, models) == []
     row = drifted_db.execute_sql("SELECT colour, score FROM tags").fetchone()
     assert tuple(row) == ("grey", 0)
 
     Runner(drifted_db, project_migrations).rollback(steps=1)
-    (project_migrations / "005_grow.py").unlink()
+    (project_migrations / f"{NEXT_VERSION}_grow.py").unlink()
     assert check_database(drifted_db, project_migrations) == []
 
 

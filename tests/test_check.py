@@ -14,7 +14,7 @@ from db.check import Difference, _comparable_default, check_database, type_famil
 from db.engines import open_database
 from db.models import ALL_MODELS, BaseModel, Tag, server_default
 from db.runner import Runner
-from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
+from tests.conftest import MIGRATIONS_DIR, NEXT_VERSION, one_error_line, run_invoke
 
 IN_STEP = "in step with the models and migrations"
 
@@ -86,11 +86,13 @@ def test_an_edited_applied_migration_is_changed(checked_db, project_migrations):
 
 def test_a_pending_migration_is_listed(checked_db, project_migrations, write_migration):
     write_migration(
-        "005_add_karma.py",
+        f"{NEXT_VERSION}_add_karma.py",
         "def up(migrator, db):\n    pass\n\n\ndef down(migrator, db):\n    pass\n",
     )
 
-    assert details(checked_db, project_migrations) == ["migration 005_add_karma: pending"]
+    assert details(checked_db, project_migrations) == [
+        f"migration {NEXT_VERSION}_add_karma: pending"
+    ]
 
 
 def test_types_compare_by_family():
@@ -115,14 +117,14 @@ def test_task_prints_a_line_per_difference_and_exits_3_not_in_step(
     engine_url, checked_db, project_migrations, write_migration
 ):
     checked_db.execute_sql("ALTER TABLE tags ADD COLUMN colour TEXT")
-    write_migration("005_x.sql", "-- x\n\n-- migrate:up\n\n-- migrate:down\n")
+    write_migration(f"{NEXT_VERSION}_x.sql", "-- x\n\n-- migrate:up\n\n-- migrate:down\n")
 
     result = run_invoke("db.check", url=engine_url, migrations_dir=project_migrations)
 
     assert result.returncode == 3, result.stderr
     assert result.stdout.splitlines() == [
         "tags.colour: column not in the models",
-        "migration 005_x: pending",
+        f"migration {NEXT_VERSION}_x: pending",
     ]
 
 

@@ -31,7 +31,7 @@ from importlib import import_module
 import pytest
 
 from db.seeders import Seeder
-from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
+from tests.conftest import NEXT_VERSION, PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 
 RUNNERS = ["invoke", "clonegallery-db"]
 UNREACHABLE_SERVER = "postgresql://postgres@127.0.0.1:1/clonegallery"
@@ -599,13 +599,14 @@ def test_status_check_exits_0_up_to_date_and_3_with_a_pending_migration(
 ):
     succeeded(cli("status", "--check"))
     write_migration(
-        "005_add_karma.sql", "-- migrate:up\nALTER TABLE images ADD COLUMN karma INTEGER;\n"
+        f"{NEXT_VERSION}_add_karma.sql",
+        "-- migrate:up\nALTER TABLE images ADD COLUMN karma INTEGER;\n",
     )
 
     result = cli("status", "--check")
 
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "005_add_karma" in result.stdout
+    assert f"{NEXT_VERSION}_add_karma" in result.stdout
     assert "Traceback" not in result.stderr
 
 
@@ -675,7 +676,7 @@ def test_check_json_with_a_difference_exits_3_with_format_version_1(
 def test_status_json_check_with_a_pending_migration_exits_3_with_json_alone(
     cli, migrated_project, write_migration
 ):
-    write_migration("005_nothing.sql", "-- migrate:up\n")
+    write_migration(f"{NEXT_VERSION}_nothing.sql", "-- migrate:up\n")
 
     document = json_object(cli("status", "--json", "--check"), 3)
 

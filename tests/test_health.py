@@ -26,7 +26,7 @@ from db.models import Image, Tag
 from db.populate import GalleryPlan, populate
 from db.runner import Runner
 from tests import servers
-from tests.conftest import MIGRATIONS_DIR, PROJECT_ROOT, one_error_line, run_invoke
+from tests.conftest import MIGRATIONS_DIR, NEXT_VERSION, PROJECT_ROOT, one_error_line, run_invoke
 
 OFF = {"warning": "off", "critical": "off"}
 # Limits whose verdict depends on the machine (its disk), not on the database under test.
@@ -227,7 +227,9 @@ def test_a_pending_migration_warns_and_a_changed_one_is_critical(
         backup_age=OFF,
     )
     commands.migrate(settings)
-    write_migration("005_add_karma.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;\n")
+    write_migration(
+        f"{NEXT_VERSION}_add_karma.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;\n"
+    )
 
     pending = finding(check_health(settings), "migrations")
     assert (pending.state, pending.shown) == ("warning", "1 pending")

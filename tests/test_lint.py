@@ -11,7 +11,17 @@ from db.config import Settings
 from db.engines import open_database
 from db.runner import Runner
 from tests import servers
-from tests.conftest import MIGRATIONS_DIR, ok, one_error_line, run_invoke, sqlite_url
+from tests.conftest import (
+    MIGRATIONS_DIR,
+    NEXT_VERSION,
+    ok,
+    one_error_line,
+    run_invoke,
+    sqlite_url,
+)
+
+CHANGE = f"{NEXT_VERSION}_change"  # the migration a test adds after the project's
+AFTER_NEXT = f"{int(NEXT_VERSION) + 1:03d}"
 
 KARMA = '''"""Give users karma."""
 
@@ -86,12 +96,12 @@ def migrated_url(tmp_path_factory):
 
 
 def with_migration(folder, text, name=None):
-    """Return a copy of the project's migrations in ``folder`` plus ``text`` as 005."""
+    """Return a copy of the project's migrations in ``folder`` plus ``text`` after them."""
     folder.mkdir()
     for path in MIGRATIONS_DIR.glob("[0-9]*"):
         shutil.copy(path, folder / path.name)
     kind = "py" if text.lstrip().startswith('"""') else "sql"
-    (folder / f"{name or '005_change'}.{kind}").write_text(text, encoding="utf-8")
+    (folder / f"{name or CHANGE}.{kind}").write_text(text, encoding="utf-8")
     return folder
 
 
@@ -112,16 +122,17 @@ def test_each_rule_finds_its_operation_and_not_the_safe_one(
     passed = lint(url, with_migration(tmp_path / "safe", safe))
 
     assert rule in {finding.rule for finding in found.unacknowledged}, found.findings
-    assert all(finding.migration.startswith("005_change") for finding in found.findings)
+    assert all(finding.migration.startswith(CHANGE) for finding in found.findings)
     assert rule not in {finding.rule for finding in passed.findings}, passed.findings
 
 
 def test_the_project_migrations_are_clean_on_a_fresh_database(engine, engine_db, engine_url):
     result = run_invoke("db.lint", url=engine_url)
 
+    names = sorted(path.stem for path in MIGRATIONS_DIR.glob("[0-9]*"))
     assert ok(result).stdout.splitlines() == [
-        f"checked 4 migration(s) on {engine_db_engine_name(engine)}: 001_initial_schema, "
-        "002_add_indexes, 003_add_triggers, 004_row_level_security",
+        f"checked {len(names)} migration(s) on {engine_db_engine_name(engine)}: "
+        + ", ".join(names),
         "no unsafe operation found",
     ]
 
@@ -134,16 +145,16 @@ def test_operations_on_a_table_an_earlier_pending_migration_creates_are_not_repo
     engine, engine_db, engine_url, project_migrations, write_migration
 ):
     write_migration(
-        "005_notes.sql",
+        f"{NEXT_VERSION}_notes.sql",
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, body VARCHAR(200));\n"
         "UPDATE notes SET body = 'x';",
     )
-    write_migration("006_notes_index.sql", "CREATE INDEX notes_body ON notes (body);")
+    write_migration(f"{AFTER_NEXT}_notes_index.sql", "CREATE INDEX notes_body ON notes (body);")
 
     result = lint(engine_url, project_migrations)
 
     assert result.findings == []
-    assert result.migrations[-2:] == ["005_notes", "006_notes_index"]
+    assert result.migrations[-2:] == [f"{NEXT_VERSION}_notes", f"{AFTER_NEXT}_notes_index"]
 
 
 def test_an_sql_finding_names_the_file_line_rule_and_alternative_and_exits_1(db_url, tmp_path):
@@ -156,8 +167,8 @@ def test_an_sql_finding_names_the_file_line_rule_and_alternative_and_exits_1(db_
 
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "checked 1 migration(s) on SQLite: 005_change"
-    assert lines[1].startswith("005_change.sql line 4: update-without-where: writes every row")
+    assert lines[0] == f"checked 1 migration(s) on SQLite: {CHANGE}"
+    assert lines[1].startswith(f"{CHANGE}.sql line 4: update-without-where: writes every row")
     assert "; instead: backfill in batches" in lines[1]
     assert lines[-1] == "1 unacknowledged finding(s), 0 acknowledged"
     assert result.stderr == ""
@@ -170,10 +181,10 @@ def test_a_python_finding_names_the_statement_and_the_line_that_sent_it(db_url, 
     result = run_invoke("db.lint", url=db_url, migrations_dir=folder)
 
     assert result.returncode == 1
-    assert '005_change.py line 7 (UPDATE "users" SET "karma" = 0): update-without-where' in (
+    assert f'{CHANGE}.py line 7 (UPDATE "users" SET "karma" = 0): update-without-where' in (
         result.stdout
     )
-    assert '005_change.py line 7 (CREATE TABLE "users__tmp__"' in result.stdout
+    assert f'{CHANGE}.py line 7 (CREATE TABLE "users__tmp__"' in result.stdout
 
 
 def test_an_acknowledgement_with_a_reason_passes_and_is_listed(db_url, tmp_path):
@@ -201,7 +212,7 @@ def test_an_acknowledgement_without_a_reason_is_itself_a_finding(db_url, tmp_pat
     result = run_invoke("db.lint", url=db_url, migrations_dir=folder)
 
     assert result.returncode == 1
-    assert "005_change.py line 2 (# lint: allow update-without-where): " in result.stdout
+    assert f"{CHANGE}.py line 2 (# lint: allow update-without-where): " in result.stdout
     assert "lint-allow-without-reason: acknowledges update-without-where without" in (result.stdout)
     assert "update-without-where: writes every row" in result.stdout  # still unacknowledged
 
@@ -210,7 +221,7 @@ def test_named_versions_are_linted_alone_and_others_are_refused_in_one_line(
     db_url, project_migrations, write_migration
 ):
     Runner(open_database(db_url), MIGRATIONS_DIR).migrate(to="002")
-    write_migration("005_views.sql", "UPDATE users SET views = 0;")
+    write_migration(f"{NEXT_VERSION}_views.sql", "UPDATE users SET views = 0;")
     folder = project_migrations
 
     only_003 = run_invoke("db.lint", "--version", "003", url=db_url, migrations_dir=folder)
@@ -230,12 +241,12 @@ def test_strict_migrate_refuses_a_migration_with_findings_and_applies_nothing(
     database = open_database(engine_url)
     Runner(database, MIGRATIONS_DIR).migrate(to="003")
     database.close()
-    write_migration("005_views.sql", "UPDATE users SET views = 0;")
+    write_migration(f"{NEXT_VERSION}_views.sql", "UPDATE users SET views = 0;")
 
     result = run_invoke("db.migrate", "--strict", url=engine_url, migrations_dir=project_migrations)
 
     line = one_error_line(result, 1, "--strict", "1 unacknowledged", "nothing applied")
-    assert "005_views.sql line 1: update-without-where" in result.stdout, line
+    assert f"{NEXT_VERSION}_views.sql line 1: update-without-where" in result.stdout, line
     database = open_database(engine_url, create=False)
     try:
         versions = [v for (v,) in database.execute_sql("SELECT version FROM migrations")]

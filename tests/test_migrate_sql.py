@@ -9,7 +9,7 @@ from db.capture import SCRATCH_ROLE
 from db.engines import engine_for_url, open_database
 from db.engines.base import database_name_of, side_database_name, with_database
 from db.runner import Runner
-from tests.conftest import MIGRATIONS_DIR, ok, one_error_line, run_invoke
+from tests.conftest import MIGRATIONS_DIR, NEXT_VERSION, ok, one_error_line, run_invoke
 
 PROJECT_MIGRATIONS = ("001_initial_schema", "002_add_indexes", "003_add_triggers")
 
@@ -92,11 +92,11 @@ def test_a_python_migration_shows_the_update_of_its_default_with_the_literal_and
     engine, engine_url, project_migrations, write_migration
 ):
     before = migrated(engine_url)
-    write_migration("005_karma.py", KARMA)
+    write_migration(f"{NEXT_VERSION}_karma.py", KARMA)
 
     printed = sql_of(engine_url, project_migrations).stdout
 
-    assert "-- 005_karma.py: in a transaction" in printed
+    assert f"-- {NEXT_VERSION}_karma.py: in a transaction" in printed
     assert re.search(r"^ALTER TABLE [`\"]users[`\"] ADD COLUMN [`\"]karma[`\"]", printed, re.M)
     assert re.search(r"^UPDATE [`\"]users[`\"] SET [`\"]karma[`\"] = 7;$", printed, re.M)
     motto = r"'it\\'s mine'" if engine == "mysql" else r"'it''s mine'"
@@ -145,11 +145,14 @@ def test_a_step_outside_a_transaction_prints_without_begin_and_with_its_own_lock
     engine, engine_url, project_migrations, write_migration
 ):
     migrated(engine_url)
-    write_migration("005_users_name.sql", OUTSIDE_A_TRANSACTION)
+    write_migration(f"{NEXT_VERSION}_users_name.sql", OUTSIDE_A_TRANSACTION)
 
     printed = sql_of(engine_url, project_migrations).stdout
 
-    header = "-- 005_users_name.sql: outside a transaction: each statement commits as it runs; "
+    header = (
+        f"-- {NEXT_VERSION}_users_name.sql: outside a transaction: "
+        "each statement commits as it runs; "
+    )
     assert header + "lock timeout 10s, statement timeout no limit" in printed
     assert printed.rstrip().endswith("CREATE INDEX users_name ON users (name);")
     assert "BEGIN;" not in printed

@@ -5,7 +5,10 @@ Two databases of the engine under test are compared: one made by
 columns (type, length, nullability, default), primary keys, indexes, foreign keys with
 their ON DELETE rules and CHECK constraints; the migrations add only the counter triggers
 on top (and, on PostgreSQL, the functions they run, and the row-level security of 004,
-which these snapshots do not read: tests/test_row_level_security.py covers it). Both are
+which these snapshots do not read: tests/test_row_level_security.py covers it), 005's
+derived search objects (db.search: tables, autocomplete index, the triggers keeping
+them) and 006's partial and covering indexes, which the models cannot declare: the
+comparisons with the models look at ``models_part`` of a snapshot. Both are
 read once per engine into snapshots, as those tests only look; the rollback tests migrate
 a database of their own.
 Every test runs on each engine (the ``engine`` fixtures of conftest.py).
@@ -19,14 +22,18 @@ from typing import NamedTuple
 import peewee
 import pytest
 
+from db.check import CREATED
 from db.engines import open_database
+from db.loader import discover, load_module
 from db.models import ALL_MODELS, bind_models
 from db.runner import Runner
+from db.search import DERIVED_INDEXES, is_derived, is_derived_trigger
 from tests import servers
 from tests.conftest import MIGRATIONS_DIR, sqlite_url
 
 HISTORY_TABLE = "migrations"
 TABLES = [model._meta.table_name for model in ALL_MODELS]
+MIGRATIONS = sorted(migration.name for migration in discover(MIGRATIONS_DIR))
 
 ON_DELETE = {
     ("images", "uploader_id"): ("users", "RESTRICT"),
@@ -66,6 +73,26 @@ def expected_trigger_functions(engine):
     return sorted(TRIGGERS) if engine == "postgres" else []
 
 
+def indexes_beyond_the_models():
+    """Return the names of the indexes the migrations make that the models cannot
+    declare: 005's autocomplete index, and those a migration's DIALECTS create (006)."""
+    names = set(DERIVED_INDEXES)
+    for migration in discover(MIGRATIONS_DIR):
+        dialects = (
+            getattr(load_module(migration), "DIALECTS", None) if migration.kind == "py" else None
+        )
+        for statements in (dialects or {}).values():
+            names |= {
+                name
+                for name, create, _ in statements()
+                if "INDEX" in (CREATED.match(create) or [""])[0].upper()
+            }
+    return frozenset(names)
+
+
+BEYOND_MODELS = indexes_beyond_the_models()
+
+
 # --- Reading a schema ---------------------------------------------------------------------
 
 
@@ -84,6 +111,22 @@ CURRENT_SCHEMA = {"postgres": "current_schema()", "mysql": "DATABASE()"}
 
 def app_tables(database):
     return sorted(t for t in database.get_tables() if t != HISTORY_TABLE)
+
+
+def models_part(snapshot):
+    """Return the part of ``snapshot`` the models declare: without 005's derived search
+    objects and the indexes the models cannot declare (BEYOND_MODELS)."""
+    tables = {
+        table: {
+            **described,
+            "indexes": [i for i in described["indexes"] if i[0] not in BEYOND_MODELS],
+        }
+        for table, described in snapshot.tables.items()
+        if not is_derived(table)
+    }
+    triggers = {n: t for n, t in snapshot.triggers.items() if not is_derived_trigger(n)}
+    functions = [n for n in snapshot.trigger_functions if not is_derived_trigger(n)]
+    return Snapshot(tables, triggers, functions)
 
 
 def columns(database, table):
@@ -265,11 +308,13 @@ def migrated(engine_db, runner):
 
 
 def test_the_migrations_create_every_table_of_the_models(built):
-    assert sorted(built.migrated.tables) == sorted(built.models.tables) == sorted(TABLES)
+    migrated = models_part(built.migrated)
+
+    assert sorted(migrated.tables) == sorted(built.models.tables) == sorted(TABLES)
 
 
 def same_in_both(built, table, aspect):
-    return built.migrated.tables[table][aspect] == built.models.tables[table][aspect]
+    return models_part(built.migrated).tables[table][aspect] == built.models.tables[table][aspect]
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -298,13 +343,13 @@ def test_each_table_has_the_models_check_constraints(built, table):
 
 
 def test_the_whole_schemas_are_equal(built):
-    assert built.migrated.tables == built.models.tables
+    assert models_part(built.migrated).tables == built.models.tables
 
 
 def test_foreign_keys_delete_as_documented(built):
     found = {
         (table, column): (dest_table, on_delete)
-        for table, described in built.migrated.tables.items()
+        for table, described in models_part(built.migrated).tables.items()
         for column, dest_table, _, on_delete, _ in described["foreign_keys"]
     }
 
@@ -320,9 +365,25 @@ def test_every_foreign_key_is_indexed_by_the_first_columns_of_some_index(built):
 
 
 def test_the_counter_triggers_are_the_only_addition_to_the_models_schema(engine, built):
+    migrated = models_part(built.migrated)
+
     assert (built.models.triggers, built.models.trigger_functions) == ({}, [])
-    assert built.migrated.triggers == expected_triggers(engine)
-    assert built.migrated.trigger_functions == expected_trigger_functions(engine)
+    assert migrated.triggers == expected_triggers(engine)
+    assert migrated.trigger_functions == expected_trigger_functions(engine)
+
+
+def test_the_search_tables_and_the_triggers_keeping_them_are_what_the_migrations_add_beyond(
+    engine, built
+):
+    added_tables = built.migrated.tables.keys() - built.models.tables.keys()
+    added_triggers = built.migrated.triggers.keys() - expected_triggers(engine).keys()
+
+    assert "image_search" in added_tables and all(is_derived(t) for t in added_tables)
+    assert added_triggers and all(is_derived_trigger(t) for t in added_triggers)
+    named = {
+        name for described in built.migrated.tables.values() for name, *_ in described["indexes"]
+    }
+    assert {"images_public_newest", "user_likes_user_newest"} & named
 
 
 def test_no_migration_imports_the_application_models():
@@ -337,31 +398,29 @@ def test_no_migration_imports_the_application_models():
 def test_rolling_everything_back_leaves_only_the_history_table(runner, migrated):
     reverted = runner.rollback(to="000")
 
-    assert reverted == [
-        "004_row_level_security",
-        "003_add_triggers",
-        "002_add_indexes",
-        "001_initial_schema",
-    ]
+    assert reverted == MIGRATIONS[::-1]
     assert migrated.get_tables() == [HISTORY_TABLE]
     assert triggers(migrated) == {}
     assert trigger_functions(migrated) == []
 
 
-def test_rolling_back_004_leaves_the_tables_and_triggers_as_they_were(runner, migrated, built):
-    assert runner.rollback() == ["004_row_level_security"]
+def test_rolling_back_to_003_leaves_the_models_tables_and_the_counter_triggers(
+    runner, migrated, built
+):
+    reverted = runner.rollback(to="003")
 
-    assert snapshot(migrated) == built.migrated
+    assert reverted == [name for name in MIGRATIONS if name > "004"][::-1]
+    assert snapshot(migrated) == models_part(built.migrated)
 
 
 def test_rolling_back_003_drops_only_the_triggers(runner, migrated, built):
-    assert runner.rollback(steps=2) == ["004_row_level_security", "003_add_triggers"]
+    assert runner.rollback(to="002")[-1] == "003_add_triggers"
 
     assert snapshot(migrated) == built.models
 
 
 def test_rolling_back_002_leaves_only_the_unique_keys_indexed(engine, runner, migrated):
-    assert runner.rollback(steps=3) == [
+    assert runner.rollback(to="001")[-3:] == [
         "004_row_level_security",
         "003_add_triggers",
         "002_add_indexes",

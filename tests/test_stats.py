@@ -10,7 +10,7 @@ from db.config import Settings
 from db.engines import engine_for_url
 from db.models import ALL_MODELS
 from db.populate import GalleryPlan, populate
-from tests.conftest import MIGRATIONS_DIR, one_error_line, run_invoke
+from tests.conftest import MIGRATIONS_DIR, ok, one_error_line, run_invoke
 
 PLAN = GalleryPlan(users=10, images=60, seed=4)
 TOP_KEYS = {
@@ -25,7 +25,7 @@ TOP_KEYS = {
     "latest_backup",
     "notes",
 }
-TABLE_KEYS = {"name", "rows", "data_bytes", "index_bytes", "indexes"}
+TABLE_KEYS = {"name", "rows", "data_bytes", "index_bytes", "derived", "indexes"}
 INDEX_KEYS = {"name", "columns", "primary", "unique", "size_bytes", "uses", "unused"}
 
 
@@ -66,6 +66,22 @@ def test_every_gallery_table_is_listed_with_its_exact_row_count_and_primary_inde
     for name, written in populated.items():
         assert tables[name].rows == written, name
     assert tables["images"].rows == PLAN.images
+
+
+def test_the_search_tables_are_listed_marked_derived_with_a_row_per_image(
+    settings, populated, engine
+):
+    tables = tables_of(commands.stats(settings))
+    printed = ok(cli(settings, "db.stats")).stdout.splitlines()
+
+    assert tables["image_search"].derived and tables["image_search"].rows == PLAN.images
+    assert not any(tables[model._meta.table_name].derived for model in ALL_MODELS)
+    search_line = next(line for line in printed if line.startswith("image_search "))
+    assert search_line.endswith("derived")
+    if engine == "sqlite":  # FTS5's virtual table and its shadow tables are derived too
+        assert tables["image_search_fts"].derived and tables["image_search_fts_data"].derived
+        # 005's autocomplete index is on an expression, which SQLite names no column of
+        assert any(line.lstrip().startswith("tags_name_lower ((expression))") for line in printed)
 
 
 def test_sizes_are_positive_numbers(settings, populated):

@@ -168,15 +168,23 @@ class SqliteEngine(Engine):
                 database.execute_sql(f'DROP VIEW "{view.name}"')
             tables = database.get_tables()
             for table in tables:
-                database.execute_sql(f'DROP TABLE "{table}"')
+                # IF EXISTS: a virtual table (FTS5) takes its shadow tables along.
+                database.execute_sql(f'DROP TABLE IF EXISTS "{table}"')
         _give_back_free_pages(database)
         return tables
 
     def empty_all_tables(self, database, keep=()):
         with self._foreign_keys_off(database), self.transaction(database):
             tables = [t for t in database.get_tables() if t not in keep]
+            kinds = _table_kinds(database)
+            plain = [t for t in tables if kinds.get(t) == "table"]
+            # A trigger may write a table already emptied (005's rewrite an image's search
+            # row when its tags go): delete again until every table stays empty.
+            while sum(_delete_all(database, table) for table in plain):
+                pass
             for table in tables:
-                database.execute_sql(f'DELETE FROM "{table}"')
+                if kinds.get(table) == "virtual":  # its shadow tables are its own to empty
+                    _empty_virtual(database, table)
         _give_back_free_pages(database)
         return tables
 
@@ -215,6 +223,27 @@ def _raise_on_foreign_key_violations(database):
             f"{len(violations)} row(s) break a foreign key, e.g. {table} rowid {rowid} "
             f"points to a missing {parent} row"
         )
+
+
+def _table_kinds(database):
+    """Return {table: "table", "virtual" or "shadow"} (a shadow table is a virtual table's
+    storage, written by it alone)."""
+    rows = database.execute_sql("SELECT name, type FROM pragma_table_list WHERE schema = 'main'")
+    return dict(rows.fetchall())
+
+
+def _delete_all(database, table):
+    """Delete every row of ``table``; return how many there were."""
+    return database.execute_sql(f'DELETE FROM "{table}"').rowcount
+
+
+def _empty_virtual(database, table):
+    """Empty a virtual table: an FTS5 index of external content by its 'delete-all'
+    command (a DELETE would read the content, already gone), any other by DELETE."""
+    try:
+        database.execute_sql(f'INSERT INTO "{table}" ("{table}") VALUES (\'delete-all\')')
+    except peewee.OperationalError:
+        database.execute_sql(f'DELETE FROM "{table}"')
 
 
 def _give_back_free_pages(database):
