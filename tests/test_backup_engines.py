@@ -36,6 +36,7 @@ from db.seeders import Seeder
 from db.target import Target
 from tests import servers
 from tests.conftest import (
+    LATEST_VERSION,
     MIGRATIONS_DIR,
     PROJECT_ROOT,
     ok,
@@ -209,7 +210,7 @@ def test_the_cli_writes_a_private_backup_and_manifest_that_verify_and_are_listed
         assert stat.S_IMODE(written.stat().st_mode) == 0o600, written
     manifest = json.loads(backups.manifest_path(path).read_text())
     assert manifest["engine"] == engine
-    assert manifest["schema_version"] == "004"
+    assert manifest["schema_version"] == LATEST_VERSION
     assert manifest["row_counts"] == row_counts(engine_gallery)
     assert (manifest["sha256"], manifest["size"]) == backups.file_digest(path)
     assert manifest["compressed"] == ("zstd" if path.suffix == ".zst" else False)
@@ -223,7 +224,7 @@ def test_the_cli_writes_a_private_backup_and_manifest_that_verify_and_are_listed
     assert ok(cli("db.verify", str(path))).stdout.startswith(f"OK: {path}")
     (listed,) = [line for line in ok(cli("db.backups")).stdout.splitlines() if path.name in line]
     schema, verified = listed.split()[-3:-1]
-    assert (schema, verified) == ("004", "yes")
+    assert (schema, verified) == (LATEST_VERSION, "yes")
 
 
 # --- db.restore: the round trip -----------------------------------------------------------
@@ -240,7 +241,7 @@ def test_restore_brings_back_the_backed_up_gallery_and_its_counters_keep_countin
 
     restored = ok(cli("db.restore", str(path), "--yes"))
 
-    assert f"restored {path} (schema 004" in restored.stdout
+    assert f"restored {path} (schema {LATEST_VERSION}" in restored.stdout
     assert checksum(engine_gallery) == at_backup
     assert_the_counters_follow(engine_gallery)
 
@@ -640,7 +641,7 @@ def test_a_restore_waits_for_a_connection_in_the_way_then_says_so_and_changes_no
     change_the_gallery(engine_gallery)
     before = checksum(engine_gallery)
     with held(engine_gallery, "images"):
-        manifest = backups.check_restorable(path, engine_gallery, "004")
+        manifest = backups.check_restorable(path, engine_gallery, LATEST_VERSION)
         started = time.monotonic()
         with pytest.raises(BackupError, match=r"in use|locked"):
             backups.restore_backup(engine_gallery, path, manifest, backups_dir, timeout=1)
@@ -762,7 +763,7 @@ def test_a_backup_taken_while_a_writer_inserts_restores_a_prefix_of_its_rows(
     written = len(writer_values(engine_gallery))
 
     assert backups.verify_backup(path, engine_gallery) == []
-    manifest = backups.check_restorable(path, engine_gallery, "004")
+    manifest = backups.check_restorable(path, engine_gallery, LATEST_VERSION)
     backups.restore_backup(engine_gallery, path, manifest, backups_dir)
 
     values = writer_values(engine_gallery)

@@ -16,7 +16,7 @@ from db import backups
 from db.errors import BackupError
 from db.populate import GalleryPlan, populate
 from db.target import Target
-from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
+from tests.conftest import LATEST_VERSION, PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
 KILLS = 20
@@ -102,7 +102,7 @@ def test_after_restoring_an_older_schema_status_shows_it_and_migrate_brings_it_f
     assert cli("db.restore", str(old), "--yes").returncode == 0
     assert "current version: 002" in cli("db.status").stdout
     assert cli("db.migrate").returncode == 0
-    assert "current version: 004" in cli("db.status").stdout
+    assert f"current version: {LATEST_VERSION}" in cli("db.status").stdout
 
 
 def test_without_a_terminal_or_yes_restore_refuses(cli, db_url, backup_of_gallery):
@@ -191,7 +191,9 @@ def test_restore_waits_for_a_writer_then_says_who_is_in_the_way(
         assert holder.stdout.readline().strip() == "holding"
         before = checksum(sqlite_url(live))
         started = time.monotonic()
-        manifest = backups.check_restorable(backup_of_gallery.path, sqlite_url(live), "004")
+        manifest = backups.check_restorable(
+            backup_of_gallery.path, sqlite_url(live), LATEST_VERSION
+        )
         with pytest.raises(BackupError, match="in use by another process"):
             backups.restore_backup(
                 sqlite_url(live), backup_of_gallery.path, manifest, tmp_path, timeout=1
