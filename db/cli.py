@@ -158,6 +158,7 @@ def toolkit_task(numbers=(), query=None, query_or=None, **options):
             with reported_errors(debug, as_json), for_tenant(c, tenant):
                 if every or jobs is not None:
                     run_task = functools.partial(body, c, *args, **kwargs)
+                    run_task = reported(run_task, debug, as_json)
                     run_on_all_tenants(c, task_name(body), run_task, jobs, as_json)
                 else:
                     body(c, *args, **kwargs)
@@ -166,6 +167,17 @@ def toolkit_task(numbers=(), query=None, query_or=None, **options):
         return ToolkitTask(run, numbers=numbers, query=query, query_or=query_or, **options)
 
     return decorate
+
+
+def reported(run_task, debug, as_json):
+    """Return ``run_task`` inside the error boundary: a tenant's failure under
+    --all-tenants is its one ``error:`` line (or JSON object), as on its own."""
+
+    def run():
+        with reported_errors(debug, as_json):
+            run_task()
+
+    return run
 
 
 def task_name(body):
