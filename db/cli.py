@@ -156,7 +156,9 @@ def toolkit_task(numbers=(), query=None, query_or=None, **options):
             debug = kwargs.get("debug") or c.config.db.debug
             as_json = kwargs.get("json", False)
             with reported_errors(debug, as_json), for_tenant(c, tenant):
-                if every or jobs is not None:
+                if jobs is not None and not every:
+                    raise ConfigError(f"{task_name(body)}: --jobs goes with --all-tenants")
+                if every:
                     run_task = functools.partial(body, c, *args, **kwargs)
                     run_task = reported(run_task, debug, as_json)
                     run_on_all_tenants(c, task_name(body), run_task, jobs, as_json)
@@ -207,6 +209,8 @@ def run_on_all_tenants(c, task, run_task, jobs, as_json):
     if c.config.db.tenant is not None:
         raise ConfigError(f"{task} takes --tenant or --all-tenants, not both")
     jobs = tenants.DEFAULT_JOBS if jobs is None else jobs
+    if jobs < 1:  # refused before the tenants are listed: with none, as with many
+        raise ConfigError(f"--jobs must be at least 1, not {jobs}")
     names = tenants.tenant_names(settings_of(c).url)
     outcomes = []
     for name, outcome in tenants.run_for_each(names, tenant_runner(c, run_task), jobs):
