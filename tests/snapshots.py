@@ -4,7 +4,7 @@ Every function takes a database URL or an open peewee Database, on any engine, a
 reads through peewee alone (``get_tables``, ``get_columns``, ``get_indexes``, plain
 SELECTs)::
 
-    content(url)     # {table: sorted rows}, run times left out
+    content(url)     # {table: sorted rows}, run times and derived search tables left out
     checksum(db)     # a SHA-256 of content()
     schema(url)      # {table: TableShape(columns, indexes, foreign_keys)}; {} for no tables
     orphans(db)      # foreign keys whose row points at no parent row (none, normally)
@@ -27,6 +27,7 @@ from db.content import orphans as foreign_key_orphans
 from db.engines import open_database
 from db.engines.base import quoted
 from db.history import DatabaseIdentity
+from db.search import is_derived
 
 # Columns that record *when* something ran, not what the data is.
 RUN_TIMES = {"migrations": ("applied_at", "duration_ms"), "seeders": ("applied_at",)}
@@ -44,11 +45,13 @@ class TableShape(NamedTuple):
 
 
 def content(source):
-    """Return {table: sorted rows} for every table of a database, run times and the
-    database's id left out."""
+    """Return {table: sorted rows} for every table of a database, run times, the
+    database's id and the search tables the triggers derive from the others (each engine
+    stores them its own way: db.search.DERIVED_TABLES) left out."""
     with connected(source) as database:
         snapshot = {}
-        for table in sorted(set(database.get_tables()) - NOT_CONTENT):
+        tables = sorted(t for t in set(database.get_tables()) - NOT_CONTENT if not is_derived(t))
+        for table in tables:
             columns = [
                 column.name
                 for column in database.get_columns(table)

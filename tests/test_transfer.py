@@ -35,6 +35,7 @@ from tests.conftest import (
     run_invoke,
     sqlite_url,
 )
+from tests.factories import models_on
 from tests.snapshots import checksum, content
 
 PLAN = GalleryPlan(users=30, images=300, seed=5)
@@ -184,6 +185,32 @@ def test_a_populated_gallery_arrives_identical_in_every_direction(source, target
     assert result.rows == row_counts(source)
     counters_are_true(target_url)
     assert incomplete_mark(target_url) is None
+
+
+def found_by_search(url, text):
+    """Return the ids of the public images a search for ``text`` finds in ``url``'s gallery."""
+    with models_on(url):
+        return sorted(image.id for image in Image.search(text, None))
+
+
+def test_a_search_on_the_target_finds_what_it_finds_on_the_source(source, target_url):
+    with models_on(source):
+        words = [image.title.split()[0] for image in Image.select().order_by(Image.id).limit(3)]
+
+    transfer(source, target_url)
+
+    with models_on(target_url):  # a search row per image, written by the target's triggers
+        assert Image.select().count() == len(searched_rows(target_url))
+    for text in ("misty fjord", *words):
+        assert found_by_search(target_url, text) == found_by_search(source, text) != [], text
+
+
+def searched_rows(url):
+    database = open_database(url, create=False)
+    try:
+        return database.execute_sql("SELECT image_id FROM image_search").fetchall()
+    finally:
+        database.close()
 
 
 def test_the_counters_are_counted_by_the_target_and_a_wrong_one_is_caught(
