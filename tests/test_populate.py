@@ -11,7 +11,16 @@ import pytest
 import db.populate
 from db.engines import open_database
 from db.errors import ConfigError
-from db.models import AIGenerationMeta, Album, AlbumImage, Image, Tag, User, UserLike
+from db.models import (
+    AIGenerationMeta,
+    Album,
+    AlbumImage,
+    Image,
+    ImageTag,
+    Tag,
+    User,
+    UserLike,
+)
 from db.populate import ALBUM_SIZES, GalleryPlan, populate
 from db.runner import Runner
 from db.seeders import Seeder
@@ -60,6 +69,16 @@ def test_another_seed_gives_another_gallery(engine_url, other_engine_url):
 def test_it_makes_the_planned_users_and_images(populated):
     assert User.select().count() == PLAN.users
     assert Image.select().count() == PLAN.images
+
+
+def test_every_image_gets_its_search_row_and_a_search_finds_it_by_its_title_and_tag(populated):
+    image = Image.select().where(Image.privacy == "public").order_by(Image.id).first()
+    tag = Tag.select().join(ImageTag).where(ImageTag.image == image.id).first()
+
+    found = [found.id for found in Image.search(f"{image.title} {tag.name}", None)]
+
+    assert scalar(populated, "SELECT COUNT(*) FROM image_search") == PLAN.images
+    assert image.id in found
 
 
 def test_every_foreign_key_holds(populated, engine):
