@@ -311,11 +311,16 @@ _bindings = weakref.WeakKeyDictionary()  # base Database -> {name: the tenant's 
 
 
 def _tenant_database(base, name):
-    """Return the (lazily connecting) Database of tenant ``name`` of ``base``."""
+    """Return the (lazily connecting) Database of tenant ``name`` of ``base``.
+
+    The Database is kept, but whether the tenant exists is asked on every entry (one
+    catalogue lookup, or a file's stat): a tenant dropped since it was first bound must be
+    DatabaseMissing, not a driver's error, and on SQLite not a new empty file that would
+    then pass for a tenant."""
+    engine = engine_for(base)
+    _require_bindable(engine, base, name)
     known = _bindings.setdefault(base, {})
     if name not in known:
-        engine = engine_for(base)
-        _require_bindable(engine, base, name)
         known[name] = _bound_copy(engine, base, name)
     return known[name]
 
