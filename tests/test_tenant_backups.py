@@ -228,6 +228,16 @@ def assert_restored_schema_is_betas(url):
             "WHERE p.pronamespace = 'tenant_beta'::regnamespace"
         ).fetchall()
         assert paths == [("search_path=tenant_beta, pg_temp",)], paths
+        schemas = database.execute_sql(
+            "SELECT nspname FROM pg_namespace WHERE nspname <> 'information_schema' "
+            "AND NOT starts_with(nspname, 'pg_') ORDER BY 1"
+        ).fetchall()
+        assert schemas == [("public",), ("tenant_acme",), ("tenant_beta",)]  # none staged
+        side = database.execute_sql(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+            (f"{database.database}_",),
+        ).fetchall()
+        assert side == []
         role = tenants.postgres.tenant_role(database.database, "beta")
         (reads_acme,) = database.execute_sql(
             "SELECT has_table_privilege(%s, 'tenant_acme.users', 'SELECT')", (role,)
@@ -236,6 +246,18 @@ def assert_restored_schema_is_betas(url):
     finally:
         database.close()
     assert users(tenants.tenant_url(url, "acme")) == USERS["acme"]
+
+
+def test_the_default_databases_backup_restores_into_a_tenant_with_yes(gallery, backups_dir):
+    main = backed_up(gallery, backups_dir)
+    others = {name: value for name, value in checksums(gallery).items() if name != "acme"}
+
+    restore = ("db.restore", str(main.path), "--tenant", "acme", "--yes")
+    ok(cli(gallery, backups_dir, *restore))
+
+    assert users(url_of(gallery, "acme")) == USERS[None]
+    assert {n: v for n, v in checksums(gallery).items() if n != "acme"} == others
+    assert tenants.tenant_names(gallery) == ["acme", "beta"]
 
 
 def test_a_postgres_tenants_backup_is_not_restored_into_the_whole_database(

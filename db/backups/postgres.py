@@ -231,16 +231,17 @@ def _staged_schema(backups, fresh, base, source, staging):
     _run(engine, fresh, f'ALTER SCHEMA "{source}" RENAME TO "{staging}"')
     _run(engine, base, f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')  # a killed run's
     try:
-        with tempfile.TemporaryDirectory(prefix="clonegallery-tenant-") as folder:
-            archive = Path(folder) / "tenant.pgdump"
-            with libpq_environment(fresh) as env, open(archive, "wb") as output:
-                run_tool(_dump_command(schema=staging), env, stdout=output)
-            backups.load(base, archive, None)
+        try:
+            with tempfile.TemporaryDirectory(prefix="clonegallery-tenant-") as folder:
+                archive = Path(folder) / "tenant.pgdump"
+                with libpq_environment(fresh) as env, open(archive, "wb") as output:
+                    run_tool(_dump_command(schema=staging), env, stdout=output)
+                backups.load(base, archive, None)
+        except (BackupError, ToolFailed) as exc:
+            raise BackupError(
+                f"the checked copy could not be moved into place: {exc}; nothing restored"
+            ) from exc
         yield
-    except (BackupError, ToolFailed) as exc:
-        raise BackupError(
-            f"the checked copy could not be moved into place: {exc}; nothing restored"
-        ) from exc
     finally:
         _run(engine, base, f'DROP SCHEMA IF EXISTS "{staging}" CASCADE')
 
