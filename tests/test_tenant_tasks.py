@@ -175,6 +175,11 @@ def test_migrate_all_tenants_goes_on_past_a_failing_tenant_and_status_check_gate
     behind = cli("db.status", "--all-tenants", "--check")
     assert behind.returncode == 3, behind.stdout + behind.stderr
     assert behind.stdout.splitlines()[-1].endswith("failed: b")
+    gate = cli("db.status", "--all-tenants", "--check", "--json")
+    assert gate.returncode == 3, gate.stderr
+    document = json.loads(gate.stdout)
+    assert document["failed"] == 1
+    assert {t["tenant"]: t["exit_code"] for t in document["tenants"]} == {"a": 0, "b": 3, "c": 0}
 
     clash = open_database(tenant_url(settings.url, "b"), create=False)
     clash.execute_sql("DROP TABLE notes")
