@@ -5,6 +5,7 @@ reads through peewee alone (``get_tables``, ``get_columns``, ``get_indexes``, pl
 SELECTs)::
 
     content(url)     # {table: sorted rows}, run times and derived search tables left out
+    row_counts(url)  # {table: rows}, every table's
     checksum(db)     # a SHA-256 of content()
     schema(url)      # {table: TableShape(columns, indexes, foreign_keys)}; {} for no tables
     orphans(db)      # foreign keys whose row points at no parent row (none, normally)
@@ -62,6 +63,18 @@ def content(source):
             rows = [tuple(normalised(value) for value in row) for row in cursor.fetchall()]
             snapshot[table] = sorted(rows, key=repr)
     return snapshot
+
+
+def row_counts(source):
+    """Return {table: rows} for every table of a database but its id, the derived search
+    tables included (a backup holds them and its manifest counts them)."""
+    with connected(source) as database:
+        return {
+            table: database.execute_sql(
+                f"SELECT COUNT(*) FROM {quoted(database, table)}"
+            ).fetchone()[0]
+            for table in sorted(set(database.get_tables()) - NOT_CONTENT)
+        }
 
 
 def checksum(source):

@@ -46,7 +46,7 @@ from tests.conftest import (
     sqlite_url,
 )
 from tests.factories import make_image, make_user, models_on
-from tests.snapshots import checksum, content
+from tests.snapshots import checksum, row_counts
 
 SUFFIX = {
     ("sqlite", False): ".db",
@@ -121,10 +121,6 @@ def side_databases_dropped(engine_url):
     yield
     for name in side_databases(engine_url):
         servers.drop_database(with_database(engine_url, name))
-
-
-def row_counts(url):
-    return {table: len(rows) for table, rows in content(url).items()}
 
 
 def backup_of(url, folder, compress=False):
