@@ -294,20 +294,24 @@ def _(engine: PostgresEngine, database):
 
 
 @contextmanager
-def tenant(name, database=None):
+def tenant(name, database=None, password=None):
     """Make the models work on tenant ``name`` inside the block, for this thread or task
     only: of ``database``, else of the database the models are bound to. On PostgreSQL
-    the connection acts as the tenant's role, so raw SQL through it cannot reach another
-    tenant either. DatabaseMissing when there is no such tenant."""
+    the connection logs in as the tenant's role (with ``password``, where the server asks
+    for one), so raw SQL through it cannot reach another tenant either. DatabaseMissing
+    when there is no such tenant."""
     from db.binding import database_proxy
     from db.models import reading_from
 
     base = database if database is not None else database_proxy.obj
+    if password is not None:
+        _tenant_passwords[(base.database, name)] = password
     with reading_from(_tenant_database(base, check_name(name))) as bound:
         yield bound
 
 
 _bindings = weakref.WeakKeyDictionary()  # base Database -> {name: the tenant's Database}
+_tenant_passwords = {}  # (database, tenant) -> the password of its PostgreSQL login role
 
 
 def _tenant_database(base, name):
@@ -374,9 +378,12 @@ def _(engine: MySQLEngine, base, name):
 
 @_bound_copy.register
 def _(engine: PostgresEngine, base, name):
+    # Logged in as the tenant's role itself, not acting as it: a session may always
+    # SET ROLE back to the user it logged in as, and that user may act as every tenant.
     role = postgres.tenant_role(base.database, name)
-    options = f"-c search_path={postgres.tenant_schema(name)} -c role={role}"
-    return type(base)(base.database, **{**base.connect_params, "options": options})
+    login = {"user": role, "password": _tenant_passwords.get((base.database, name))}
+    options = f"-c search_path={postgres.tenant_schema(name)}"
+    return type(base)(base.database, **{**base.connect_params, **login, "options": options})
 
 
 # -- --all-tenants: the same work on every tenant --------------------------------------------

@@ -382,14 +382,6 @@ def test_raw_sql_through_a_tenants_connection_cannot_reach_another_tenant_on_pos
         assert [user.name for user in User.select()] == ["Bea"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # the SET ROLE and the SELECT succeed
-    reason="known gap: the binding connects as the configured user and acts as the tenant's "
-    "role (-c role=...); SET ROLE back to a user that may act as every tenant's role (a "
-    "superuser, or the owner that created them) is a session's right, which PostgreSQL "
-    "cannot take away. Closing it needs a login role per tenant, connected to as itself.",
-)
 def test_set_role_through_a_tenants_connection_cannot_reach_another_tenant_on_postgres(
     engine, tenants_a_b
 ):
@@ -400,10 +392,14 @@ def test_set_role_through_a_tenants_connection_cannot_reach_another_tenant_on_po
 
     with tenant("a") as database:
         try:
-            with pytest.raises(peewee.ProgrammingError), database.atomic():
-                (configured_user,) = database.execute_sql("SELECT session_user").fetchone()
-                database.execute_sql(f'SET ROLE "{configured_user}"')
-                database.execute_sql("SELECT * FROM tenant_b.users")
+            (logged_in,) = database.execute_sql("SELECT session_user").fetchone()
+            assert logged_in.endswith("__a")  # the tenant's own login role, not the owner's
+            superuser = database.execute_sql(
+                "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY rolname LIMIT 1"
+            ).fetchone()[0]
+            for becoming in (f'SET ROLE "{superuser}"', "RESET ROLE"):
+                with pytest.raises(peewee.ProgrammingError), database.atomic():
+                    database.execute_sql(becoming)
+                    database.execute_sql("SELECT * FROM tenant_b.users")
         finally:
-            database.execute_sql("RESET ROLE")
             database.close()

@@ -4,7 +4,7 @@ A tenant (db/tenants.py) is a schema of the database, ``tenant_<name>``: its URL
 database's with ``?tenant=<name>``, and a connection to it works in that schema alone
 (``search_path``), so every task works on a tenant as on a database. Its role
 ``<database>__<name>`` may use that schema's tables and nothing else: the app's binding
-(``db.tenants.tenant``) acts as it, so raw SQL there cannot reach another tenant.
+(``db.tenants.tenant``) logs in as it, so raw SQL there cannot reach another tenant.
 """
 
 from contextlib import contextmanager
@@ -302,9 +302,10 @@ def create_tenant_schema(database, name):
     role = tenant_role(database.database, name)
     exists = database.execute_sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
     role = quoted(database, role)
-    if not exists:
-        database.execute_sql(f"CREATE ROLE {role} NOLOGIN")
-    database.execute_sql(f"GRANT {role} TO CURRENT_USER")  # to act as it (SET ROLE)
+    # LOGIN, without a password: where the server asks for one, none is accepted until
+    # an operator sets it (ALTER ROLE ... PASSWORD); trust, peer and certificates work.
+    database.execute_sql(f"{'ALTER' if exists else 'CREATE'} ROLE {role} LOGIN")
+    database.execute_sql(f"GRANT {role} TO CURRENT_USER")  # to drop what it owns, later
     database.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     database.execute_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
     database.execute_sql(
