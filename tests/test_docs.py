@@ -55,6 +55,7 @@ from db.access import as_system
 from db.engines.base import database_name_of
 from db.models import Album, Image, User, bind_models
 from db.runner import Runner
+from db.search import DERIVED_TABLE_PREFIXES
 from db.target import Target
 from tests import servers
 from tests.conftest import LATEST_VERSION, MIGRATIONS_DIR, NEXT_VERSION, PROJECT_ROOT, sqlite_url
@@ -408,7 +409,9 @@ def test_the_schema_pages_table_names_every_table(migrated_db, gallery, db_url, 
 
     listed = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
 
-    assert sorted(listed) == sorted(migrated_db.get_tables())
+    # FTS5's shadow tables are its virtual table's storage: the page names that one.
+    tables = [t for t in migrated_db.get_tables() if not t.startswith(DERIVED_TABLE_PREFIXES)]
+    assert sorted(listed) == sorted(tables)
 
 
 def section_of(path, heading):

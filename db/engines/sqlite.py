@@ -185,6 +185,7 @@ class SqliteEngine(Engine):
             for table in tables:
                 if kinds.get(table) == "virtual":  # its shadow tables are its own to empty
                     _empty_virtual(database, table)
+            tables = [t for t in tables if kinds.get(t) != "shadow"]
         _give_back_free_pages(database)
         return tables
 
