@@ -84,6 +84,17 @@ def test_an_edited_applied_migration_is_changed(checked_db, project_migrations):
     ]
 
 
+def test_an_index_006_made_that_is_gone_is_named_and_005s_search_objects_are_not_reported(
+    engine, checked_db, project_migrations
+):
+    on_table = "" if engine in ("sqlite", "postgres") else " ON images"
+    checked_db.execute_sql(f"DROP INDEX images_public_newest{on_table}")
+
+    assert details(checked_db, project_migrations) == [
+        "index images_public_newest on images: missing"
+    ]
+
+
 def test_a_pending_migration_is_listed(checked_db, project_migrations, write_migration):
     write_migration(
         f"{NEXT_VERSION}_add_karma.py",
