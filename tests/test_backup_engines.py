@@ -272,7 +272,8 @@ def test_a_backup_of_an_older_schema_restores_and_migrate_brings_it_forward(
 
     assert checksum(engine_gallery) == at_002
     assert "current version: 002" in ok(cli("db.status")).stdout
-    assert "applied 2 migrations" in ok(cli("db.migrate")).stdout
+    pending = int(LATEST_VERSION) - 2  # every migration after 002
+    assert f"applied {pending} migrations" in ok(cli("db.migrate")).stdout
     assert_the_counters_follow(engine_gallery)
 
 
