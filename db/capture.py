@@ -20,7 +20,8 @@ driver, and not executed. Everything happens under the migration lock. Per engin
   and a read that fails (``SHOW INDEX`` of a table a pending migration creates) finds
   nothing.
 - SQLite: on an in-memory copy of the live schema (tables, indexes, triggers, views,
-  no rows) where the recorded statements do run; the file itself is only read.
+  no rows; a virtual table's shadow tables come with its CREATE VIRTUAL TABLE) where
+  the recorded statements do run; the file itself is only read.
 
 Where the statements run on a copy, introspection (peewee's table rebuilds, MySQL's
 ``DESCRIBE`` before ``MODIFY``) sees what the earlier operations left. Known limit on
@@ -42,6 +43,7 @@ from db.engines.mysql import MySQLEngine
 from db.engines.postgres import PostgresEngine
 from db.engines.sqlite import SqliteEngine
 from db.errors import CaptureFailed, ConfigError, one_line
+from db.schema_dump import SQLITE_NOT_SHADOW
 
 # The first word of a statement that only reads, or only controls the transaction.
 READ_WORDS = {"SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "WITH", "VALUES", "TABLE"}
@@ -269,7 +271,8 @@ def _(engine: SqliteEngine, database):
     try:
         rows = database.execute_sql(
             "SELECT type, sql FROM sqlite_master WHERE sql IS NOT NULL "
-            "AND name NOT LIKE 'sqlite_%' ORDER BY type = 'table' DESC, type = 'index' DESC"
+            f"AND name NOT LIKE 'sqlite_%' AND {SQLITE_NOT_SHADOW} "
+            "ORDER BY type = 'table' DESC, type = 'index' DESC"
         ).fetchall()
         for _, sql in rows:
             scratch.execute_sql(sql)

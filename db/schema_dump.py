@@ -8,7 +8,8 @@ Each engine's schema comes from where that engine keeps it, so it is the schema 
 database really has, not the one the migrations meant to give it:
 
 - SQLite: the SQL that ``sqlite_master`` keeps for every table, index, view and
-  trigger, tables in dependency order (a table after those its foreign keys name);
+  trigger, tables in dependency order (a table after those its foreign keys name); a
+  virtual table's shadow tables are left to its ``CREATE VIRTUAL TABLE``;
 - PostgreSQL: ``pg_dump --schema-only --no-owner --no-privileges`` (trigger functions
   included); ``psql -f schema.sql`` loads it;
 - MySQL / MariaDB: ``mariadb-dump --no-data --triggers --skip-comments`` (or
@@ -58,6 +59,9 @@ from db.errors import ConfigError
 # SQLite's own objects (sqlite_sequence, sqlite_stat1...): SQLite makes them itself.
 SQLITE_OWN = "sqlite_%"
 SQLITE_KINDS = ("table", "index", "view", "trigger")  # the order they are written in
+# A virtual table's shadow tables (FTS5's _data, _idx...) are its storage: its own CREATE
+# VIRTUAL TABLE makes them, so writing them too would fail as "already exists".
+SQLITE_NOT_SHADOW = "name NOT IN (SELECT name FROM pragma_table_list WHERE type = 'shadow')"
 # pg_dump's psql \\restrict key: fixed, so that the lines that carry it are known (and
 # dropped). Letters and digits only, as pg_dump requires.
 RESTRICT_KEY = "clonegallerySchemaDump"
@@ -189,7 +193,7 @@ def sqlite_schema(database, url=None):
     """Return sqlite_master's SQL: tables in dependency order, then indexes, views, triggers."""
     rows = database.execute_sql(
         "SELECT type, name, sql FROM sqlite_master "
-        "WHERE sql IS NOT NULL AND name NOT LIKE ? ORDER BY name",
+        f"WHERE sql IS NOT NULL AND name NOT LIKE ? AND {SQLITE_NOT_SHADOW} ORDER BY name",
         (SQLITE_OWN,),
     ).fetchall()
     sql_of = {(kind, name): sql for kind, name, sql in rows}

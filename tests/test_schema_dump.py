@@ -53,6 +53,18 @@ def trigger_names(engine, url):
         return sorted(name for (name,) in database.execute_sql(TRIGGER_NAMES[engine]))
 
 
+def created_tables(engine, database):
+    """Return the tables a schema creates: on SQLite, not FTS5's shadow tables, which its
+    CREATE VIRTUAL TABLE makes."""
+    tables = database.get_tables()
+    if engine != "sqlite":
+        return tables
+    rows = database.execute_sql("SELECT name FROM pragma_table_list WHERE type = 'shadow'")
+    shadows = {name for (name,) in rows}
+    assert shadows, "005's FTS5 table has its shadow tables"
+    return [table for table in tables if table not in shadows]
+
+
 def load_schema(engine, url, path):
     """Load a schema file into the (empty) database of ``url`` with the engine's client."""
     open_database(url).close()  # created empty, as a new server database would be
@@ -92,8 +104,8 @@ def test_without_output_the_sql_is_printed_with_every_table_and_trigger(
     result = run_invoke("db.schema", url=engine_url)
 
     assert result.returncode == 0, result.stderr
-    for table in engine_migrated_db.get_tables():
-        assert "CREATE TABLE" in result.stdout
+    assert "CREATE TABLE" in result.stdout
+    for table in created_tables(engine, engine_migrated_db):
         assert table in result.stdout
     for trigger in trigger_names(engine, engine_url):
         assert trigger in result.stdout
