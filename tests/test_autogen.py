@@ -102,7 +102,7 @@ def test_in_step_writes_nothing(cli, drifted_db, project_migrations):
 
 
 def test_a_missing_table_is_created_from_its_model_and_dropped_by_down(
-    cli, drifted_db, project_migrations
+    engine, cli, drifted_db, project_migrations
 ):
     drifted_db.execute_sql("DROP TABLE user_likes")  # no trigger, nothing points at it
     drifted_db.close()
@@ -117,7 +117,13 @@ def test_a_missing_table_is_created_from_its_model_and_dropped_by_down(
     assert run_ruff("format", "--check", written).returncode == 0
     assert run_ruff("check", written).returncode == 0
     assert cli("db.migrate").returncode == 0
-    assert check_lines(cli) == (0, IN_STEP_LINE)  # keys, ON DELETE, defaults, indexes
+    # In step with the models (keys, ON DELETE, defaults, indexes). The index 006 built
+    # on the table is not the models' (MySQL has none): the new migration does not make
+    # it again, and db.check says it is gone.
+    if engine == "mysql":
+        assert check_lines(cli) == (0, IN_STEP_LINE)
+    else:
+        assert check_lines(cli) == (3, "index user_likes_user_newest on user_likes: missing\n")
 
     assert cli("db.rollback", "--steps", "1").returncode == 0
     assert check_lines(cli) == (
