@@ -60,7 +60,7 @@ TABLE_OF = [
     re.compile(pattern + NAME, re.IGNORECASE)
     for pattern in (
         r"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?",
-        r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\b.*?\bON\s+(?:ONLY\s+)?",
+        r"^\s*CREATE\s+(?:UNIQUE\s+|FULLTEXT\s+)?INDEX\b.*?\bON\s+(?:ONLY\s+)?",
         r"^\s*UPDATE\s+(?:ONLY\s+)?",
         r"^\s*DELETE\s+FROM\s+(?:ONLY\s+)?",
         r"^\s*OPTIMIZE\s+TABLE\s+",
