@@ -19,7 +19,7 @@ from db.backups.sqlite import pinned_snapshot
 from db.engines import engine_for
 from db.errors import BackupError, ConfigError
 from db.target import Target
-from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
+from tests.conftest import LATEST_VERSION, PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
 from tests.snapshots import checksum
 
 
@@ -45,7 +45,7 @@ def test_a_backup_is_a_private_sqlite_database_with_a_manifest(migrated_db, gall
         assert connection.execute("SELECT COUNT(*) FROM images").fetchone() == (8,)
     manifest = json.loads(backups.manifest_path(info.path).read_text())
     assert manifest["engine"] == "sqlite"
-    assert manifest["schema_version"] == "004"
+    assert manifest["schema_version"] == LATEST_VERSION
     assert manifest["row_counts"]["users"] == 5
     assert (manifest["sha256"], manifest["size"]) == backups.file_digest(info.path)
     assert manifest["tool"] == "clonegallery-db" and manifest["created_at"]
@@ -67,7 +67,7 @@ def test_the_cli_backs_up_verifies_and_lists(cli, gallery, backups_dir):
 
     assert cli("db.verify", str(path)).stdout.startswith(f"OK: {path}")
     listing = cli("db.backups").stdout
-    assert path.name in listing and "004" in listing and "yes" in listing
+    assert path.name in listing and LATEST_VERSION in listing and "yes" in listing
 
 
 def corrupt(path, how):
@@ -318,7 +318,7 @@ def test_a_backup_of_another_engine_is_not_restorable_here(backup, gallery):
     edit_manifest(backup.path, engine="mysql")
 
     with pytest.raises(BackupError) as refused:
-        backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+        backups.check_restorable(backup.path, sqlite_url(gallery), LATEST_VERSION)
 
     assert str(refused.value) == (
         f"{backup.path}: a mysql backup cannot be restored into a sqlite database "
@@ -331,22 +331,25 @@ def test_a_backup_newer_than_the_code_is_not_restorable(backup, gallery):
         backups.check_restorable(backup.path, sqlite_url(gallery), "003")
 
     assert str(refused.value) == (
-        f"{backup.path}: its schema version 004 is newer than this code's migrations "
+        f"{backup.path}: its schema version {LATEST_VERSION} is newer than this code's migrations "
         "(latest 003); upgrade the code first; nothing restored"
     )
-    assert backups.check_restorable(backup.path, sqlite_url(gallery), "004")["engine"] == "sqlite"
+    assert (
+        backups.check_restorable(backup.path, sqlite_url(gallery), LATEST_VERSION)["engine"]
+        == "sqlite"
+    )
     assert backups.check_restorable(backup.path, sqlite_url(gallery), "010")["engine"] == "sqlite"
 
 
 def test_an_unverified_sqlite_backup_is_verified_before_a_restore(backup, gallery):
     assert not backup.verified
 
-    manifest = backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+    manifest = backups.check_restorable(backup.path, sqlite_url(gallery), LATEST_VERSION)
 
-    assert manifest["schema_version"] == "004"
+    assert manifest["schema_version"] == LATEST_VERSION
     backup.path.write_bytes(backup.path.read_bytes()[:-1] + b"?")
     with pytest.raises(BackupError, match=r"checksum differs .*; nothing restored$"):
-        backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+        backups.check_restorable(backup.path, sqlite_url(gallery), LATEST_VERSION)
 
 
 def test_a_backups_folder_that_cannot_be_made_is_named_with_its_setting(tmp_path):
@@ -401,7 +404,7 @@ def test_an_encrypted_backup_is_not_restorable_without_its_identity_file(backup,
     edit_manifest(backup.path, encrypted={"format": "age", "recipients": []}, verified_at="x")
 
     with pytest.raises(ConfigError) as refused:
-        backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+        backups.check_restorable(backup.path, sqlite_url(gallery), LATEST_VERSION)
 
     assert str(refused.value) == (
         f"{backup.path} is encrypted: give the identity file that decrypts it "
@@ -415,7 +418,7 @@ def test_a_verified_sqlite_backup_is_checked_as_it_is_copied_not_before(backup, 
     backups.mark_verified(backup)
     backup.path.write_bytes(backup.path.read_bytes()[:-1] + b"?")
 
-    manifest = backups.check_restorable(backup.path, sqlite_url(gallery), "004")
+    manifest = backups.check_restorable(backup.path, sqlite_url(gallery), LATEST_VERSION)
 
     assert manifest["verified_at"]
 
@@ -426,7 +429,7 @@ def test_a_restore_returns_the_replaced_databases_safety_backup_under_its_id(
     url = sqlite_url(gallery)
     info = backups.create_backup(Target.around(migrated_db, url), backups_dir, verify=True)
     own_id = backups.current_owner(url).id
-    manifest = backups.check_restorable(info.path, url, "004")
+    manifest = backups.check_restorable(info.path, url, LATEST_VERSION)
     migrated_db.close()
 
     safety = backups.restore_backup(url, info.path, manifest, tmp_path / "safety")

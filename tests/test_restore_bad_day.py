@@ -23,7 +23,14 @@ import pytest
 from db import backups
 from db.backups.files import file_digest
 from db.target import Target
-from tests.conftest import PROJECT_ROOT, one_error_line, run_invoke, sqlite_url
+from tests.conftest import (
+    LATEST_VERSION,
+    NEXT_VERSION,
+    PROJECT_ROOT,
+    one_error_line,
+    run_invoke,
+    sqlite_url,
+)
 from tests.snapshots import checksum
 
 LATER_MIGRATION = """-- migrate:up
@@ -195,7 +202,10 @@ def claim_an_older_schema(path):
     [
         (damage_after_verifying, "does not match the manifest"),
         (count_one_more_user, "users: 5 rows, the manifest says 6"),
-        (claim_an_older_schema, "schema version 004 in the backup, the manifest says 003"),
+        (
+            claim_an_older_schema,
+            f"schema version {LATEST_VERSION} in the backup, the manifest says 003",
+        ),
     ],
     ids=["damaged copy", "row counts", "schema version"],
 )
@@ -229,7 +239,7 @@ def test_a_database_in_use_is_left_untouched(live, verified_backup, backups_dir)
     try:
         assert reader.stdout.readline().strip() == "reading"
         before = state(live)
-        manifest = backups.check_restorable(verified_backup, sqlite_url(live), "004")
+        manifest = backups.check_restorable(verified_backup, sqlite_url(live), LATEST_VERSION)
         with pytest.raises(backups.BackupError, match="in use by another process"):
             backups.restore_backup(
                 sqlite_url(live), verified_backup, manifest, backups_dir, timeout=1
@@ -318,8 +328,8 @@ def test_a_backup_of_a_wal_database_is_a_rollback_journal_file_hashed_as_written
 
 @pytest.fixture
 def later_cli(db_url, backups_dir, project_migrations, write_migration):
-    """The CLI with a migration 005 beyond the project's."""
-    write_migration("005_later.sql", LATER_MIGRATION)
+    """The CLI with a migration beyond the project's."""
+    write_migration(f"{NEXT_VERSION}_later.sql", LATER_MIGRATION)
 
     def run(*args):
         env = {"INVOKE_DB_BACKUPS": str(backups_dir)}
@@ -329,38 +339,39 @@ def later_cli(db_url, backups_dir, project_migrations, write_migration):
 
 
 @pytest.fixture
-def backup_at_005_said_004(later_cli, backups_dir):
-    """A verified backup taken at schema 005 whose manifest was edited to say 004 (the
-    backup file, and so its checksum, untouched)."""
+def backup_later_said_newest(later_cli, backups_dir):
+    """A verified backup taken at the later migration's schema whose manifest was edited
+    to say the project's newest (the backup file, and so its checksum, untouched)."""
     assert later_cli("db.setup").returncode == 0
     made = later_cli("db.backup", "--verify")
     assert made.returncode == 0, made.stderr
     (path,) = backups_dir.glob("*.db")
-    assert backups.read_manifest(path)["schema_version"] == "005"
-    edit_manifest(path, schema_version="004")
+    assert backups.read_manifest(path)["schema_version"] == NEXT_VERSION
+    edit_manifest(path, schema_version=LATEST_VERSION)
     return path
 
 
-def test_verify_reads_the_schema_version_from_the_backup(later_cli, backup_at_005_said_004):
+def test_verify_reads_the_schema_version_from_the_backup(later_cli, backup_later_said_newest):
     one_error_line(
-        later_cli("db.verify", str(backup_at_005_said_004)), 1,
-        "schema version 005 in the backup, the manifest says 004",
+        later_cli("db.verify", str(backup_later_said_newest)), 1,
+        f"schema version {NEXT_VERSION} in the backup, the manifest says {LATEST_VERSION}",
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("verified", [True, False], ids=["verified", "never verified"])
 def test_restore_reads_the_schema_version_from_the_backup(
-    cli, later_cli, db_path, backup_at_005_said_004, verified
+    cli, later_cli, db_path, backup_later_said_newest, verified
 ):
     if not verified:
-        edit_manifest(backup_at_005_said_004, verified_at=None)
+        edit_manifest(backup_later_said_newest, verified_at=None)
     assert later_cli("db.migrate", "--to", "003").returncode == 0
-    # The project (cli) knows migrations up to 004 only: the manifest passes for one.
+    # The project (cli) knows migrations up to its newest only: the manifest passes for one.
     before = state(db_path)
 
     one_error_line(
-        cli("db.restore", str(backup_at_005_said_004), "--yes"), 1,
-        "schema version 005 in the backup, the manifest says 004", "nothing restored",
+        cli("db.restore", str(backup_later_said_newest), "--yes"), 1,
+        f"schema version {NEXT_VERSION} in the backup, the manifest says {LATEST_VERSION}",
+        "nothing restored",
     )  # fmt: skip
 
     assert state(db_path) == before
