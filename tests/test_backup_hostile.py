@@ -21,7 +21,7 @@ from db.engines import open_database
 from db.engines.base import database_name_of
 from tests import servers
 from tests import test_backup_engines as engines
-from tests.conftest import ok, one_error_line
+from tests.conftest import LATEST_VERSION, ok, one_error_line
 from tests.snapshots import checksum
 from tests.test_backup_engines import (
     assert_the_counters_follow,
@@ -353,7 +353,11 @@ def test_a_manifest_that_understates_the_schema_version_is_caught_by_loading(
     path = backup_of(engine_gallery, backups_dir)
     rewrite_manifest(path, schema_version="003")
 
-    refused(hostile_cli, path, ("schema version 004 in the backup, the manifest says 003",))
+    refused(
+        hostile_cli,
+        path,
+        (f"schema version {LATEST_VERSION} in the backup, the manifest says 003",),
+    )
 
 
 # --- errors stay one line ------------------------------------------------------------------
