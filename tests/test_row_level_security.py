@@ -471,19 +471,21 @@ def test_uploading_counts_the_upload_on_the_user(owner, alice):
 def test_rolling_004_back_exposes_every_private_row_and_migrating_again_hides_them(owner, bob):
     runner = Runner(owner, MIGRATIONS_DIR)
 
-    assert runner.rollback(steps=1) == ["004_row_level_security"]
+    assert runner.rollback(to="003") == migrations_from("004")[::-1]
     assert images(bob) == set(IMAGES)  # down really took the protection away
     assert albums(bob) == set(ALBUMS)
 
-    assert runner.migrate() == ["004_row_level_security"]
+    assert runner.migrate() == migrations_from("004")
     assert images(bob) == {*PUBLIC_IMAGES, "bob-private"}
     assert albums(bob) == {"alice-trip", "bob-drafts"}
 
 
 def test_rolling_004_back_removes_all_it_added(owner):
+    runner = Runner(owner, MIGRATIONS_DIR)
+    runner.rollback(to="004")  # what later migrations add (005's search table) is theirs
     added = what_004_adds(owner)
 
-    Runner(owner, MIGRATIONS_DIR).rollback(steps=1)
+    runner.rollback(steps=1)
 
     assert added == {
         "tables under row-level security": {"albums", "images", *LINK_TABLES},
@@ -493,6 +495,12 @@ def test_rolling_004_back_removes_all_it_added(owner):
         "functions with a fixed search_path": {*TRIGGER_FUNCTIONS, "clonegallery_acting_role"},
     }
     assert what_004_adds(owner) == {kind: set() for kind in added}
+
+
+def migrations_from(version):
+    """Return the names of the project's migrations from ``version`` on, oldest first:
+    those a rollback to the one before reverts and migrating again applies."""
+    return sorted(path.stem for path in MIGRATIONS_DIR.glob("[0-9]*") if path.name[:3] >= version)
 
 
 def what_004_adds(database):
@@ -523,8 +531,8 @@ def test_migrating_again_after_a_reset_takes_over_the_functions_it_left(owner):
 
     applied = Runner(owner, MIGRATIONS_DIR).migrate()
 
-    assert applied[-1] == "004_row_level_security"
-    assert what_004_adds(owner)["policies"] == POLICIES
+    assert applied == migrations_from("001")
+    assert what_004_adds(owner)["policies"] >= POLICIES  # 005's search table adds its own
 
 
 # --- Through the models: db.access.acting_as sets the setting -----------------------------
