@@ -21,7 +21,7 @@ from db.errors import (
 )
 from db.models import ImageTag, Tag, User, UserLike, bind_models
 from db.runner import APPLIED, CHANGED, FAILED, MISSING, PENDING, Runner
-from tests.conftest import MIGRATIONS_DIR
+from tests.conftest import LATEST_VERSION, MIGRATIONS_DIR, NEXT_VERSION
 from tests.factories import make_image, make_user
 
 CREATE_A = (
@@ -432,7 +432,8 @@ def test_rebuilding_the_images_table_keeps_its_links_likes_and_count_triggers(
     UserLike.create(user=ada, image=image)
     triggers_before = schema_objects(fresh_db, "trigger")
 
-    write_migration("005_longer_titles.py", ALTER_IMAGE_TITLE)
+    # Numbered after the project's newest, so it is the one migration rollback reverts.
+    write_migration(f"{NEXT_VERSION}_longer_titles.py", ALTER_IMAGE_TITLE)
     runner.migrate()
     make_image(ada, title="Dusk")
 
@@ -440,8 +441,19 @@ def test_rebuilding_the_images_table_keeps_its_links_likes_and_count_triggers(
     assert UserLike.select().count() == 1
     assert schema_objects(fresh_db, "trigger") == triggers_before
     assert User.get_by_id(ada.id).uploads == 2
-    assert runner.rollback() == ["005_longer_titles"]
+    assert title_type(fresh_db) == "TEXT"
+    assert runner.rollback() == [f"{NEXT_VERSION}_longer_titles"]
+    # Only the test's migration is reverted: the title as before, and the rebuild back
+    # keeps the links, likes and every trigger (005's search triggers on images too).
+    assert title_type(fresh_db) == "VARCHAR(200)"
     assert ImageTag.select().count() == 1
+    assert UserLike.select().count() == 1
+    assert schema_objects(fresh_db, "trigger") == triggers_before
+    assert runner.current_version() == LATEST_VERSION
+
+
+def title_type(database):
+    return next(c.data_type for c in database.get_columns("images") if c.name == "title")
 
 
 def schema_objects(database, kind):
