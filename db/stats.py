@@ -254,7 +254,7 @@ class PostgresStats:
     def indexes(self, database, table):
         rows = database.execute_sql(
             "SELECT i.relname, ARRAY(SELECT a.attname FROM unnest(x.indkey) "
-            "  WITH ORDINALITY AS k(attnum, position) JOIN pg_attribute a "
+            "  WITH ORDINALITY AS k(attnum, position) LEFT JOIN pg_attribute a "  # 0: an expression
             "  ON a.attrelid = x.indrelid AND a.attnum = k.attnum ORDER BY k.position), "
             "x.indisprimary, x.indisunique, pg_relation_size(i.oid), s.idx_scan "
             "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
