@@ -273,11 +273,9 @@ def _(engine: SqliteEngine, database):
 
 @_size.register
 def _(engine: MySQLEngine, database):
-    query = (
-        "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
-        "WHERE table_schema = DATABASE()"
-    )
-    return int(database.execute_sql(query).fetchone()[0])
+    from db.stats import MySQLStats  # a tenant is a database of its own: db.stats' size
+
+    return MySQLStats(None).database_size(database)[0]
 
 
 @_size.register
@@ -402,10 +400,10 @@ def run_for_each(names, work, jobs=DEFAULT_JOBS):
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
+    if jobs < 1:  # refused before anything runs: with no tenant, as with many
+        raise ConfigError(f"--jobs must be at least 1, not {jobs}")
     if not names:
         return
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, not {jobs}")
     _work = work
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=get_context("fork"))
     with pool:
