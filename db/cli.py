@@ -992,15 +992,17 @@ def tenants(c, json=False, debug=False):
     help={
         "name": "the new tenant's name: a lower-case letter, then letters, digits, underscores",
         "no-sample": NO_SAMPLE_HELP,
+        "force": "seed the sample seeders even when db.environment is production",
         "debug": DEBUG_HELP,
     },
 )
-def tenant_create(c, name, no_sample=False, debug=False):
+def tenant_create(c, name, no_sample=False, force=False, debug=False):
     """Create a tenant's gallery: migrated and seeded (--no-sample: essentials only)."""
     from db import report
     from db.tenants import create_tenant
 
-    result = create_tenant(settings_of(c), name, sample=not no_sample, on_event=print_progress)
+    settings = settings_of(c)
+    result = create_tenant(settings, name, not no_sample, force, on_event=print_progress)
     print(report.tenant_created(name, result))
 
 

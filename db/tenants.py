@@ -201,9 +201,10 @@ def settings_for(settings, name):
 # -- creating and dropping ----------------------------------------------------------------------
 
 
-def create_tenant(settings, name, sample=True, on_event=None):
+def create_tenant(settings, name, sample=True, force=False, on_event=None):
     """Create tenant ``name``, migrated and seeded (only the essential seeders unless
-    ``sample``); return the setup's result. TenantExists when it is there already."""
+    ``sample``; in production, sample ones only with ``force``, as db.setup); return the
+    setup's result. TenantExists when it is there already."""
     from db import commands
 
     url = tenant_url(settings.url, name)
@@ -213,7 +214,7 @@ def create_tenant(settings, name, sample=True, on_event=None):
     if isinstance(engine, SqliteEngine):
         Path(sqlite_path(url)).parent.mkdir(mode=0o700, exist_ok=True)
     tenant_settings = replace(settings, url=url, tenant=name)
-    return commands.setup(tenant_settings, sample=sample, on_event=on_event)
+    return commands.setup(tenant_settings, sample=sample, force=force, on_event=on_event)
 
 
 def drop_tenant(settings, name):

@@ -5,9 +5,11 @@ read as words, tag autocomplete, and what rolling 005 back leaves.
 Each test writes and commits on a database of its own: InnoDB indexes FULLTEXT changes
 only when their transaction commits, so a rolled-back fixture would hide them there."""
 
+import datetime
+
 import pytest
 
-from db import maintenance
+from db import maintenance, search
 from db.access import acting_as
 from db.engines import engine_for
 from db.explain import explain_query
@@ -61,9 +63,76 @@ def tag(image, name):
 
 
 def test_the_image_holding_the_word_twice_comes_first(gallery):
-    # "harbour" is in one image's title and another's caption; ranks differ by engine,
-    # but the image where the word weighs more (a shorter document holding it) wins.
+    # "harbour" is in one image's title and tag, and in another's caption: the engines
+    # score differently (InnoDB ignores a document's length, and breaks a tie newest
+    # first), but each ranks the image holding the word twice above the one holding it once.
+    tag(gallery["harbour"], "harbour")
+
     assert found("harbour") == ["Misty harbour at dawn", "Forest path"]
+
+
+def uploaded_in_turn(uploader, *titles):
+    """Create an image per title, a day apart, the last one newest; return them."""
+    first = datetime.datetime(2026, 1, 1)
+    return [
+        make_image(uploader, title, uploaded_at=first + datetime.timedelta(days=day))
+        for day, title in enumerate(titles)
+    ]
+
+
+@pytest.fixture
+def harbours(engine_migrated_db):
+    """Three harbour images, uploaded oldest to newest: the oldest holds the word most."""
+    return uploaded_in_turn(
+        make_user("Ada"),
+        "Harbour harbour harbour",
+        "Harbour wall beside the old fish market",
+        "Harbour fog over grey water at dawn",
+    )
+
+
+def test_a_few_matches_come_best_first(harbours):
+    assert [image.id for image in Image.search("harbour", None)] == [
+        harbours[0].id,
+        *(image.id for image in reversed(harbours[1:])),  # equal ranks: newest first
+    ]
+
+
+def test_more_matches_than_are_ranked_come_newest_first(harbours, monkeypatch):
+    # Ranking reads every match: past search.RANKED of them a search lists them newest
+    # first and reads only the page (on SQLite, the most recently indexed first).
+    monkeypatch.setattr(search, "RANKED", 2)
+
+    assert [image.id for image in Image.search("harbour", None)] == [
+        image.id for image in reversed(harbours)
+    ]
+    assert [image.id for image in Image.search("harbour", None).limit(1)] == [harbours[-1].id]
+
+
+def test_a_common_word_narrows_the_matches_of_a_rare_one(harbours, monkeypatch):
+    # MariaDB tests a common word on the text of the rare word's matches; the others
+    # read both from the index. Every engine finds the same image.
+    monkeypatch.setattr(search, "RANKED", 2)
+
+    wall = "Harbour wall beside the old fish market"
+    assert found("harbour wall") == [wall]
+    assert found("wall harbour") == [wall]
+    assert found("fog wall") == []
+
+
+def test_mariadb_judges_a_word_common_from_the_newest_images(engine, harbours, monkeypatch):
+    # InnoDB counts a word's matches only by reading them all, so MariaDB extrapolates:
+    # both of the newest two images hold "harbour", which at that rate is every image
+    # of its (estimated) three, more than RANKED.
+    if engine != "mysql":
+        pytest.skip("the other engines count the matches, up to RANKED, on their index")
+    monkeypatch.setattr(search.MySQLSearcher, "SAMPLE", 2)
+    monkeypatch.setattr(search, "RANKED", 2)
+    _bound().execute_sql("ANALYZE TABLE image_search").fetchall()
+
+    assert [image.id for image in Image.search("harbour", None)] == [
+        image.id for image in reversed(harbours)
+    ]
 
 
 @pytest.mark.parametrize(

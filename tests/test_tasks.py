@@ -86,7 +86,7 @@ for _task, _options in TASK_OPTIONS.items():
         _options += ["all-tenants", "jobs"]
 TASK_OPTIONS |= {
     "db.tenants": ["json", "debug"],
-    "db.tenant-create": ["name", "no-sample", "debug"],
+    "db.tenant-create": ["name", "no-sample", "force", "debug"],
     "db.tenant-drop": ["name", "yes", "debug"],
 }
 OPTION_LINE = re.compile(r"^\s+(?:-\w(?: [A-Z]+)?, )?--(?P<option>[a-z-]+)(?:=[A-Z]+)?\s{2,}\S")

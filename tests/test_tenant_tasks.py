@@ -134,6 +134,20 @@ def test_a_tenants_life_created_listed_backed_up_and_dropped(settings, cli):
     one_error_line(cli("db.tenant-drop", "ghost", "--yes"), 2, "invoke db.tenant-create ghost")
 
 
+def test_in_production_a_tenant_gets_sample_rows_only_with_force(settings):
+    def create(*args):
+        return run_invoke(
+            "db.tenant-create", *args, url=settings.url,
+            migrations_dir=settings.migrations_dir, env={"INVOKE_DB_ENVIRONMENT": "production"},
+        )  # fmt: skip
+
+    one_error_line(create("acme"), 2, "sample seeder", "--no-sample", "--force")
+    assert tenant_names(settings.url) == []  # refused before anything was made
+
+    ok(create("acme", "--force"))
+    assert users_of(tenant_url(settings.url, "acme")) == 5
+
+
 # -- --tenant ---------------------------------------------------------------------------------
 
 
