@@ -21,7 +21,7 @@ Where a tenant of the configured database lives:
 
 Every task takes ``--tenant NAME`` (db/cli.py turns it into the tenant's URL); the
 tenant must exist (``db.tenant-create``). ``run_for_each`` runs one piece of work per
-tenant in a bounded pool of processes, for ``--all-tenants``.
+tenant, each in a process of its own, a bounded number at once, for ``--all-tenants``.
 """
 
 import functools
@@ -388,33 +388,56 @@ def _(engine: PostgresEngine, base, name):
 # -- --all-tenants: the same work on every tenant --------------------------------------------
 
 DEFAULT_JOBS = 4
-_work = None  # what run_for_each's worker processes run: set before they are forked
 
 
 def run_for_each(names, work, jobs=DEFAULT_JOBS):
     """Yield (name, result of ``work(name)``) for every tenant as it finishes, at most
     ``jobs`` at once, each in a process of its own: one tenant's failure, crash or
     memory does not touch another's run. The processes are forked, so ``work`` may be
-    any callable; what it returns must pickle. A process that dies yields its tenant
-    with a WorkerDied result."""
-    global _work
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    any callable; what it returns must pickle. A process that dies (killed, or crashed)
+    yields its tenant alone with a WorkerDied result: the tenants running beside it and
+    those still to start run on as before. Should the caller stop early, the processes
+    still running are waited for, not killed mid-work."""
+    import sys
+    from collections import deque
     from multiprocessing import get_context
+    from multiprocessing.connection import wait
 
     if jobs < 1:  # refused before anything runs: with no tenant, as with many
         raise ConfigError(f"--jobs must be at least 1, not {jobs}")
-    if not names:
-        return
-    _work = work
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=get_context("fork"))
-    with pool:
-        futures = {pool.submit(_run_work, name): name for name in names}
-        for future in as_completed(futures):
-            yield futures[future], _result(future)
+    context = get_context("fork")
+    waiting = deque(names)
+    running = {}  # the result pipe's reading end -> (process, name)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                name = waiting.popleft()
+                for stream in (sys.stdout, sys.stderr):  # else the child writes it again
+                    stream.flush()
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(target=_run_work, args=(work, name, writer))
+                process.start()
+                writer.close()  # the child's alone: its death is the reader's end of file
+                running[reader] = (process, name)
+            for reader in wait(list(running)):
+                process, name = running.pop(reader)
+                yield name, _result(reader, process)
+    finally:
+        for reader, (process, _) in running.items():
+            _result(reader, process)
 
 
-def _run_work(name):
-    return _work(name)
+def _run_work(work, name, writer):
+    """A tenant's process: send back what ``work(name)`` returns, or how it failed."""
+    try:
+        outcome = ("result", work(name))
+    except BaseException as exc:  # whatever ended it is the parent's to report
+        outcome = ("failed", f"{type(exc).__name__}: {exc}")
+    try:
+        writer.send(outcome)
+    except Exception as exc:  # a result that does not pickle
+        writer.send(("failed", f"its result could not be sent back: {type(exc).__name__}"))
+    writer.close()
 
 
 @dataclass(frozen=True)
@@ -424,8 +447,29 @@ class WorkerDied:
     reason: str
 
 
-def _result(future):
+def _result(reader, process):
+    """Return the result a tenant's process sent, once it has ended; WorkerDied when it
+    sent none (killed, or crashed) or its work raised."""
     try:
-        return future.result()
-    except Exception as exc:  # BrokenProcessPool: the process was killed or crashed
-        return WorkerDied(f"its worker process died ({type(exc).__name__})")
+        kind, value = reader.recv()
+    except (EOFError, OSError):
+        kind, value = "died", None
+    finally:
+        reader.close()
+        process.join()
+    if kind == "result":
+        return value
+    if kind == "failed":
+        return WorkerDied(f"its worker process failed ({value})")
+    return WorkerDied(f"its worker process died ({_exit_reason(process.exitcode)})")
+
+
+def _exit_reason(exitcode):
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
