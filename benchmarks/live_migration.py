@@ -12,12 +12,13 @@ process and connection uploading an image, liking an image and taking a like bac
 (user_likes rows) in a loop, each statement committed and timed, while a real ``invoke
 db.migrate`` process applies the project's migrations plus the scenario's:
 
-- concurrent:      005 ``CREATE INDEX CONCURRENTLY images_url ON images (url)`` under
-                   ``-- migrate:up transaction:false``; 006 adds a column with a constant
+- concurrent:      N+1 ``CREATE INDEX CONCURRENTLY images_url ON images (url)`` under
+                   ``-- migrate:up transaction:false`` (N: the project's newest
+                   migration); N+2 adds a column with a constant
                    default (PostgreSQL >= 11 writes no row: a catalogue change);
 - in-transaction:  the same index as a plain ``CREATE INDEX`` in the migration's
                    transaction (its SHARE lock blocks every insert into images until it
-                   commits), and the same 006;
+                   commits), and the same N+2;
 - concurrent*, in-transaction*: the same, while another session holds a transaction
                    that wrote to images open for the first ``--hold`` seconds (a slow
                    request, a forgotten ``BEGIN``): the migration waits for it, up to
@@ -28,7 +29,7 @@ The writer starts ``--settle`` seconds before the migration and stops as long af
 The table compares, per scenario: the writer's statements, their p50/p99 latency, the
 longest statement and the longest gap between two completed statements (its longest
 stall), and the migration's wall time (``invoke`` start-up included) beside what the
-runner recorded for 005 and 006. Target: concurrent, longest stall < 1 s. Exit status 1
+runner recorded for N+1 and N+2. Target: concurrent, longest stall < 1 s. Exit status 1
 when it is missed or a migration fails (the held scenarios' failures are reported only).
 
 What the held scenarios show: a plain ``CREATE INDEX`` waiting for its SHARE lock queues
@@ -57,6 +58,7 @@ import psycopg
 
 from db.access import as_system
 from db.engines import open_database
+from db.loader import discover, next_version
 from db.runner import Runner
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -74,25 +76,28 @@ ALTER TABLE images ADD COLUMN license VARCHAR(32) NOT NULL DEFAULT 'all-rights-r
 -- migrate:down
 ALTER TABLE images DROP COLUMN license;
 """
+# The scenarios' own two migrations take the versions after the project's newest.
+INDEX_VERSION = next_version(discover(PROJECT_DIR / "migrations"))
+COLUMN_VERSION = f"{int(INDEX_VERSION) + 1:03d}"
 # The scenarios' own migrations, after the project's: {scenario: {file name: text}}.
 SCENARIOS = {
     "concurrent": {
-        "005_images_url_index.sql": """\
+        f"{INDEX_VERSION}_images_url_index.sql": """\
 -- migrate:up transaction:false
 CREATE INDEX CONCURRENTLY images_url ON images (url);
 -- migrate:down transaction:false
 DROP INDEX CONCURRENTLY images_url;
 """,
-        "006_images_license.sql": ADD_COLUMN,
+        f"{COLUMN_VERSION}_images_license.sql": ADD_COLUMN,
     },
     "in-transaction": {
-        "005_images_url_index.sql": """\
+        f"{INDEX_VERSION}_images_url_index.sql": """\
 -- migrate:up
 CREATE INDEX images_url ON images (url);
 -- migrate:down
 DROP INDEX images_url;
 """,
-        "006_images_license.sql": ADD_COLUMN,
+        f"{COLUMN_VERSION}_images_license.sql": ADD_COLUMN,
     },
 }
 BASELINE = "baseline"
@@ -280,7 +285,8 @@ def runner_durations(url):
     """Return what the runner recorded for the scenario's migrations: {version: ms}."""
     with psycopg.connect(url) as connection:
         rows = connection.execute(
-            "SELECT version, duration_ms FROM migrations WHERE version >= '005' ORDER BY version"
+            "SELECT version, duration_ms FROM migrations WHERE version >= %s ORDER BY version",
+            (INDEX_VERSION,),
         ).fetchall()
     return dict(rows)
 
@@ -364,8 +370,8 @@ def print_table(results, header):
     row("longest statement (ms)", lambda f: f"{f['longest'] * 1000:,.0f}")
     row("longest gap (ms)", lambda f: f"{f['gap'] * 1000:,.0f}")
     row("migration, wall (s)", lambda f: seconds_or_dash(f["migration_s"]))
-    row("  005 index, runner (s)", lambda f: recorded(f, "005"))
-    row("  006 column, runner (s)", lambda f: recorded(f, "006"))
+    row(f"  {INDEX_VERSION} index, runner (s)", lambda f: recorded(f, INDEX_VERSION))
+    row(f"  {COLUMN_VERSION} column, runner (s)", lambda f: recorded(f, COLUMN_VERSION))
     row("writer window (s)", lambda f: f"{f['window_s']:.1f}")
     for figures in results:
         if figures["failure"]:
