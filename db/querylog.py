@@ -238,6 +238,8 @@ def read_file(path, limit):
                 (limit,),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
+            if _being_created(connection):
+                return []
             raise ConfigError(f"{path} is not the query recorder's file: {exc}") from exc
     return [Recorded(*row) for row in found]
 
@@ -251,8 +253,19 @@ def empty_file(path):
         try:
             connection.execute("DELETE FROM statements")
         except sqlite3.DatabaseError as exc:
+            if _being_created(connection):
+                return True
             raise ConfigError(f"{path} is not the query recorder's file: {exc}") from exc
     return True
+
+
+def _being_created(connection):
+    """Return whether the file is an SQLite database without a table yet: one a recorder
+    has just created, whose table its next statement makes (no statements recorded)."""
+    try:
+        return connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    except sqlite3.DatabaseError:  # not an SQLite database at all
+        return False
 
 
 def _merge(into, figures):

@@ -10,6 +10,7 @@ from contextlib import closing
 import pytest
 
 from db.engines import open_database
+from db.errors import ConfigError
 from db.querylog import OTHERS, normalise, read_file, record_queries, stats_path
 from tests.conftest import PROJECT_ROOT, sqlite_url
 
@@ -91,6 +92,7 @@ def test_the_recorder_flushes_every_few_seconds_without_being_closed(marks_db):
 APP = """
 import sys
 from db.engines import open_database
+from db.errors import ConfigError
 from db.querylog import record_queries
 database = open_database(sys.argv[1], create=False)
 record_queries(database, flush_every=0.05)
@@ -132,3 +134,17 @@ def test_a_closed_recorder_counts_no_more_and_gives_execute_sql_back(marks_db):
     (recorded,) = read_file(stats_path(marks_db), 10)
     assert recorded.calls == 1
     assert "execute_sql" not in vars(database)
+
+
+def test_a_file_a_recorder_has_just_created_reads_as_no_statements_yet(tmp_path):
+    # The recorder's connection creates the file a moment before its table: a reader
+    # in between (db.top) sees an empty database, not someone else's file.
+    being_created = tmp_path / "gallery.db-querystats"
+    being_created.touch()
+    someone_elses = tmp_path / "other.db"
+    with closing(sqlite3.connect(someone_elses)) as connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+
+    assert read_file(being_created, 10) == []
+    with pytest.raises(ConfigError, match="is not the query recorder's file"):
+        read_file(someone_elses, 10)
