@@ -123,6 +123,10 @@ class Searcher:
         ``RANKED`` match, else newest first."""
         if self.held_by_many(database, words):
             return self.newest_first(query, image, words)
+        return self.best_first(query, image, words)
+
+    def best_first(self, query, image, words):
+        """Return ``query`` narrowed to the matches, best first, equals newest first."""
         return self.ranked(query, image, words).order_by_extend(image.uploaded_at.desc(), image.id)
 
     def held_by_many(self, database, words):
@@ -251,7 +255,7 @@ class MySQLSearcher(Searcher):
         if common:  # tested on the few matches of the rare words
             query = query.where(self._holds_every(common))
         rare = [word for word in words if word not in common]
-        return self.ranked(query, image, rare).order_by_extend(image.uploaded_at.desc(), image.id)
+        return self.best_first(query, image, rare)
 
     def _common_words(self, database, image, words):
         """Return those of ``words`` likely to start a word of more than ``RANKED``
